@@ -1,0 +1,222 @@
+"""Speed benchmarks of the live pipeline and of a model.
+
+Usage::
+
+    python -m emotion_core.bench VIDEO [--json OUT] [--model NAME] [--max-frames N]
+    python -m emotion_core.bench model [--model NAME]
+
+The video benchmark decodes every frame first (not timed), loads the model (timed apart), warms
+up, then times detection + classification + tracking + smoothing + annotation per frame and
+ends with ``fps=F p50_ms=X p95_ms=Y frames=N faces=M``. The model benchmark ends with
+``model=NAME p50_ms_per_face=X p95_ms=Y batch8_ms=Z``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emotion_core.detect import DetectorError
+from emotion_core.inference import Classifier, EmotionClassifier
+from emotion_core.pipeline import EmotionPipeline, PipelineConfig
+from emotion_core.registry import ModelError
+from emotion_core.video import DecodedFrame, VideoError, read_frames
+
+
+@dataclass(frozen=True)
+class PipelineBench:
+    """Per-frame timings of the full pipeline over a clip (milliseconds).
+
+    cpu_ms_per_frame: process CPU time (all threads) per frame; unlike wall times it hardly
+    changes when other programs compete for the cores.
+    """
+
+    frames: int
+    faces: int
+    fps: float
+    p50_ms: float
+    p95_ms: float
+    mean_ms: float
+    max_ms: float
+    cpu_ms_per_frame: float
+
+
+@dataclass(frozen=True)
+class ModelBench:
+    """CPU time of the classifier's compiled call: one face (p50, p95) and a batch of 8."""
+
+    name: str
+    p50_ms_per_face: float
+    p95_ms: float
+    batch8_ms: float
+
+
+def bench_pipeline(
+    frames: Sequence[DecodedFrame],
+    classifier: Classifier,
+    config: PipelineConfig | None = None,
+    warmup: int = 10,
+) -> PipelineBench:
+    """Time process + annotate on every frame (after `warmup` untimed frames and a reset)."""
+    if not frames:
+        raise ValueError("no frames to benchmark")
+    pipeline = EmotionPipeline.from_config(classifier, config)
+    for i in range(warmup):
+        frame = frames[i % len(frames)]
+        pipeline.annotate(frame.frame_bgr, pipeline.process(frame.frame_bgr, frame.t_s, i))
+    pipeline.reset()
+    times = np.empty(len(frames))
+    faces = 0
+    cpu_start = time.process_time()
+    for i, frame in enumerate(frames):
+        start = time.perf_counter()
+        result = pipeline.process(frame.frame_bgr, frame.t_s, frame.frame_index)
+        pipeline.annotate(frame.frame_bgr, result)
+        times[i] = time.perf_counter() - start
+        faces += len(result.faces)
+    cpu_s = time.process_time() - cpu_start
+    ms = times * 1000.0
+    return PipelineBench(
+        frames=len(frames),
+        faces=faces,
+        fps=len(frames) / float(times.sum()),
+        p50_ms=float(np.percentile(ms, 50)),
+        p95_ms=float(np.percentile(ms, 95)),
+        mean_ms=float(ms.mean()),
+        max_ms=float(ms.max()),
+        cpu_ms_per_frame=cpu_s * 1000.0 / len(frames),
+    )
+
+
+def bench_model(classifier: Classifier, repeats: int = 200, size: int = 48) -> ModelBench:
+    """Median/p95 ms of classifier.predict on one face and median ms on a batch of 8."""
+    rng = np.random.default_rng(0)
+    one = rng.random((1, size, size, 1), dtype=np.float32)
+    eight = rng.random((8, size, size, 1), dtype=np.float32)
+    for _ in range(20):
+        classifier.predict(one)
+        classifier.predict(eight)
+
+    def timed(x: np.ndarray, n: int) -> np.ndarray:
+        out = np.empty(n)
+        for i in range(n):
+            start = time.perf_counter()
+            classifier.predict(x)
+            out[i] = time.perf_counter() - start
+        return out * 1000.0
+
+    single = timed(one, repeats)
+    batch = timed(eight, max(20, repeats // 4))
+    return ModelBench(
+        name=str(getattr(classifier, "name", type(classifier).__name__)),
+        p50_ms_per_face=float(np.percentile(single, 50)),
+        p95_ms=float(np.percentile(single, 95)),
+        batch8_ms=float(np.percentile(batch, 50)),
+    )
+
+
+def load_model(name: str | None, model_file: Path | None) -> EmotionClassifier:
+    """The registered model `name` (default model when None), or any .keras file."""
+    from emotion_core.inference import load_classifier, load_classifier_from_file
+
+    if model_file is not None:
+        return load_classifier_from_file(model_file)
+    return load_classifier(name)
+
+
+def _parser(model_mode: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m emotion_core.bench" + (" model" if model_mode else ""),
+        description="Benchmark the model's compiled call."
+        if model_mode
+        else "Benchmark the full live pipeline on a video file.",
+    )
+    if not model_mode:
+        parser.add_argument("video", type=Path, help="video file (e.g. a 640x480 clip)")
+        parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+        parser.add_argument("--max-frames", type=int, help="use only the first N frames")
+        parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up frames")
+        parser.add_argument("--detect-width", type=int, default=PipelineConfig.detect_width)
+    parser.add_argument("--model", help="registered model name (default: the registry default)")
+    parser.add_argument("--model-file", type=Path, help="benchmark this .keras file instead")
+    return parser
+
+
+def _run_model(args: argparse.Namespace) -> int:
+    classifier = load_model(args.model, args.model_file)
+    res = bench_model(classifier)
+    print(
+        f"model={res.name} p50_ms_per_face={res.p50_ms_per_face:.2f} "
+        f"p95_ms={res.p95_ms:.2f} batch8_ms={res.batch8_ms:.2f}"
+    )
+    return 0
+
+
+def _run_video(args: argparse.Namespace) -> int:
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ValueError("--max-frames must be >= 1")
+    start = time.perf_counter()
+    info, frames = read_frames(args.video, max_frames=args.max_frames)
+    decode_s = time.perf_counter() - start
+    print(
+        f"decoded {len(frames)} frames {info.width}x{info.height} in {decode_s:.2f} s",
+        file=sys.stderr,
+    )
+    start = time.perf_counter()
+    classifier = load_model(args.model, args.model_file)
+    model_load_s = time.perf_counter() - start
+    print(f"model_load_s={model_load_s:.2f}")
+    config = PipelineConfig(detect_width=args.detect_width)
+    res = bench_pipeline(frames, classifier, config, warmup=args.warmup)
+    print(f"cpu_ms_per_frame={res.cpu_ms_per_frame:.2f} mean_ms={res.mean_ms:.2f}", file=sys.stderr)
+    if args.json is not None:
+        report = {
+            "video": str(args.video),
+            "width": info.width,
+            "height": info.height,
+            **asdict(res),
+            "model": classifier.name,
+            "model_load_s": model_load_s,
+            "decode_s": decode_s,
+            "config": asdict(config),
+            "cpu_count": os.cpu_count(),
+            "machine": platform.platform(),
+            "python": platform.python_version(),
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"fps={res.fps:.1f} p50_ms={res.p50_ms:.2f} p95_ms={res.p95_ms:.2f} "
+        f"frames={res.frames} faces={res.faces}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 with `error: ...` on bad input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # our own errors name the file
+    model_mode = bool(argv) and argv[0] == "model" and not Path("model").is_file()
+    args = _parser(model_mode).parse_args(argv[1:] if model_mode else argv)
+    try:
+        return _run_model(args) if model_mode else _run_video(args)
+    except (ModelError, VideoError, DetectorError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

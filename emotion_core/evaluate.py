@@ -1,0 +1,227 @@
+"""Evaluate a model on a FER-2013 split: accuracy, macro-F1, per-class table, confusion matrix.
+
+    python -m emotion_core.evaluate [--model PATH|NAME] --data PATH [--split PublicTest]
+        [--detect-faces] [--tta] [--json OUT]
+
+The last stdout line is exactly `accuracy=0.XXXX macro_f1=0.XXXX n=N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from emotion_core.calibration import expected_calibration_error
+from emotion_core.classes import CLASSES
+from emotion_core.data import DataError, load_dataset
+from emotion_core.preprocess import preprocess, preprocess_batch
+from emotion_core.registry import MODELS_DIR, ModelError
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) int matrix: rows are true classes, columns predictions."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    return matrix
+
+
+def metrics_from_confusion(matrix: np.ndarray, classes: Sequence[str] = CLASSES) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class precision/recall/F1/support from a confusion matrix."""
+    tp = np.diag(matrix).astype(float)
+    predicted = matrix.sum(axis=0).astype(float)
+    actual = matrix.sum(axis=1).astype(float)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    present = actual > 0
+    total = matrix.sum()
+    return {
+        "accuracy": float(tp.sum() / total) if total else 0.0,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "n": int(total),
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(classes, precision, recall, f1, actual, strict=True)
+        },
+        "confusion_matrix": matrix.tolist(),
+        "classes": list(classes),
+    }
+
+
+def report_from_probs(probs: np.ndarray, labels: np.ndarray, missed: int = 0) -> dict[str, Any]:
+    """Full report from probabilities (N, C) and labels (N,); `missed` faces count as wrong."""
+    num_classes = probs.shape[1]
+    preds = probs.argmax(axis=1)
+    matrix = confusion_matrix(labels, preds, num_classes)
+    report = metrics_from_confusion(matrix)
+    if missed:
+        report["accuracy"] = float(np.trace(matrix) / (matrix.sum() + missed))
+        report["n"] = int(matrix.sum() + missed)
+        report["no_face"] = int(missed)
+    report["ece"] = expected_calibration_error(probs, labels)
+    return report
+
+
+def evaluate_model_file(
+    path: Path, x: np.ndarray, y: np.ndarray, tta: bool = False
+) -> dict[str, Any]:
+    """Evaluate a .keras file on preprocessed faces x (N,48,48,1) and labels y (N,)."""
+    from emotion_core.inference import load_classifier_from_file
+
+    classifier = load_classifier_from_file(path)
+    return report_from_probs(predict_all(classifier, x, tta), y)
+
+
+def predict_all(classifier: Any, x: np.ndarray, tta: bool = False, batch: int = 256) -> np.ndarray:
+    """Probabilities (N, C) in batches, optionally with flip TTA."""
+    fn = classifier.predict_tta if tta else classifier.predict
+    parts = [fn(x[i : i + batch]) for i in range(0, len(x), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(CLASSES)))
+
+
+def detect_and_crop(images: np.ndarray, upscale: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Run the Haar detector on each (upscaled) image; crop the largest face.
+
+    images (N, H, W) uint8 -> faces (M, 48, 48, 1) float32 and found mask (N,) bool.
+    """
+    cascade_file = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
+    cascade = cv2.CascadeClassifier(cascade_file)
+    faces, found = [], np.zeros(len(images), bool)
+    for i, image in enumerate(images):
+        big = cv2.resize(image, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
+        boxes = cascade.detectMultiScale(big, scaleFactor=1.1, minNeighbors=3, minSize=(60, 60))
+        if len(boxes) == 0:
+            continue
+        x, y, w, h = max(boxes, key=lambda b: b[2] * b[3])
+        faces.append(preprocess(big[y : y + h, x : x + w]))
+        found[i] = True
+    return (np.stack(faces) if faces else np.zeros((0, 48, 48, 1), np.float32)), found
+
+
+def save_confusion_png(matrix: np.ndarray, path: Path, classes: Sequence[str] = CLASSES) -> None:
+    """Draw a row-normalised confusion matrix heat map (OpenCV, no matplotlib)."""
+    cell, margin = 70, 110
+    n = len(classes)
+    norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    image = np.full((margin + n * cell + 10, margin + n * cell + 10, 3), 255, np.uint8)
+    for i in range(n):
+        for j in range(n):
+            shade = int(255 - 200 * norm[i, j])
+            x0, y0 = margin + j * cell, margin + i * cell
+            cv2.rectangle(image, (x0, y0), (x0 + cell, y0 + cell), (255, shade, shade), -1)
+            color = (255, 255, 255) if norm[i, j] > 0.5 else (0, 0, 0)
+            cv2.putText(
+                image,
+                f"{norm[i, j]:.2f}",
+                (x0 + 12, y0 + 40),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.5,
+                color,
+                1,
+                cv2.LINE_AA,
+            )
+        cv2.putText(
+            image,
+            classes[i][:8],
+            (5, margin + i * cell + 40),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
+        cv2.putText(
+            image,
+            classes[i][:8],
+            (margin + i * cell + 5, margin - 10),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
+    cv2.putText(image, "true \\ predicted", (5, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    cv2.imwrite(str(path), image)
+
+
+def resolve_model(model: str | None) -> tuple[Any, str]:
+    """A classifier for --model (a .keras path, a registered name, or None = the default)."""
+    from emotion_core.inference import load_classifier, load_classifier_from_file
+    from emotion_core.registry import read_card
+
+    if model and (model.endswith(".keras") or Path(model).exists()):
+        path = Path(model)
+        card = None
+        if path.with_suffix(".json").exists():
+            card = read_card(path.stem, path.parent)
+        return load_classifier_from_file(path, card), str(path)
+    classifier = load_classifier(model, MODELS_DIR)
+    return classifier, classifier.name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point."""
+    p = argparse.ArgumentParser(
+        prog="python -m emotion_core.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model", default=None, help="a .keras file or registered name (default: app's)"
+    )
+    p.add_argument("--data", required=True, help="FER-2013 CSV or class-folder root")
+    p.add_argument("--split", default="PublicTest")
+    p.add_argument("--detect-faces", action="store_true", help="detect the face first (largest)")
+    p.add_argument("--tta", action="store_true", help="average with the mirrored face")
+    p.add_argument("--json", default=None, help="write the report here (and a .png beside it)")
+    a = p.parse_args(argv)
+    try:
+        classifier, model_name = resolve_model(a.model)
+        dataset = load_dataset(a.data, a.split)
+    except (DataError, ModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    labels = dataset.labels
+    missed = 0
+    if a.detect_faces:
+        x, found = detect_and_crop(dataset.images)
+        missed = int((~found).sum())
+        labels = labels[found]
+        print(
+            f"faces detected in {found.sum()}/{len(found)} images; {missed} count as misses",
+            file=sys.stderr,
+        )
+    else:
+        x = preprocess_batch(dataset.images)
+    report = report_from_probs(predict_all(classifier, x, a.tta), labels, missed)
+    report |= {
+        "model": model_name,
+        "data": str(a.data),
+        "split": dataset.split,
+        "tta": a.tta,
+        "detect_faces": a.detect_faces,
+    }
+    for name, row in report["per_class"].items():
+        print(
+            f"{name:>9}  precision={row['precision']:.3f} recall={row['recall']:.3f} "
+            f"f1={row['f1']:.3f} support={row['support']}"
+        )
+    if a.json:
+        out = Path(a.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        save_confusion_png(np.array(report["confusion_matrix"]), out.with_suffix(".png"))
+    print(f"accuracy={report['accuracy']:.4f} macro_f1={report['macro_f1']:.4f} n={report['n']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,815 @@
+"""Training jobs for the UI: check a dataset, launch ``python -m emotion_core.train`` as a
+separate process, watch it through its run folder, cancel/resume it, and activate its model.
+
+Everything lives on disk (docs/CONTRACTS.md, "Training run folder"), so another browser tab or a
+restarted server reattaches by reading the folder. Besides train.py's files the runner writes
+``launch.json`` (pid, command, config), ``stdout.log`` (the process's stdout and stderr) and
+``exit.json`` (exit code, when this process reaped the child); ``<runs>/job.lock`` names the
+job this runner started last while it lives. Never imports streamlit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emotion_core import registry
+from emotion_core.classes import CLASSES
+from emotion_core.data import DataError, load_dataset
+from emotion_core.registry import ModelCard, ModelError, validate_name
+from emotion_core.train import TrainConfig, write_json_atomic
+
+STATES: tuple[str, ...] = ("running", "finished", "failed", "cancelled", "interrupted")
+FINAL_STATES = frozenset({"finished", "failed", "cancelled"})
+RESUMABLE_STATES = frozenset({"cancelled", "interrupted", "failed"})
+MIN_PER_CLASS = 10
+LOCK_FILE = "job.lock"
+METRIC_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr")
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_TRAIN_MODULE = "emotion_core.train"
+
+# Popen objects of the jobs this process launched, by resolved run folder: polling them reaps
+# finished children (no zombies) and gives their exit code.
+_PROCS: dict[str, subprocess.Popen[bytes]] = {}
+
+
+class JobError(Exception):
+    """A job cannot be started, resumed, cancelled or activated (the message says why)."""
+
+
+def current_models_dir() -> Path:
+    """$EMOTION_MODELS_DIR read now, else emotion_core.registry.MODELS_DIR."""
+    env = os.environ.get("EMOTION_MODELS_DIR")
+    return Path(env) if env else registry.MODELS_DIR
+
+
+# ---------------------------------------------------------------- dataset check
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What a dataset holds, per split and class, and what is wrong with it.
+
+    errors block training (missing path, no images, a split that cannot be loaded); warnings
+    do not (few images in a class, unknown class folders skipped, undecodable images).
+    """
+
+    path: str
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> n
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    unknown_classes: dict[str, int] = field(default_factory=dict)  # folder name -> images
+    undecodable: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when training can start on this dataset."""
+        return not self.errors
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Errors then warnings."""
+        return self.errors + self.warnings
+
+    def total(self, split: str) -> int:
+        """Number of usable images in a split (0 when it could not be loaded)."""
+        return sum(self.counts.get(split, {}).values())
+
+    def table(self) -> pd.DataFrame:
+        """Images per class (rows, CLASSES order) and split (columns), with a total row."""
+        frame = pd.DataFrame(
+            {split: [c.get(name, 0) for name in CLASSES] for split, c in self.counts.items()},
+            index=pd.Index(list(CLASSES), name="class"),
+        )
+        if not frame.empty:
+            frame.loc["total"] = frame.sum()
+        return frame
+
+
+def validate_dataset(
+    path: Path | str,
+    train_split: str = "Training",
+    val_split: str = "PublicTest",
+    min_per_class: int = MIN_PER_CLASS,
+) -> DatasetSummary:
+    """Load both splits with emotion_core.data and report counts and problems (never raises)."""
+    text = str(path).strip()
+    if not text:
+        return DatasetSummary(text, errors=("No dataset path given.",))
+    root = Path(text).expanduser()
+    if not root.exists():
+        return DatasetSummary(text, errors=(f"{root}: no such file or folder.",))
+    counts: dict[str, dict[str, int]] = {}
+    errors: list[str] = []
+    warnings: list[str] = []
+    unknown: dict[str, int] = {}
+    undecodable = 0
+    loaded: dict[str, Any] = {}
+    for role, split in (("training", train_split), ("validation", val_split)):
+        try:
+            dataset = load_dataset(root, split)
+        except DataError as exc:
+            errors.append(f"No usable {role} images: {exc}")
+            continue
+        except (OSError, ValueError) as exc:
+            errors.append(f"Cannot read the {role} split of {root}: {type(exc).__name__}: {exc}")
+            continue
+        loaded[role] = dataset
+        counts[dataset.split] = dataset.class_counts()
+        for key, n in dataset.skipped.items():
+            if key.startswith("class:"):
+                unknown[key.removeprefix("class:")] = unknown.get(key.removeprefix("class:"), 0) + n
+            elif key == "undecodable":
+                undecodable += n
+                warnings.append(
+                    f"{n} {role} image(s) could not be decoded (corrupt or not an image) "
+                    "and will be skipped."
+                )
+        low = {c: n for c, n in dataset.class_counts().items() if n < min_per_class}
+        if low:
+            listed = ", ".join(f"{c} ({n})" for c, n in low.items())
+            warnings.append(
+                f"Few {role} images (< {min_per_class}) in: {listed}. "
+                "The model will hardly learn (or be measured on) these classes."
+            )
+    if unknown:
+        listed = ", ".join(f"{name!r} ({n} images)" for name, n in sorted(unknown.items()))
+        warnings.append(
+            f"Unknown class folders skipped: {listed}. Known classes: {', '.join(CLASSES)}."
+        )
+    train, val = loaded.get("training"), loaded.get("validation")
+    if train is not None and val is not None and _same_images(train.images, val.images):
+        warnings.append(
+            "The validation split is the same images as the training split (no separate "
+            "val/ folder?): validation scores will be over-optimistic."
+        )
+    return DatasetSummary(
+        text, counts, tuple(errors), tuple(warnings), dict(sorted(unknown.items())), undecodable
+    )
+
+
+def _same_images(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+# ---------------------------------------------------------------- device
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The Keras backend and the GPUs it can see (the training process sees the same)."""
+
+    backend: str
+    gpus: tuple[str, ...]
+    error: str = ""
+
+    @property
+    def summary(self) -> str:
+        """One line for the UI."""
+        if self.error:
+            return f"Could not query the Keras backend: {self.error}"
+        if self.gpus:
+            return (
+                f"GPU visible to Keras ({self.backend}): {', '.join(self.gpus)}; training uses it."
+            )
+        return f"No GPU visible to Keras ({self.backend}): training runs on the CPU."
+
+
+@functools.lru_cache(maxsize=1)
+def detect_device() -> DeviceInfo:
+    """Ask the Keras backend (imported lazily, once per process) which GPUs it sees."""
+    try:
+        import keras
+
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tuple(d.name for d in tf.config.list_physical_devices("GPU"))
+        elif backend == "jax":
+            import jax
+
+            gpus = tuple(str(d) for d in jax.devices() if d.platform == "gpu")
+        elif backend == "torch":
+            import torch
+
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            gpus = tuple(torch.cuda.get_device_name(i) for i in range(n))
+        else:
+            gpus = ()
+        return DeviceInfo(backend, gpus)
+    except Exception as exc:  # noqa: BLE001  a broken backend must not break the page
+        return DeviceInfo("unknown", (), f"{type(exc).__name__}: {exc}")
+
+
+# ---------------------------------------------------------------- run state
+
+
+@dataclass(frozen=True)
+class RunHandle:
+    """A launched training process."""
+
+    run_id: str
+    run_dir: Path
+    pid: int
+    command: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run folder's state as seen now (a 'running' status whose process is gone reads as
+    'interrupted', or 'failed' when its exit code was non-zero)."""
+
+    run_id: str
+    path: Path
+    state: str
+    epoch: int = 0
+    epochs: int = 0
+    progress: float = 0.0  # 0..1
+    metrics: dict[str, float] = field(default_factory=dict)
+    eta_s: float | None = None
+    started: float | None = None  # unix time
+    updated_at: float | None = None
+    message: str = ""
+    pid: int | None = None
+    arch: str = ""
+
+    @property
+    def running(self) -> bool:
+        """True while the training process lives."""
+        return self.state == "running"
+
+    @property
+    def resumable(self) -> bool:
+        """Cancelled, interrupted or failed runs can be continued from last.keras."""
+        return self.state in RESUMABLE_STATES
+
+    @property
+    def has_model(self) -> bool:
+        """True when best.keras exists (something to evaluate or activate)."""
+        return (self.path / "best.keras").exists()
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """Everything a page shows about one run."""
+
+    info: RunInfo
+    status: dict[str, Any]
+    metrics: pd.DataFrame  # one row per epoch (METRIC_COLUMNS, elapsed_s)
+    log_tail: str
+    evaluation: dict[str, Any] | None  # eval.json
+    hparams: dict[str, Any] | None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _pid_alive(pid: int | None) -> bool:
+    """True when pid is a live (not zombie) training process."""
+    if not pid or pid <= 0:
+        return False
+    _reap()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc") / str(pid)
+    try:
+        stat = (proc / "stat").read_text()
+        if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+            return False
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return True  # no /proc (macOS): os.kill said it exists
+    return _TRAIN_MODULE in cmdline  # otherwise the pid was reused by something else
+
+
+def _reap() -> None:
+    """Poll the children this process launched; record exit codes in exit.json."""
+    for key, proc in list(_PROCS.items()):
+        code = proc.poll()
+        if code is None:
+            continue
+        del _PROCS[key]
+        run_dir = Path(key)
+        with contextlib.suppress(OSError):
+            write_json_atomic(
+                run_dir / "exit.json", {"pid": proc.pid, "returncode": code, "at": time.time()}
+            )
+            lock = run_dir.parent / LOCK_FILE
+            if _read_json(lock).get("pid") == proc.pid:
+                lock.unlink(missing_ok=True)
+
+
+def describe_exit(code: int) -> str:
+    """'exited with code 2' / 'was killed by SIGKILL (often: out of memory)'."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (often: the machine ran out of memory)" if code == -signal.SIGKILL else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with code {code}"
+
+
+def tail_text(path: Path, lines: int = 40, max_bytes: int = 65536) -> str:
+    """The last lines of a (possibly growing) text file; '' if it does not exist."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(size - max_bytes, 0))
+            data = fh.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+def _oom_hint(log: str) -> str:
+    markers = ("MemoryError", "OOM", "out of memory", "ResourceExhausted", "Killed")
+    return " It looks like the machine ran out of memory." if any(m in log for m in markers) else ""
+
+
+def read_metrics(path: Path) -> pd.DataFrame:
+    """metrics.csv as a DataFrame (empty with METRIC_COLUMNS when missing or unreadable)."""
+    try:
+        frame = pd.read_csv(path, on_bad_lines="skip")
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return pd.DataFrame(columns=list(METRIC_COLUMNS))
+    if "epoch" not in frame.columns:
+        return pd.DataFrame(columns=list(METRIC_COLUMNS))
+    frame = frame.apply(pd.to_numeric, errors="coerce").dropna(subset=["epoch"])
+    frame["epoch"] = frame["epoch"].astype(int)
+    return frame.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
+def config_to_args(config: TrainConfig) -> list[str]:
+    """TrainConfig -> `python -m emotion_core.train` arguments (the inverse of parse_args)."""
+    args = [
+        "--data", config.data, "--arch", config.arch, "--epochs", str(config.epochs),
+        "--batch-size", str(config.batch_size), "--lr", repr(config.learning_rate),
+        "--optimizer", config.optimizer, "--weight-decay", repr(config.weight_decay),
+        "--schedule", config.schedule, "--warmup-epochs", str(config.warmup_epochs),
+        "--label-smoothing", repr(config.label_smoothing), "--patience", str(config.patience),
+        "--time-budget", repr(config.time_budget_s), "--train-split", config.train_split,
+        "--val-split", config.val_split, "--seed", str(config.seed),
+        "--max-train-samples", str(config.max_train_samples),
+    ]  # fmt: skip
+    if config.class_weighting:
+        args.append("--class-weighting")
+    if not config.augment:
+        args.append("--no-augment")
+    if config.init_model:
+        args += ["--init-model", config.init_model]
+    return args
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """TrainConfig from hparams.json/launch.json data (unknown keys ignored)."""
+    names = {f.name for f in fields(TrainConfig)}
+    if "data" not in data:
+        raise JobError("the saved hyperparameters lack 'data'")
+    return TrainConfig(**{k: v for k, v in data.items() if k in names})
+
+
+# ---------------------------------------------------------------- the runner
+
+
+class TrainingJobRunner:
+    """Starts and watches training processes whose run folders live in runs_dir.
+
+    runs_dir defaults to <models dir>/runs, the models dir being $EMOTION_MODELS_DIR (read now)
+    or registry.MODELS_DIR; models_dir (where activate registers) defaults to runs_dir's parent.
+    """
+
+    def __init__(
+        self,
+        runs_dir: Path | None = None,
+        python: str = sys.executable,
+        models_dir: Path | None = None,
+    ) -> None:
+        if runs_dir is None:
+            models_dir = models_dir or current_models_dir()
+            runs_dir = models_dir / "runs"
+        self.runs_dir = Path(runs_dir)
+        self.models_dir = Path(models_dir) if models_dir else self.runs_dir.parent
+        self.python = python
+
+    # ------------------------------------------------------------ dataset
+
+    def validate_dataset(self, path: Path | str, **kwargs: Any) -> DatasetSummary:
+        """See the module-level validate_dataset."""
+        return validate_dataset(path, **kwargs)
+
+    # ------------------------------------------------------------ launching
+
+    def new_run_id(self, arch: str) -> str:
+        """A fresh, unused run id like 20250101-120000-tiny."""
+        base = time.strftime("%Y%m%d-%H%M%S") + f"-{re.sub(r'[^A-Za-z0-9_.-]', '-', arch)}"
+        run_id, n = base, 1
+        while (self.runs_dir / run_id).exists():
+            n += 1
+            run_id = f"{base}-{n}"
+        return run_id
+
+    def run_dir(self, run_id: str) -> Path:
+        """The folder of a run (the id is checked to be a plain name)."""
+        if not _RUN_ID_RE.match(run_id) or ".." in run_id:
+            raise JobError(f"invalid run id {run_id!r}: use letters, digits, '_', '.', '-'")
+        return self.runs_dir / run_id
+
+    def start(
+        self, config: TrainConfig, run_id: str | None = None, force: bool = False
+    ) -> RunHandle:
+        """Launch a training process into a new run folder.
+
+        Raises JobError when another job is running (unless force) or the run id is taken.
+        """
+        run_id = run_id or self.new_run_id(config.arch)
+        run_dir = self.run_dir(run_id)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise JobError(f"run {run_id!r} already exists in {self.runs_dir}; pick another id")
+        config = self._absolute_paths(config)
+        with self._start_lock():
+            self._refuse_if_busy(force)
+            return self._launch(run_dir, config, resume=False)
+
+    def resume(self, run_id: str, force: bool = False) -> RunHandle:
+        """Relaunch a cancelled/interrupted/failed run with --resume in the same folder."""
+        info = self.info(run_id)
+        if info.state not in RESUMABLE_STATES:
+            raise JobError(
+                f"run {run_id!r} is {info.state}; only cancelled, interrupted or "
+                "failed runs can be resumed"
+            )
+        saved = _read_json(info.path / "launch.json").get("config") or _read_json(
+            info.path / "hparams.json"
+        )
+        if not saved:
+            raise JobError(f"run {run_id!r} has no launch.json or hparams.json to resume from")
+        config = config_from_dict(saved)
+        with self._start_lock():
+            self._refuse_if_busy(force)
+            return self._launch(info.path, config, resume=True)
+
+    def _absolute_paths(self, config: TrainConfig) -> TrainConfig:
+        data = str(Path(config.data).expanduser().resolve()) if config.data else config.data
+        init = config.init_model
+        if init:
+            init = str(Path(init).expanduser().resolve())
+            if not Path(init).is_file():
+                raise JobError(f"{init}: the model to fine-tune does not exist")
+        return TrainConfig(**(asdict(config) | {"data": data, "init_model": init}))
+
+    @contextlib.contextmanager
+    def _start_lock(self) -> Iterator[None]:
+        """Serialise check-then-launch between threads/processes (two tabs clicking Start)."""
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        with (self.runs_dir / ".start.lock").open("w") as fh:
+            try:
+                import fcntl
+
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            except ImportError:  # Windows: best effort
+                pass
+            yield
+
+    def _refuse_if_busy(self, force: bool) -> None:
+        busy = self.running_job()
+        if busy is not None and not force:
+            raise JobError(
+                f"training run {busy.run_id!r} is still running (pid {busy.pid}); cancel it "
+                "first, or confirm to run two jobs at once (each will be slower)"
+            )
+
+    def _launch(self, run_dir: Path, config: TrainConfig, resume: bool) -> RunHandle:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ("CANCEL", "exit.json"):
+            (run_dir / stale).unlink(missing_ok=True)
+        command = [self.python, "-m", _TRAIN_MODULE, *config_to_args(config),
+                   "--out", str(run_dir.resolve())]  # fmt: skip
+        if resume:
+            command.append("--resume")
+        env = os.environ.copy()
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(registry.PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
+        )
+        with (run_dir / "stdout.log").open("ab") as log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(
+                f"=== {stamp} {'resume' if resume else 'start'}: {' '.join(command)}\n".encode()
+            )
+            log.flush()
+            try:
+                proc = subprocess.Popen(
+                    command, cwd=registry.PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                )  # fmt: skip
+            except OSError as exc:
+                raise JobError(f"cannot start {self.python}: {exc}") from exc
+        _PROCS[str(run_dir.resolve())] = proc
+        launch = _read_json(run_dir / "launch.json")
+        write_json_atomic(run_dir / "launch.json", {
+            "run_id": run_dir.name, "pid": proc.pid, "command": command,
+            "config": asdict(config), "resume": resume,
+            "started_at": launch.get("started_at", time.time()), "launched_at": time.time(),
+            "launches": _int(launch.get("launches")) + 1,
+        })  # fmt: skip
+        write_json_atomic(self.runs_dir / LOCK_FILE, {"run_id": run_dir.name, "pid": proc.pid})
+        return RunHandle(run_dir.name, run_dir, proc.pid, tuple(command))
+
+    # ------------------------------------------------------------ watching
+
+    def list_runs(self) -> list[RunInfo]:
+        """All runs, newest first."""
+        if not self.runs_dir.is_dir():
+            return []
+        infos = [
+            self._info(path)
+            for path in self.runs_dir.iterdir()
+            if path.is_dir()
+            and not path.name.startswith(".")
+            and _RUN_ID_RE.match(path.name)
+            and any((path / f).exists() for f in ("status.json", "launch.json", "hparams.json"))
+        ]
+        return sorted(infos, key=lambda i: (i.started or 0.0, i.run_id), reverse=True)
+
+    def info(self, run_id: str) -> RunInfo:
+        """One run's state; JobError when there is no such run."""
+        path = self.run_dir(run_id)
+        if not path.is_dir():
+            raise JobError(f"no training run {run_id!r} in {self.runs_dir}")
+        return self._info(path)
+
+    def running_job(self) -> RunInfo | None:
+        """The running job (the lock file's, else any run folder with a live process)."""
+        lock_path = self.runs_dir / LOCK_FILE
+        lock = _read_json(lock_path)
+        if lock:
+            if _pid_alive(_int(lock.get("pid"))) and (self.runs_dir / str(lock["run_id"])).is_dir():
+                info = self._info(self.runs_dir / str(lock["run_id"]))
+                if info.running:
+                    return info
+            lock_path.unlink(missing_ok=True)
+        return next((i for i in self.list_runs() if i.running), None)
+
+    def read_progress(self, run_id: str) -> RunProgress:
+        """Status, per-epoch metrics, log tail, evaluation and hyperparameters of a run."""
+        info = self.info(run_id)
+        evaluation = _read_json(info.path / "eval.json") or None
+        return RunProgress(
+            info=info,
+            status=_read_json(info.path / "status.json"),
+            metrics=read_metrics(info.path / "metrics.csv"),
+            log_tail=tail_text(info.path / "stdout.log"),
+            evaluation=evaluation if info.state != "running" else None,
+            hparams=_read_json(info.path / "hparams.json") or None,
+        )
+
+    def wait(self, run_id: str, timeout_s: float = 300.0, poll_s: float = 0.5) -> RunInfo:
+        """Block until the run is no longer running (JobError on timeout)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            info = self.info(run_id)
+            if not info.running:
+                return info
+            if time.monotonic() > deadline:
+                raise JobError(f"run {run_id!r} still running after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+    def _info(self, path: Path) -> RunInfo:
+        _reap()
+        status = _read_json(path / "status.json")
+        launch = _read_json(path / "launch.json")
+        hparams = _read_json(path / "hparams.json")
+        config = launch.get("config") or hparams
+        pid = _int(launch.get("pid")) or _int(status.get("pid")) or None
+        status_current = not launch or _int(status.get("pid")) == pid
+        raw_state = str(status.get("state", "")) if status_current else ""
+        message = str(status.get("message", "")) if status_current else ""
+        if raw_state in FINAL_STATES:
+            state = raw_state
+        elif _pid_alive(pid):
+            state, message = "running", message if raw_state else "starting (loading data)"
+        else:
+            state, message = self._dead_state(path, pid)
+        epochs = _int(status.get("epochs")) or _int(config.get("epochs"))
+        done = _int(_read_json(path / "resume.json").get("epoch"))
+        progress = self._progress(status if status_current else {}, state, done, epochs, config)
+        epoch = max(_int(status.get("epoch")) if status_current else 0, done)
+        eta = status.get("eta_s") if state == "running" and status_current else None
+        started = launch.get("started_at")
+        if started is None:
+            with contextlib.suppress(OSError):
+                started = min(p.stat().st_mtime for p in path.iterdir())
+        return RunInfo(
+            run_id=path.name, path=path, state=state, epoch=epoch, epochs=epochs,
+            progress=progress,
+            metrics={k: float(v) for k, v in (status.get("metrics") or {}).items()
+                     if isinstance(v, int | float)},
+            eta_s=float(eta) if isinstance(eta, int | float) else None,
+            started=float(started) if isinstance(started, int | float) else None,
+            updated_at=status.get("updated_at"), message=message, pid=pid,
+            arch=str(config.get("arch", "")),
+        )  # fmt: skip
+
+    @staticmethod
+    def _progress(
+        status: dict[str, Any], state: str, done: int, epochs: int, config: dict[str, Any]
+    ) -> float:
+        if state == "finished":
+            return 1.0
+        epochs = max(epochs, 1)
+        value = done / epochs
+        if status.get("kind") == "batch":
+            steps = max(_int(status.get("steps")), 1)
+            value = (_int(status.get("epoch")) - 1 + _int(status.get("batch")) / steps) / epochs
+        budget = float(config.get("time_budget_s") or 0.0)
+        if budget > 0 and isinstance(status.get("elapsed_s"), int | float):
+            value = max(value, float(status["elapsed_s"]) / budget)
+        return float(min(max(value, 0.0), 1.0))
+
+    @staticmethod
+    def _dead_state(path: Path, pid: int | None) -> tuple[str, str]:
+        """State and message of a run whose process is gone without a final status."""
+        exit_info = _read_json(path / "exit.json")
+        code = exit_info.get("returncode") if _int(exit_info.get("pid")) == pid else None
+        log = tail_text(path / "stdout.log", lines=15)
+        if (path / "CANCEL").exists():
+            return "cancelled", "cancelled before training started"
+        if isinstance(code, int) and code != 0:
+            return "failed", (
+                f"The training process {describe_exit(code)}.{_oom_hint(log)}\nLast output:\n{log}"
+            )
+        return "interrupted", (
+            "The training process stopped without finishing (server restart, kill or crash)."
+            f"{_oom_hint(log)} Resume continues from the last checkpoint.\nLast output:\n{log}"
+        )
+
+    # ------------------------------------------------------------ control
+
+    def cancel(self, run_id: str) -> RunInfo:
+        """Ask a running job to stop (CANCEL file + SIGTERM): it stops at the next batch, keeps
+        its last checkpoint, evaluates best.keras and ends as 'cancelled'."""
+        info = self.info(run_id)
+        if not info.running:
+            raise JobError(f"run {run_id!r} is not running ({info.state})")
+        (info.path / "CANCEL").write_text(f"{time.time()}\n")
+        if info.pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(info.pid, signal.SIGTERM)
+        return info
+
+    # ------------------------------------------------------------ activation
+
+    def card_for_run(self, run_id: str, name: str) -> ModelCard:
+        """A model card filled from the run's hparams.json, eval.json and status."""
+        path = self.run_dir(run_id)
+        hparams = _read_json(path / "hparams.json")
+        evaluation = _read_json(path / "eval.json")
+        if not hparams:
+            raise JobError(f"run {run_id!r} has no hparams.json")
+        metrics = read_metrics(path / "metrics.csv")
+        train_time = (
+            float(metrics["elapsed_s"].max()) if "elapsed_s" in metrics and len(metrics) else None
+        )
+        per_class = {
+            c: {k: float(v) for k, v in row.items() if isinstance(v, int | float)}
+            for c, row in (evaluation.get("per_class") or {}).items()
+        }
+        device = detect_device()
+        return ModelCard(
+            name=name,
+            arch=str(hparams.get("arch", "")),
+            classes=tuple(hparams.get("classes") or CLASSES),
+            training_data=str(hparams.get("data", "")),
+            training_split=str(hparams.get("train_split", "Training")),
+            validation_split=str(hparams.get("val_split", "PublicTest")),
+            epochs=_int(_read_json(path / "resume.json").get("epoch")) or len(metrics),
+            val_accuracy=evaluation.get("accuracy"),
+            val_macro_f1=evaluation.get("macro_f1"),
+            per_class=per_class,
+            ece_before=evaluation.get("ece"),
+            params=_int(hparams.get("params")),
+            hardware=f"{platform.machine()} {platform.system()}; "
+            + (", ".join(device.gpus) if device.gpus else "CPU"),
+            training_time_s=train_time,
+            date=time.strftime("%Y-%m-%d"),
+            command=str(hparams.get("command", "")),
+            notes=f"training run {run_id}"
+            + (f", fine-tuned from {hparams['init_model']}" if hparams.get("init_model") else ""),
+        )
+
+    def activate(self, run_id: str, name: str) -> ModelCard:
+        """Register the run's best.keras as model `name` and make it the default.
+
+        Uses emotion_core.publish.publish_run (batch-norm folding, temperature calibration,
+        CPU timing) when that module exists, else a plain registration with a card from the
+        run's files. Never overwrites another model; on any error the registry (and the
+        previous default) is left as it was. Raises ModelError or JobError.
+        """
+        validate_name(name)
+        info = self.info(run_id)
+        if info.running:
+            raise JobError(f"run {run_id!r} is still running; wait for it to end or cancel it")
+        best = info.path / "best.keras"
+        if not best.exists():
+            raise JobError(f"run {run_id!r} has no best.keras (no epoch finished)")
+        models_dir = self.models_dir
+        targets = [models_dir / f"{name}.keras", models_dir / f"{name}.json"]
+        if any(t.exists() for t in targets):
+            raise ModelError(
+                f"a model named {name!r} already exists in {models_dir}; choose another name"
+            )
+        registry_file = models_dir / registry.REGISTRY_FILE
+        before = registry_file.read_bytes() if registry_file.exists() else None
+        try:
+            publish = _publish_run()
+            if publish is not None:
+                card: ModelCard = publish(info.path, name, make_default=True, models_dir=models_dir)
+            else:
+                card = self.card_for_run(run_id, name)
+                _check_loadable(best, card)
+                registry.register_model(best, card, models_dir, make_default=True)
+        except BaseException as exc:
+            for target in targets:
+                target.unlink(missing_ok=True)
+            now = registry_file.read_bytes() if registry_file.exists() else None
+            if now != before:
+                if before is None:
+                    registry_file.unlink(missing_ok=True)
+                else:
+                    write_json_atomic(registry_file, json.loads(before))
+            if isinstance(exc, ModelError | JobError) or not isinstance(exc, Exception):
+                raise
+            raise JobError(
+                f"activating run {run_id!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        return card
+
+
+def _publish_run() -> Callable[..., ModelCard] | None:
+    """emotion_core.publish.publish_run when that module exists, else None."""
+    if importlib.util.find_spec("emotion_core.publish") is None:
+        return None
+    module = importlib.import_module("emotion_core.publish")
+    fn = getattr(module, "publish_run", None)
+    return fn if callable(fn) else None
+
+
+def _check_loadable(path: Path, card: ModelCard) -> None:
+    """Load the .keras file and check its shapes against the card (ModelError if not)."""
+    from emotion_core.inference import check_model_matches_card, load_keras_model
+
+    check_model_matches_card(load_keras_model(path), card, path)
+
+
+def summarize_runs(runs: Sequence[RunInfo]) -> pd.DataFrame:
+    """A table of runs for display."""
+    return pd.DataFrame(
+        [
+            {
+                "run": r.run_id, "state": r.state, "arch": r.arch,
+                "epoch": f"{r.epoch}/{r.epochs}",
+                "val_accuracy": r.metrics.get("val_accuracy", r.metrics.get("best_val_accuracy")),
+                "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started))
+                if r.started else "",
+            }
+            for r in runs
+        ],
+        columns=["run", "state", "arch", "epoch", "val_accuracy", "started"],
+    )  # fmt: skip

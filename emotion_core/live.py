@@ -1,0 +1,424 @@
+"""Thread-safe running statistics of a live stream, fed by the video callback, read by the page.
+
+The webrtc video callback runs on a worker thread and calls ``LiveAggregator.update`` for every
+frame; the Streamlit script thread calls ``snapshot()`` a few times per second and starts/stops
+recordings. Both sides only meet inside this object, under its lock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from emotion_core.classes import CLASSES
+from emotion_core.results import FrameResult
+from emotion_core.sessions import COLUMNS, SessionError, SessionRecorder
+
+# t_s, frame, face_id, box, probs (NaN when no face), raw label
+_Row = tuple[float, int, int, tuple[int, int, int, int], np.ndarray, str]
+
+
+@dataclass(frozen=True)
+class CurrentFace:
+    """A face in the latest frame as shown on screen (smoothed label and its probability)."""
+
+    face_id: int
+    label: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class RecordingStatus:
+    """The active (or just failed) recording."""
+
+    session_id: str
+    path: Path
+    frames: int
+    faces: int
+    active: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LiveSnapshot:
+    """A consistent copy of the live statistics since the last reset.
+
+    label_counts: per class, faces whose raw top label was that class.
+    mean_probs: per class, the mean raw probability over all faces (0 when no face yet).
+    current: faces of the latest frame (smoothed display labels).
+    fps: frames processed per second over the last ``fps_window_s`` (0 when stalled).
+    process_ms: mean pipeline time per frame over the same window.
+    duration_s: stream time covered (last - first frame time since the reset).
+    """
+
+    frames: int = 0
+    frames_with_face: int = 0
+    faces: int = 0
+    label_counts: dict[str, int] = field(default_factory=dict)
+    mean_probs: dict[str, float] = field(default_factory=dict)
+    current: tuple[CurrentFace, ...] = ()
+    fps: float = 0.0
+    process_ms: float = 0.0
+    duration_s: float = 0.0
+    last_t_s: float | None = None
+    recording: RecordingStatus | None = None
+    error: str | None = None
+
+
+class LiveAggregator:
+    """Accumulates FrameResults from the video thread; optionally owns the active recorder."""
+
+    def __init__(
+        self,
+        classes: tuple[str, ...] = CLASSES,
+        fps_window_s: float = 2.0,
+        history_s: float = 120.0,
+        max_history_rows: int = 20_000,
+    ) -> None:
+        self.classes = tuple(classes)
+        self.fps_window_s = float(fps_window_s)
+        self.history_s = float(history_s)
+        # NOTE: update() runs on the webrtc worker thread, everything else on the script thread;
+        # all shared state below is read and written only while holding this lock. Recorder I/O
+        # happens outside it (the recorder has its own lock) so fsync never blocks snapshot().
+        self._lock = threading.Lock()
+        self._recorder: SessionRecorder | None = None
+        self._last_recording: RecordingStatus | None = None
+        self._history: deque[_Row] = deque(maxlen=max_history_rows)
+        self._reset_locked()
+
+    def _reset_locked(self) -> None:
+        k = len(self.classes)
+        self._frames = 0
+        self._frames_with_face = 0
+        self._faces = 0
+        self._counts = np.zeros(k, dtype=np.int64)
+        self._prob_sum = np.zeros(k, dtype=np.float64)
+        self._current: tuple[CurrentFace, ...] = ()
+        self._times: deque[tuple[float, float]] = deque()
+        self._first_t_s: float | None = None
+        self._last_t_s: float | None = None
+        self._error: str | None = None
+        self._history.clear()
+
+    def reset(self) -> None:
+        """Forget the statistics (not the recording)."""
+        with self._lock:
+            self._reset_locked()
+
+    def update(self, result: FrameResult, process_ms: float = 0.0) -> None:
+        """Add one processed frame (called from the video thread); records it when recording."""
+        now = time.monotonic()
+        current = tuple(
+            CurrentFace(f.face_id, f.display_label, float(np.max(f.smoothed))) for f in result.faces
+        )
+        with self._lock:
+            self._frames += 1
+            self._faces += len(result.faces)
+            if result.faces:
+                self._frames_with_face += 1
+            for face in result.faces:
+                probs = np.asarray(face.probs, dtype=np.float64)
+                self._counts[int(np.argmax(probs))] += 1
+                self._prob_sum += probs
+                self._history.append(
+                    (
+                        float(result.t_s),
+                        result.frame_index,
+                        face.face_id,
+                        face.box,
+                        probs,
+                        face.label,
+                    )
+                )
+            if not result.faces:
+                self._history.append(
+                    (
+                        float(result.t_s),
+                        result.frame_index,
+                        -1,
+                        (0, 0, 0, 0),
+                        np.full(len(self.classes), np.nan),
+                        "",
+                    )
+                )
+            while self._history and self._history[0][0] < result.t_s - self.history_s:
+                self._history.popleft()
+            self._current = current
+            if self._first_t_s is None:
+                self._first_t_s = float(result.t_s)
+            self._last_t_s = float(result.t_s)
+            self._times.append((now, float(process_ms)))
+            while self._times and self._times[0][0] < now - self.fps_window_s:
+                self._times.popleft()
+            recorder = self._recorder
+        if recorder is not None:
+            try:
+                recorder.add_frame(result)
+            except SessionError as exc:
+                self._recording_failed(recorder, str(exc))
+
+    def _recording_failed(self, recorder: SessionRecorder, message: str) -> None:
+        if recorder.closed and recorder.error is None:
+            return  # NOTE: stop_recording won the race with this frame; nothing is wrong.
+        try:
+            recorder.close(complete=False)
+        except SessionError:
+            pass
+        with self._lock:
+            if self._recorder is recorder:
+                self._recorder = None
+                self._last_recording = RecordingStatus(
+                    recorder.session_id,
+                    recorder.path,
+                    recorder.frames,
+                    recorder.faces,
+                    active=False,
+                    error=message,
+                )
+
+    def report_error(self, message: str | None) -> None:
+        """Remember a processing error for the page to show (None clears it)."""
+        with self._lock:
+            self._error = message
+
+    def _fps_locked(self, now: float) -> tuple[float, float]:
+        times = [t for t in self._times if t[0] >= now - self.fps_window_s]
+        if len(times) < 2:
+            return 0.0, (times[0][1] if times else 0.0)
+        span = times[-1][0] - times[0][0]
+        fps = (len(times) - 1) / span if span > 0 else 0.0
+        return fps, float(np.mean([t[1] for t in times]))
+
+    def snapshot(self) -> LiveSnapshot:
+        """A consistent, immutable copy of the current statistics."""
+        now = time.monotonic()
+        with self._lock:
+            fps, process_ms = self._fps_locked(now)
+            mean = self._prob_sum / self._faces if self._faces else np.zeros(len(self.classes))
+            recorder = self._recorder
+            recording = self._last_recording
+            if recorder is not None:
+                recording = RecordingStatus(
+                    recorder.session_id,
+                    recorder.path,
+                    recorder.frames,
+                    recorder.faces,
+                    active=True,
+                )
+            return LiveSnapshot(
+                frames=self._frames,
+                frames_with_face=self._frames_with_face,
+                faces=self._faces,
+                label_counts={c: int(n) for c, n in zip(self.classes, self._counts, strict=True)},
+                mean_probs={c: float(p) for c, p in zip(self.classes, mean, strict=True)},
+                current=self._current,
+                fps=fps,
+                process_ms=process_ms,
+                duration_s=(
+                    self._last_t_s - self._first_t_s
+                    if self._last_t_s is not None and self._first_t_s is not None
+                    else 0.0
+                ),
+                last_t_s=self._last_t_s,
+                recording=recording,
+                error=self._error,
+            )
+
+    def recent_frames(self, window_s: float | None = None) -> pd.DataFrame:
+        """The last window_s seconds (default: all kept history) as a frames.csv-style DataFrame."""
+        with self._lock:
+            rows = list(self._history)
+        if window_s is not None and rows:
+            last = rows[-1][0]
+            rows = [r for r in rows if r[0] >= last - window_s]
+        if not rows:
+            return pd.DataFrame(
+                {c: pd.Series(dtype=object if c == "label" else float) for c in COLUMNS}
+            )
+        probs = np.stack([r[4] for r in rows])
+        data: dict[str, object] = {
+            "t_s": [r[0] for r in rows],
+            "frame": [r[1] for r in rows],
+            "face_id": [r[2] for r in rows],
+            "x": [r[3][0] for r in rows],
+            "y": [r[3][1] for r in rows],
+            "w": [r[3][2] for r in rows],
+            "h": [r[3][3] for r in rows],
+        }
+        for k, cls in enumerate(self.classes):
+            data[cls] = probs[:, k]
+        data["label"] = [r[5] for r in rows]
+        return pd.DataFrame(data)
+
+    # -- recording ------------------------------------------------------------------------------
+
+    @property
+    def recording(self) -> bool:
+        """True while a recorder is attached."""
+        with self._lock:
+            return self._recorder is not None
+
+    def start_recording(self, recorder: SessionRecorder) -> None:
+        """Attach a fresh recorder: from the next frame on, every frame is written to it."""
+        with self._lock:
+            if self._recorder is not None:
+                raise SessionError(
+                    f"{self._recorder.path}: already recording; stop it before starting another"
+                )
+            self._recorder = recorder
+            self._last_recording = None
+
+    def stop_recording(self, complete: bool = True) -> RecordingStatus | None:
+        """Detach and close the active recorder; returns its final status (None if none).
+
+        Raises SessionError when closing fails (the rows written so far are kept).
+        """
+        with self._lock:
+            recorder = self._recorder
+            self._recorder = None
+            if recorder is None:
+                return self._last_recording
+        error: str | None = None
+        try:
+            recorder.close(complete=complete)
+        except SessionError as exc:
+            error = str(exc)
+        status = RecordingStatus(
+            recorder.session_id,
+            recorder.path,
+            recorder.frames,
+            recorder.faces,
+            active=False,
+            error=error,
+        )
+        with self._lock:
+            self._last_recording = status
+        if error is not None:
+            raise SessionError(error)
+        return status
+
+    def flush_recording(self, force: bool = False) -> None:
+        """Flush the active recorder if its flush interval has passed, or now if force."""
+        with self._lock:
+            recorder = self._recorder
+        if recorder is not None:
+            try:
+                if force:
+                    recorder.flush()
+                else:
+                    recorder.flush_if_due()
+            except SessionError as exc:
+                self._recording_failed(recorder, str(exc))
+
+
+class FramePipeline(Protocol):
+    """What LiveProcessor needs from emotion_core.pipeline.EmotionPipeline."""
+
+    def process(self, frame_bgr: np.ndarray, t_s: float, frame_index: int) -> FrameResult: ...
+
+    def annotate(self, frame_bgr: np.ndarray, frame_result: FrameResult) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
+
+
+class LiveProcessor:
+    """The whole per-frame job of the video callback: process, aggregate, annotate.
+
+    Never raises: a failing frame is returned unannotated and the error is reported through
+    the aggregator (the page shows it). The pipeline can be swapped from the script thread.
+    A new stream (time going backwards or a gap over ``restart_gap_s``) resets tracking.
+    """
+
+    def __init__(
+        self,
+        aggregator: LiveAggregator,
+        pipeline: FramePipeline | None = None,
+        restart_gap_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.aggregator = aggregator
+        self.restart_gap_s = float(restart_gap_s)
+        self._clock = clock
+        # NOTE: process() runs on the webrtc worker thread; set_pipeline() on the script thread.
+        # The lock only guards the swap; processing happens outside it on the captured pipeline.
+        self._lock = threading.Lock()
+        self._pipeline = pipeline
+        self._pipeline_key: object = None
+        self._frame_index = 0
+        self._last_t_s: float | None = None
+
+    @property
+    def pipeline_key(self) -> object:
+        """Whatever key the page passed with the current pipeline (to detect changes)."""
+        with self._lock:
+            return self._pipeline_key
+
+    @property
+    def has_pipeline(self) -> bool:
+        """True once a pipeline is set."""
+        with self._lock:
+            return self._pipeline is not None
+
+    def set_pipeline(self, pipeline: FramePipeline | None, key: object = None) -> None:
+        """Use this pipeline from the next frame on (None: pass frames through)."""
+        with self._lock:
+            self._pipeline = pipeline
+            self._pipeline_key = key
+
+    def process(self, frame_bgr: np.ndarray, t_s: float | None) -> np.ndarray:
+        """One BGR frame (and its stream time in s, or None) -> the annotated frame."""
+        start = self._clock()
+        t = float(t_s) if t_s is not None else start
+        with self._lock:
+            pipeline = self._pipeline
+            restarted = self._last_t_s is not None and (
+                t < self._last_t_s or t - self._last_t_s > self.restart_gap_s
+            )
+            self._last_t_s = t
+            index = self._frame_index
+            self._frame_index += 1
+        if pipeline is None:
+            return frame_bgr
+        try:
+            if restarted:
+                pipeline.reset()
+            result = pipeline.process(frame_bgr, t, index)
+            out = pipeline.annotate(frame_bgr, result)
+        except Exception as exc:  # noqa: BLE001  NOTE: raising here would kill the stream.
+            self.aggregator.report_error(f"Frame processing failed: {type(exc).__name__}: {exc}")
+            return frame_bgr
+        self.aggregator.update(result, (self._clock() - start) * 1000.0)
+        return out
+
+
+def parse_ice_servers(value: Any) -> list[dict[str, Any]]:
+    """ICE servers from JSON text or an already parsed list (env var / secrets).
+
+    Accepts ``[{"urls": ["stun:..."]}, {"urls": "turn:...", "username": .., "credential": ..}]``
+    and raises ValueError with a readable message for anything else.
+    """
+    if isinstance(value, str):
+        if not value.strip():
+            return []
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"ICE servers are not valid JSON ({exc})") from exc
+    if not isinstance(value, list | tuple):
+        raise ValueError("ICE servers must be a JSON list of objects with 'urls'")  # noqa: TRY004
+    servers: list[dict[str, Any]] = []
+    for i, item in enumerate(value):
+        if not hasattr(item, "get") or not item.get("urls"):
+            raise ValueError(f"ICE server #{i + 1} needs 'urls' (a string or list of strings)")
+        servers.append(dict(item))
+    return servers

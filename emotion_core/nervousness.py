@@ -1,0 +1,481 @@
+"""The "nervousness" rule: a named, serialisable heuristic over a session's emotion distribution.
+
+This is a HEURISTIC INDICATOR computed from a facial-expression classifier's output. It is not a
+measurement of anxiety or of any inner state, and it must not be used as a hiring signal or for
+any decision about a person. Every result carries `DISCLAIMER`.
+
+A rule picks some emotions, a threshold per emotion (or one threshold for their sum), a logic
+("any": nervous when any emotion exceeds its threshold; "all": when every one does; "sum": when
+their combined value exceeds `sum_threshold`), a basis ("share": share of frames with a face
+whose top label is the emotion; "mean_prob": mean probability) and a minimum duration before
+any verdict is given. "Exceeds" is strict (value > threshold), as in the original app.
+
+With bootstrap intervals (`evaluate_rule`), a verdict is only "nervous" / "not nervous" when
+the interval lies entirely on one side of the threshold(s) that decide it; otherwise it is
+"inconclusive". Running counts (`evaluate_rule_on_counts`, for the Live page) have no
+intervals and give "nervous", "not nervous" or "not enough data".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from emotion_core.classes import CLASSES
+from emotion_core.stats import BASES, BASIS_LABELS, Basis, Distribution, SessionStats
+
+Logic = Literal["any", "all", "sum"]
+LOGICS: tuple[str, ...] = ("any", "all", "sum")
+VERDICTS: tuple[str, ...] = ("nervous", "not nervous", "inconclusive", "not enough data")
+DISCLAIMER = (
+    "Heuristic indicator only: it summarises what an imperfect facial-expression classifier "
+    "output. It is not a measurement of anxiety or of any inner state, and it must not be used "
+    "as a hiring signal or for any decision about a person."
+)
+RULE_FORMAT_VERSION = 1
+
+
+class RuleError(ValueError):
+    """A rule is invalid (unknown emotion, threshold out of range, bad logic or basis)."""
+
+
+@dataclass(frozen=True)
+class NervousnessRule:
+    """A named nervousness heuristic.
+
+    name: shown in the UI and reports ("seed", "negative-affect", "custom", ...).
+    thresholds: ((emotion, threshold in [0, 1]), ...) in the order given; the emotions used.
+    logic: "any" | "all" | "sum". For "sum" the per-emotion thresholds are ignored and
+    sum_threshold applies to the emotions' combined value.
+    basis: "share" (of frames with a face, by top label) | "mean_prob".
+    min_duration_s: below this session duration the verdict is "not enough data".
+    """
+
+    name: str
+    thresholds: tuple[tuple[str, float], ...]
+    logic: Logic = "any"
+    basis: Basis = "share"
+    sum_threshold: float = 0.35
+    min_duration_s: float = 10.0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not str(self.name).strip():
+            raise RuleError("rule name is empty")
+        if not self.thresholds:
+            raise RuleError("rule uses no emotions")
+        seen = set()
+        for emotion, thr in self.thresholds:
+            if emotion not in CLASSES:
+                raise RuleError(f"unknown emotion {emotion!r} (expected one of {CLASSES})")
+            if emotion in seen:
+                raise RuleError(f"emotion {emotion!r} listed twice")
+            seen.add(emotion)
+            if not (isinstance(thr, (int, float)) and 0.0 <= float(thr) <= 1.0):
+                raise RuleError(f"threshold for {emotion} must be between 0 and 1, got {thr!r}")
+        if self.logic not in LOGICS:
+            raise RuleError(f"logic must be one of {LOGICS}, got {self.logic!r}")
+        if self.basis not in BASES:
+            raise RuleError(f"basis must be one of {BASES}, got {self.basis!r}")
+        if not 0.0 <= float(self.sum_threshold) <= float(len(self.thresholds)):
+            raise RuleError("sum threshold must be between 0 and the number of emotions")
+        if not (float(self.min_duration_s) >= 0.0 and math.isfinite(self.min_duration_s)):
+            raise RuleError("minimum duration must be a non-negative number of seconds")
+
+    @property
+    def emotions(self) -> tuple[str, ...]:
+        """The emotions the rule looks at."""
+        return tuple(e for e, _ in self.thresholds)
+
+    def threshold_for(self, emotion: str) -> float:
+        """The threshold of one emotion (KeyError if the rule does not use it)."""
+        for e, thr in self.thresholds:
+            if e == emotion:
+                return float(thr)
+        raise KeyError(emotion)
+
+    def replace(self, **changes: Any) -> NervousnessRule:
+        """A copy with some fields changed (validated)."""
+        return replace(self, **changes)
+
+    def describe(self) -> str:
+        """One plain-words sentence describing the rule."""
+        basis = BASIS_LABELS[self.basis]
+        if self.logic == "sum":
+            body = (
+                f"nervous when {' + '.join(self.emotions)} combined ({basis}) exceeds "
+                f"{_fmt(self.sum_threshold, self.basis)}"
+            )
+        else:
+            thr = {t for _, t in self.thresholds}
+            word = "ANY" if self.logic == "any" else "ALL"
+            if len(thr) == 1:
+                body = (
+                    f"nervous when {word} of {', '.join(self.emotions)} exceeds "
+                    f"{_fmt(next(iter(thr)), self.basis)} ({basis})"
+                )
+            else:
+                parts = ", ".join(f"{e} > {_fmt(t, self.basis)}" for e, t in self.thresholds)
+                body = f"nervous when {word} of: {parts} ({basis})"
+        return (
+            f"Rule '{self.name}': {body}; at least {self.min_duration_s:g} s needed "
+            "(heuristic indicator)."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (inverse of from_dict)."""
+        return {
+            "name": self.name,
+            "thresholds": {e: float(t) for e, t in self.thresholds},
+            "logic": self.logic,
+            "basis": self.basis,
+            "sum_threshold": float(self.sum_threshold),
+            "min_duration_s": float(self.min_duration_s),
+            "description": self.description,
+            "format_version": RULE_FORMAT_VERSION,
+        }
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> NervousnessRule:
+        """Build a rule from to_dict() output; raise RuleError with a clear message if invalid.
+
+        thresholds may be a mapping {emotion: threshold} or a list of [emotion, threshold].
+        """
+        if not isinstance(data, Mapping):
+            raise RuleError("rule must be a JSON object")
+        raw = data.get("thresholds")
+        try:
+            if isinstance(raw, Mapping):
+                pairs = tuple((str(e), float(t)) for e, t in raw.items())
+            elif isinstance(raw, (list, tuple)):
+                pairs = tuple((str(e), float(t)) for e, t in raw)
+            else:
+                raise RuleError("rule lacks 'thresholds'")
+            return NervousnessRule(
+                name=str(data.get("name", "custom")),
+                thresholds=pairs,
+                logic=data.get("logic", "any"),
+                basis=data.get("basis", "share"),
+                sum_threshold=float(data.get("sum_threshold", 0.35)),
+                min_duration_s=float(data.get("min_duration_s", 10.0)),
+                description=str(data.get("description", "")),
+            )
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, RuleError):
+                raise
+            raise RuleError(f"invalid rule: {exc}") from exc
+
+    def to_json(self) -> str:
+        """JSON text of to_dict()."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    @staticmethod
+    def from_json(text: str) -> NervousnessRule:
+        """Inverse of to_json (RuleError on bad JSON)."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RuleError(f"rule is not valid JSON ({exc})") from exc
+        return NervousnessRule.from_dict(data)
+
+
+SEED_RULE = NervousnessRule(
+    name="seed",
+    thresholds=tuple((e, 0.30) for e in ("angry", "neutral", "fear", "sad", "surprise")),
+    logic="any",
+    basis="share",
+    min_duration_s=10.0,
+    description=(
+        "The original app's rule: nervous when the share of ANY of angry, neutral, fear, sad or "
+        "surprise exceeds 30% of frames with a face (disgust ignored). Note that it counts "
+        "neutral, so a calm, expressionless face is often called 'nervous'."
+    ),
+)
+NEGATIVE_AFFECT_RULE = NervousnessRule(
+    name="negative-affect",
+    thresholds=tuple((e, 0.35) for e in ("fear", "sad", "surprise", "angry")),
+    logic="sum",
+    basis="share",
+    sum_threshold=0.35,
+    min_duration_s=10.0,
+    description=(
+        "Nervous when fear, sad, surprise and angry together exceed 35% of frames with a face; "
+        "neutral (and disgust) excluded."
+    ),
+)
+PRESETS: dict[str, NervousnessRule] = {
+    SEED_RULE.name: SEED_RULE,
+    NEGATIVE_AFFECT_RULE.name: NEGATIVE_AFFECT_RULE,
+}
+DEFAULT_RULE = SEED_RULE
+
+
+def preset(name: str) -> NervousnessRule:
+    """A preset rule by name (RuleError if unknown)."""
+    try:
+        return PRESETS[name]
+    except KeyError as exc:
+        raise RuleError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}") from exc
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a verdict was reached, for one emotion (or the combined sum).
+
+    what: emotion name, or "a+b+c" for the sum logic; value: the statistic; threshold;
+    margin: value - threshold; lo / hi: interval bounds (NaN without bootstrap);
+    crossed: value > threshold; straddles: the interval contains the threshold;
+    text: one plain-words line.
+    """
+
+    what: str
+    value: float
+    threshold: float
+    margin: float
+    lo: float
+    hi: float
+    crossed: bool
+    straddles: bool
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "what": self.what,
+            "value": self.value,
+            "threshold": self.threshold,
+            "margin": self.margin,
+            "lo": self.lo,
+            "hi": self.hi,
+            "crossed": self.crossed,
+            "straddles": self.straddles,
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True)
+class NervousnessResult:
+    """The verdict of a rule on one session (or face, or time range).
+
+    verdict: one of VERDICTS; reasons: one per emotion (or one for "sum"); summary: one line;
+    with_ci: whether bootstrap intervals were used; disclaimer: always DISCLAIMER.
+    """
+
+    verdict: str
+    rule_name: str
+    rule: dict[str, Any]
+    reasons: tuple[Reason, ...]
+    summary: str
+    duration_s: float
+    frames_with_face: int
+    with_ci: bool
+    confidence: float | None = None
+    disclaimer: str = DISCLAIMER
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "verdict": self.verdict,
+            "rule_name": self.rule_name,
+            "rule": self.rule,
+            "reasons": [r.to_dict() for r in self.reasons],
+            "summary": self.summary,
+            "duration_s": self.duration_s,
+            "frames_with_face": self.frames_with_face,
+            "with_ci": self.with_ci,
+            "confidence": self.confidence,
+            "disclaimer": self.disclaimer,
+        }
+
+
+def _fmt(v: float, basis: str) -> str:
+    if math.isnan(v):
+        return "n/a"
+    return f"{v * 100:.0f}%" if basis == "share" else f"{v:.2f}"
+
+
+def _margin_text(margin: float, basis: str) -> str:
+    if basis == "share":
+        return f"{abs(margin) * 100:.1f} points"
+    return f"{abs(margin):.3f}"
+
+
+def _reason(
+    what: str, value: float, thr: float, lo: float, hi: float, basis: str, conf: float | None
+) -> Reason:
+    margin = value - thr
+    crossed = bool(value > thr)
+    has_ci = not (math.isnan(lo) or math.isnan(hi))
+    straddles = bool(has_ci and lo <= thr < hi)
+    unit = "of frames" if basis == "share" else "mean probability"
+    side = "above" if crossed else ("at" if margin == 0 else "below")
+    text = f"{what}: {_fmt(value, basis)} {unit} vs threshold {_fmt(thr, basis)}"
+    text += f" - {side} by {_margin_text(margin, basis)}" if margin != 0 else " - exactly at it"
+    if has_ci:
+        level = f"{(conf or 0.95) * 100:.0f}% CI"
+        where = (
+            "straddles the threshold"
+            if straddles
+            else ("entirely above" if lo > thr else "entirely at or below")
+        )
+        text += f" ({level} {_fmt(lo, basis)}-{_fmt(hi, basis)}, {where})"
+    return Reason(what, value, thr, margin, lo, hi, crossed, straddles, text)
+
+
+def _decide(rule: NervousnessRule, reasons: Sequence[Reason], with_ci: bool) -> str:
+    """Combine reasons into a verdict (see module doc)."""
+    if with_ci:
+        above = [r.lo > r.threshold for r in reasons]
+        below = [r.hi <= r.threshold for r in reasons]
+    else:
+        above = [r.crossed for r in reasons]
+        below = [not r.crossed for r in reasons]
+    if rule.logic == "all":
+        if all(above):
+            return "nervous"
+        if any(below):
+            return "not nervous"
+    else:  # "any" and "sum" (one reason)
+        if any(above):
+            return "nervous"
+        if all(below):
+            return "not nervous"
+    return "inconclusive"
+
+
+def _summary(verdict: str, rule: NervousnessRule, reasons: Sequence[Reason], why: str) -> str:
+    head = f"Heuristic indicator ({rule.name} rule): {verdict}"
+    if verdict == "not enough data":
+        return f"{head} - {why}."
+    crossed = [r for r in reasons if r.crossed]
+    straddling = [r for r in reasons if r.straddles]
+    parts = []
+    if crossed:
+        parts.append(
+            "above threshold: "
+            + ", ".join(f"{r.what} {_fmt(r.value, rule.basis)}" for r in crossed)
+        )
+    else:
+        parts.append("nothing above its threshold")
+    if verdict == "inconclusive" and straddling:
+        parts.append(
+            "the interval straddles the threshold for " + ", ".join(r.what for r in straddling)
+        )
+    return f"{head} - " + "; ".join(parts) + "."
+
+
+def _evaluate(
+    rule: NervousnessRule,
+    values: np.ndarray,
+    ci: np.ndarray | None,
+    combined: tuple[float, float, float] | None,
+    frames_with_face: int,
+    duration_s: float,
+    confidence: float | None,
+) -> NervousnessResult:
+    """Shared core: values (7,) for rule.basis, ci (7, 2) or None, combined sum (v, lo, hi)."""
+    with_ci = ci is not None
+    why = ""
+    if frames_with_face <= 0 or np.isnan(values).all():
+        why = "no face was seen"
+    elif duration_s < rule.min_duration_s:
+        why = f"{duration_s:.1f} s recorded, the rule needs at least {rule.min_duration_s:g} s"
+    reasons: list[Reason] = []
+    if not why:
+        if rule.logic == "sum":
+            v, lo, hi = combined if combined is not None else (math.nan, math.nan, math.nan)
+            if combined is None:
+                idx = [CLASSES.index(e) for e in rule.emotions]
+                v = float(values[idx].sum())
+            what = "+".join(rule.emotions)
+            reasons.append(_reason(what, v, rule.sum_threshold, lo, hi, rule.basis, confidence))
+        else:
+            for emotion, thr in rule.thresholds:
+                i = CLASSES.index(emotion)
+                lo = float(ci[i, 0]) if ci is not None else math.nan
+                hi = float(ci[i, 1]) if ci is not None else math.nan
+                reasons.append(
+                    _reason(emotion, float(values[i]), thr, lo, hi, rule.basis, confidence)
+                )
+    verdict = "not enough data" if why else _decide(rule, reasons, with_ci)
+    return NervousnessResult(
+        verdict=verdict,
+        rule_name=rule.name,
+        rule=rule.to_dict(),
+        reasons=tuple(reasons),
+        summary=_summary(verdict, rule, reasons, why),
+        duration_s=float(duration_s),
+        frames_with_face=int(frames_with_face),
+        with_ci=with_ci,
+        confidence=confidence if with_ci else None,
+    )
+
+
+def evaluate_distribution(
+    rule: NervousnessRule, dist: Distribution, duration_s: float
+) -> NervousnessResult:
+    """Evaluate a rule on a Distribution (with its block-bootstrap intervals)."""
+    combined = dist.combined(rule.basis, rule.emotions) if rule.logic == "sum" else None
+    return _evaluate(
+        rule,
+        dist.values(rule.basis),
+        dist.interval(rule.basis),
+        combined,
+        dist.n_obs,
+        duration_s,
+        dist.confidence,
+    )
+
+
+def evaluate_rule(
+    rule: NervousnessRule, stats: SessionStats, face_id: int | None = None
+) -> NervousnessResult:
+    """Evaluate a rule on a session's statistics (all faces pooled, or one face)."""
+    if face_id is None:
+        return evaluate_distribution(rule, stats.distribution, stats.duration_s)
+    for face in stats.faces:
+        if face.face_id == face_id:
+            return evaluate_distribution(rule, face.distribution, stats.duration_s)
+    raise KeyError(f"face {face_id} not in session {stats.name}")
+
+
+def _as_vector(values: Mapping[str, float] | Sequence[float] | np.ndarray | None) -> np.ndarray:
+    if values is None:
+        return np.full(len(CLASSES), np.nan)
+    if isinstance(values, Mapping):
+        return np.array([float(values.get(c, 0.0)) for c in CLASSES])
+    arr = np.asarray(values, dtype=float)
+    if arr.shape != (len(CLASSES),):
+        raise ValueError(f"expected {len(CLASSES)} values in CLASSES order, got {arr.shape}")
+    return arr
+
+
+def evaluate_rule_on_counts(
+    rule: NervousnessRule,
+    label_counts: Mapping[str, int] | Sequence[int] | np.ndarray,
+    mean_probs: Mapping[str, float] | Sequence[float] | np.ndarray | None,
+    frames_with_face: int,
+    duration_s: float,
+) -> NervousnessResult:
+    """Fast evaluation on running totals (Live page): no bootstrap, so never "inconclusive".
+
+    label_counts: top-label counts per class ({class: n} or (7,) in CLASSES order); shares are
+    label_counts / sum(label_counts) (= frames with a face when one face is tracked).
+    mean_probs: mean probability per class (only needed for basis "mean_prob"; None otherwise).
+    frames_with_face: frames where a face was seen (0 -> "not enough data").
+    duration_s: seconds recorded so far (compared with rule.min_duration_s).
+    """
+    counts = _as_vector(label_counts)
+    total = float(counts.sum())
+    if rule.basis == "share":
+        values = counts / total if total > 0 else np.full(len(CLASSES), np.nan)
+    elif mean_probs is None:
+        raise ValueError("rule basis is mean_prob: pass mean_probs")
+    else:
+        values = _as_vector(mean_probs)
+    return _evaluate(rule, values, None, None, frames_with_face, duration_s, None)

@@ -1,0 +1,194 @@
+"""The model registry in models/: a .keras file plus a JSON card per model, one default.
+
+Layout::
+
+    models/<name>.keras     the network (input (48, 48, 1) float32 in [0, 1], softmax over 7)
+    models/<name>.json      its card (see ModelCard)
+    models/registry.json    {"default": "<name>"}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emotion_core.classes import CLASSES
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = Path(os.environ.get("EMOTION_MODELS_DIR", PROJECT_ROOT / "models"))
+REGISTRY_FILE = "registry.json"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+
+
+class ModelError(Exception):
+    """A model file or card is missing, unreadable or inconsistent (message names the file)."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model is, how it was made and how well it does."""
+
+    name: str
+    arch: str
+    classes: tuple[str, ...] = CLASSES
+    input_size: int = 48
+    preprocessing: str = "gray 48x48, float32 in [0,1] (emotion_core.preprocess.preprocess)"
+    training_data: str = ""
+    training_split: str = "Training"
+    validation_split: str = "PublicTest"
+    epochs: int = 0
+    val_accuracy: float | None = None
+    val_macro_f1: float | None = None
+    val_accuracy_tta: float | None = None
+    val_macro_f1_tta: float | None = None
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    temperature: float = 1.0
+    ece_before: float | None = None
+    ece_after: float | None = None
+    params: int = 0
+    cpu_ms_per_face: float | None = None
+    hardware: str = ""
+    training_time_s: float | None = None
+    date: str = ""
+    command: str = ""
+    notes: str = ""
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> ModelCard:
+        """Build a card from JSON data, ignoring unknown keys."""
+        known = {f for f in ModelCard.__dataclass_fields__}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if "classes" in kwargs:
+            kwargs["classes"] = tuple(kwargs["classes"])
+        if "name" not in kwargs or "arch" not in kwargs:
+            raise ModelError("model card lacks 'name' or 'arch'")
+        return ModelCard(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        data = asdict(self)
+        data["classes"] = list(self.classes)
+        return data
+
+
+def validate_name(name: str) -> str:
+    """Return name if it is a safe model name (letters, digits, _ . -), else raise ModelError."""
+    if not _NAME_RE.match(name) or ".." in name:
+        raise ModelError(f"invalid model name {name!r}: use letters, digits, '_', '.', '-'")
+    return name
+
+
+def card_hash(card: ModelCard) -> str:
+    """A short stable hash of the card (recorded in sessions so results are traceable)."""
+    blob = json.dumps(card.to_dict(), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _atomic_write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_card(name: str, models_dir: Path | None = None) -> ModelCard:
+    """Read models/<name>.json."""
+    models_dir = models_dir or MODELS_DIR
+    path = models_dir / f"{validate_name(name)}.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ModelError(f"{path}: model card not found") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: model card is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: model card must be a JSON object")
+    try:
+        return ModelCard.from_dict(data)
+    except (TypeError, ModelError) as exc:
+        raise ModelError(f"{path}: {exc}") from exc
+
+
+def list_models(models_dir: Path | None = None) -> list[ModelCard]:
+    """All models that have both a card and a .keras file, sorted by name."""
+    models_dir = models_dir or MODELS_DIR
+    cards = []
+    for path in sorted(models_dir.glob("*.json")):
+        if path.name == REGISTRY_FILE or not path.with_suffix(".keras").exists():
+            continue
+        try:
+            cards.append(read_card(path.stem, models_dir))
+        except ModelError:
+            continue
+    return cards
+
+
+def default_model_name(models_dir: Path | None = None) -> str:
+    """The name of the model the app uses."""
+    models_dir = models_dir or MODELS_DIR
+    path = models_dir / REGISTRY_FILE
+    try:
+        name = json.loads(path.read_text())["default"]
+    except FileNotFoundError as exc:
+        raise ModelError(f"{path}: no registry (train a model or restore models/)") from exc
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: registry is corrupt ({exc})") from exc
+    return validate_name(str(name))
+
+
+def registry_version(models_dir: Path | None = None) -> float:
+    """mtime of registry.json: changes when the default model changes (pages poll this)."""
+    models_dir = models_dir or MODELS_DIR
+    try:
+        return (models_dir / REGISTRY_FILE).stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def set_default(name: str, models_dir: Path | None = None) -> None:
+    """Make an already registered model the default (atomic)."""
+    models_dir = models_dir or MODELS_DIR
+    validate_name(name)
+    if not (models_dir / f"{name}.keras").exists():
+        raise ModelError(f"{models_dir / name}.keras: no such model")
+    read_card(name, models_dir)
+    _atomic_write_json(models_dir / REGISTRY_FILE, {"default": name})
+
+
+def register_model(
+    keras_path: Path, card: ModelCard, models_dir: Path | None = None, make_default: bool = False
+) -> Path:
+    """Copy a .keras file into the registry with its card; refuse to overwrite another model."""
+    models_dir = models_dir or MODELS_DIR
+    validate_name(card.name)
+    target = models_dir / f"{card.name}.keras"
+    if target.exists() and target.resolve() != Path(keras_path).resolve():
+        raise ModelError(f"{target}: a model with this name is already registered")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    if target.resolve() != Path(keras_path).resolve():
+        tmp = target.with_suffix(".keras.tmp")
+        shutil.copyfile(keras_path, tmp)
+        os.replace(tmp, target)
+    _atomic_write_json(models_dir / f"{card.name}.json", card.to_dict())
+    if make_default:
+        set_default(card.name, models_dir)
+    return target
+
+
+def model_path(name: str, models_dir: Path | None = None) -> Path:
+    """Path of models/<name>.keras (not checked)."""
+    return (models_dir or MODELS_DIR) / f"{validate_name(name)}.keras"

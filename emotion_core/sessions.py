@@ -1,0 +1,705 @@
+"""Recording, listing, loading and deleting interview sessions (docs/CONTRACTS.md format).
+
+A session is a folder ``<sessions_dir>/<session_id>/`` with ``frames.csv`` (one row per face per
+frame; probabilities and boxes only, never images) and ``meta.json``. The recorder appends rows
+and fsyncs them at least every ``flush_interval_s`` and writes ``meta.json`` atomically, so a
+session whose process died is still loadable (and reported incomplete).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import unicodedata
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Self
+
+import numpy as np
+import pandas as pd
+
+from emotion_core import __version__
+from emotion_core.classes import CLASSES
+from emotion_core.registry import PROJECT_ROOT
+from emotion_core.results import FrameResult
+
+SESSIONS_DIR: Path = Path(os.environ.get("EMOTION_SESSIONS_DIR", PROJECT_ROOT / "sessions"))
+FORMAT_VERSION = 1
+FRAMES_FILE = "frames.csv"
+META_FILE = "meta.json"
+PARTIAL_META_FILE = "meta.partial.json"
+COLUMNS: tuple[str, ...] = ("t_s", "frame", "face_id", "x", "y", "w", "h", *CLASSES, "label")
+INT_COLUMNS: tuple[str, ...] = ("frame", "face_id", "x", "y", "w", "h")
+# Columns an older/hand-made file may lack; they are filled with defaults on load.
+OPTIONAL_COLUMNS: tuple[str, ...] = ("frame", "face_id", "x", "y", "w", "h", "label")
+PROB_SUM_TOLERANCE = 0.02
+MAX_CANDIDATE_LEN = 200
+MAX_NOTES_LEN = 10_000
+_SLUG_MAX = 40
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+
+
+class SessionError(Exception):
+    """A session could not be written or read; the message names the file and the problem."""
+
+
+def sessions_dir_default() -> Path:
+    """The sessions folder: $EMOTION_SESSIONS_DIR (read now) or PROJECT_ROOT/sessions."""
+    env = os.environ.get("EMOTION_SESSIONS_DIR")
+    return Path(env) if env else SESSIONS_DIR
+
+
+# ---------------------------------------------------------------------------------------------
+# Names and ids
+
+
+def clean_candidate(name: str) -> str:
+    """A candidate name fit for meta.json: NFC unicode kept, control characters removed,
+    whitespace collapsed, at most MAX_CANDIDATE_LEN characters."""
+    name = unicodedata.normalize("NFC", str(name))
+    name = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in name)
+    return " ".join(name.split())[:MAX_CANDIDATE_LEN]
+
+
+def slugify(name: str) -> str:
+    """An ASCII slug of a candidate name for folder names ('unnamed' when nothing is left).
+
+    Accents are folded (``José`` -> ``jose``); separators, dots and anything else become '-',
+    so the slug can never traverse paths.
+    """
+    folded = unicodedata.normalize("NFKD", clean_candidate(name))
+    ascii_only = folded.encode("ascii", "ignore").decode("ascii").lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_only).strip("-")[:_SLUG_MAX].strip("-")
+    return slug or "unnamed"
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+
+
+def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to a temp file in the same folder, fsync it, then os.replace it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _create_session_dir(sessions_dir: Path, slug: str) -> tuple[str, Path]:
+    """mkdir a fresh, never-before-used session folder (exclusive create, retried)."""
+    try:
+        sessions_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SessionError(f"{sessions_dir}: cannot create the sessions folder ({exc})") from exc
+    for _ in range(20):
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        session_id = f"{stamp}-{slug}-{secrets.token_hex(3)}"
+        path = sessions_dir / session_id
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise SessionError(f"{path}: cannot create the session folder ({exc})") from exc
+        return session_id, path
+    raise SessionError(f"{sessions_dir}: could not find an unused session id")
+
+
+# ---------------------------------------------------------------------------------------------
+# Recording
+
+
+def _fmt_prob(p: float) -> str:
+    return f"{float(p):.6f}"
+
+
+class SessionRecorder:
+    """Writes one session while frames arrive (thread-safe).
+
+    Rows are buffered and appended + fsynced to frames.csv whenever ``flush_interval_s`` has
+    passed (checked on each add_frame and by flush_if_due), on flush() and on close().
+    Any OSError (e.g. disk full) leaves what is already on disk and raises SessionError; the
+    recorder then refuses further frames.
+    """
+
+    def __init__(
+        self,
+        sessions_dir: Path,
+        candidate: str,
+        notes: str = "",
+        source: str = "webcam",
+        model_name: str = "",
+        model_hash: str = "",
+        thresholds: dict[str, Any] | None = None,
+        flush_interval_s: float = 1.0,
+    ) -> None:
+        self.sessions_dir = Path(sessions_dir)
+        self.flush_interval_s = float(flush_interval_s)
+        self.session_id, self.path = _create_session_dir(self.sessions_dir, slugify(candidate))
+        self.frames_path = self.path / FRAMES_FILE
+        self.meta_path = self.path / META_FILE
+        self.meta: dict[str, Any] = {
+            "session_id": self.session_id,
+            "candidate": clean_candidate(candidate),
+            "notes": str(notes)[:MAX_NOTES_LEN],
+            "started_at": _now_iso(),
+            "ended_at": None,
+            "source": str(source),
+            "model_name": str(model_name),
+            "model_hash": str(model_hash),
+            "thresholds": dict(thresholds or {}),
+            "app_version": __version__,
+            "format_version": FORMAT_VERSION,
+            "complete": False,
+            "frames": 0,
+            "faces": 0,
+        }
+        # NOTE: add_frame runs on the webrtc worker thread while the page thread may flush or
+        # close; every method that touches the file or counters holds this lock.
+        self._lock = threading.Lock()
+        self._buffer: list[str] = []
+        self._t0: float | None = None
+        self._frame0 = 0
+        self._last_flush = time.monotonic()
+        self._closed = False
+        self._error: str | None = None
+        try:
+            _atomic_write_json(self.meta_path, self.meta)
+            # NOTE: kept open for the recorder's lifetime; close() closes it.
+            self._fh: IO[str] = open(  # noqa: SIM115
+                self.frames_path, "a", encoding="utf-8", newline=""
+            )
+            self._fh.write(",".join(COLUMNS) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            raise SessionError(f"{self.path}: cannot start the session ({exc})") from exc
+
+    @property
+    def frames(self) -> int:
+        """Frames added so far."""
+        return int(self.meta["frames"])
+
+    @property
+    def faces(self) -> int:
+        """Face rows added so far."""
+        return int(self.meta["faces"])
+
+    @property
+    def closed(self) -> bool:
+        """True once close() was called."""
+        return self._closed
+
+    @property
+    def error(self) -> str | None:
+        """The write error that stopped this recorder, if any."""
+        return self._error
+
+    def _rows(self, result: FrameResult) -> list[str]:
+        if self._t0 is None:
+            self._t0 = float(result.t_s)
+            self._frame0 = int(result.frame_index)
+        t_s = f"{max(0.0, float(result.t_s) - self._t0):.3f}"
+        frame = str(int(result.frame_index) - self._frame0)
+        if not result.faces:
+            return [",".join([t_s, frame, "-1", "0", "0", "0", "0", *([""] * len(CLASSES)), ""])]
+        rows = []
+        for face in result.faces:
+            probs = np.asarray(face.probs, dtype=np.float64)
+            if probs.shape != (len(CLASSES),):
+                raise SessionError(f"{self.frames_path}: face with {probs.shape} probabilities")
+            x, y, w, h = (str(int(v)) for v in face.box)
+            rows.append(
+                ",".join(
+                    [
+                        t_s,
+                        frame,
+                        str(int(face.face_id)),
+                        x,
+                        y,
+                        w,
+                        h,
+                        *map(_fmt_prob, probs),
+                        face.label,
+                    ]
+                )
+            )
+        return rows
+
+    def add_frame(self, result: FrameResult) -> None:
+        """Buffer one frame's rows (one per face, or one face_id=-1 row); flush when due."""
+        with self._lock:
+            self._check_writable()
+            rows = self._rows(result)
+            self._buffer.extend(rows)
+            self.meta["frames"] += 1
+            self.meta["faces"] += len(result.faces)
+            if time.monotonic() - self._last_flush >= self.flush_interval_s:
+                self._flush_locked()
+
+    def flush_if_due(self) -> None:
+        """Flush if flush_interval_s has passed since the last flush (cheap to call often)."""
+        with self._lock:
+            if (
+                not self._closed
+                and self._error is None
+                and self._buffer
+                and time.monotonic() - self._last_flush >= self.flush_interval_s
+            ):
+                self._flush_locked()
+
+    def flush(self) -> None:
+        """Append buffered rows to frames.csv and fsync them."""
+        with self._lock:
+            if not self._closed and self._error is None:
+                self._flush_locked()
+
+    def close(self, complete: bool = True) -> Path:
+        """Flush, close the file and rewrite meta.json (complete, ended_at, counts) atomically.
+
+        Returns the session folder. Closing twice is harmless. Raises SessionError when the
+        final write fails (what was written before stays on disk, marked incomplete).
+        """
+        with self._lock:
+            if self._closed:
+                return self.path
+            self._closed = True
+            first_error = self._error
+            try:
+                if first_error is None:
+                    self._flush_locked()
+            except SessionError as exc:
+                first_error = str(exc)
+            finally:
+                try:
+                    self._fh.close()
+                except OSError:
+                    pass
+            self.meta["ended_at"] = _now_iso()
+            self.meta["complete"] = bool(complete) and first_error is None
+            try:
+                _atomic_write_json(self.meta_path, self.meta)
+            except OSError as exc:
+                raise SessionError(
+                    f"{self.meta_path}: could not finalise the session ({exc}); the rows already"
+                    " written are kept and the session will be listed as incomplete"
+                ) from exc
+            if first_error is not None:
+                raise SessionError(first_error)
+            return self.path
+
+    def _check_writable(self) -> None:
+        if self._error is not None:
+            raise SessionError(self._error)
+        if self._closed:
+            raise SessionError(f"{self.path}: the recording is already stopped")
+
+    def _flush_locked(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            return
+        data = "\n".join(self._buffer) + "\n"
+        try:
+            self._fh.write(data)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            self._error = (
+                f"{self.frames_path}: could not write session data ({exc.strerror or exc}); "
+                "recording stopped, rows written before are kept"
+            )
+            raise SessionError(self._error) from exc
+        self._buffer.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close(complete=exc_type is None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One line of the sessions list (error is set for a broken session instead of raising)."""
+
+    session_id: str
+    path: Path
+    candidate: str = ""
+    started_at: str = ""
+    duration_s: float = 0.0
+    frames: int = 0
+    faces: int = 0
+    source: str = ""
+    model_name: str = ""
+    complete: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Session:
+    """A loaded session: its summary, its full meta dict and its frames DataFrame."""
+
+    info: SessionInfo
+    meta: dict[str, Any] = field(default_factory=dict)
+    frames: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def _meta_defaults(session_id: str) -> dict[str, Any]:
+    return {
+        "session_id": session_id,
+        "candidate": "",
+        "notes": "",
+        "started_at": "",
+        "ended_at": None,
+        "source": "",
+        "model_name": "",
+        "model_hash": "",
+        "thresholds": {},
+        "app_version": "",
+        "format_version": FORMAT_VERSION,
+        "complete": False,
+        "frames": 0,
+        "faces": 0,
+    }
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    """meta.json (or meta.partial.json) merged over defaults; SessionError when unusable."""
+    path = folder / META_FILE
+    if not path.exists():
+        path = folder / PARTIAL_META_FILE
+    if not path.exists():
+        raise SessionError(f"{folder / META_FILE}: missing (not a session folder?)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SessionError(f"{path}: unreadable or not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SessionError(f"{path}: must be a JSON object")
+    meta = _meta_defaults(folder.name)
+    meta.update(data)
+    try:
+        version = int(meta["format_version"])
+    except (TypeError, ValueError) as exc:
+        raise SessionError(
+            f"{path}: format_version {meta['format_version']!r} is not a number"
+        ) from exc
+    if version > FORMAT_VERSION:
+        raise SessionError(
+            f"{path}: format_version {version} is newer than this app understands "
+            f"({FORMAT_VERSION}); update the app"
+        )
+    if path.name == PARTIAL_META_FILE or not meta.get("ended_at"):
+        meta["complete"] = False
+    meta["complete"] = bool(meta["complete"])
+    return meta
+
+
+def _bad(name: str, msg: str) -> SessionError:
+    return SessionError(f"{name}: {msg}")
+
+
+def _parse_frames(text: str, name: str, drop_partial_last_line: bool) -> pd.DataFrame:
+    """Validate and type frames.csv text; returns the DataFrame in COLUMNS order."""
+    if drop_partial_last_line and text and not text.endswith("\n"):
+        # A crash mid-append can leave half a row: keep the complete rows before it.
+        text = text[: text.rfind("\n") + 1]
+    if not text.strip():
+        raise _bad(name, "the file is empty (no header, no rows)")
+    records: list[list[str]] = []
+    line_numbers: list[int] = []
+    reader = csv.reader(io.StringIO(text))
+    try:
+        for record in reader:
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue  # blank line
+            if records and len(record) != len(records[0]):
+                raise _bad(
+                    name,
+                    f"not a valid CSV: line {reader.line_num} has {len(record)} fields, "
+                    f"the header has {len(records[0])}",
+                )
+            records.append(record)
+            line_numbers.append(reader.line_num)
+    except csv.Error as exc:
+        raise _bad(name, f"not a valid CSV (line {reader.line_num}: {exc})") from exc
+    if not records:
+        raise _bad(name, "the file is empty (no header, no rows)")
+    cols = [c.strip() for c in records[0]]
+    raw = pd.DataFrame(records[1:], columns=cols, dtype=object)
+    lines = line_numbers[1:]
+    if len(set(cols)) != len(cols):
+        dupes = sorted({c for c in cols if cols.count(c) > 1})
+        raise _bad(name, f"duplicate columns: {', '.join(dupes)}")
+    required = [c for c in COLUMNS if c not in OPTIONAL_COLUMNS]
+    missing = [c for c in required if c not in cols]
+    if missing:
+        raise _bad(
+            name, f"missing required columns: {', '.join(missing)} (expected {','.join(COLUMNS)})"
+        )
+    extra = [c for c in cols if c not in COLUMNS]
+    if extra:
+        raise _bad(name, f"unexpected columns: {', '.join(extra)} (expected {','.join(COLUMNS)})")
+    n = len(raw)
+
+    def numeric(col: str, allow_empty: bool) -> pd.Series:
+        s = raw[col].str.strip()
+        values = pd.to_numeric(s.where(s != "", None), errors="coerce")
+        bad = values.isna() & (s != "")
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise _bad(name, f"line {lines[i]}, column {col!r}: {s.iloc[i]!r} is not a number")
+        inf = ~np.isfinite(values.to_numpy(dtype=np.float64, na_value=0.0))
+        if inf.any():
+            i = int(np.flatnonzero(inf)[0])
+            raise _bad(name, f"line {lines[i]}, column {col!r}: {s.iloc[i]!r} is not finite")
+        if not allow_empty and (s == "").any():
+            i = int(np.flatnonzero((s == "").to_numpy())[0])
+            raise _bad(name, f"line {lines[i]}, column {col!r}: empty value")
+        return values.astype(np.float64)
+
+    out = pd.DataFrame(index=range(n))
+    out["t_s"] = numeric("t_s", allow_empty=False)
+    probs = np.column_stack([numeric(c, allow_empty=True).to_numpy() for c in CLASSES])
+    probs = probs.reshape(n, len(CLASSES))
+    has_probs = ~np.isnan(probs).any(axis=1)
+    partial = ~has_probs & ~np.isnan(probs).all(axis=1)
+    if "face_id" in cols:
+        face_id = numeric("face_id", allow_empty=False).to_numpy()
+    else:  # older single-face format: a row with probabilities is face 0
+        face_id = np.where(has_probs, 0.0, -1.0)
+    for col in INT_COLUMNS:
+        if col == "face_id":
+            values = face_id
+        elif col in cols:
+            values = numeric(col, allow_empty=False).to_numpy()
+        elif col == "frame":
+            values = pd.factorize(out["t_s"])[0].astype(np.float64)
+        else:
+            values = np.zeros(n)
+        frac = values != np.round(values)
+        if frac.any():
+            i = int(np.flatnonzero(frac)[0])
+            raise _bad(
+                name, f"line {lines[i]}, column {col!r}: {values[i]!r} is not a whole number"
+            )
+        out[col] = values.astype(np.int64)
+    is_face = out["face_id"].to_numpy() >= 0
+    bad_rows = is_face & (~has_probs | partial)
+    if bad_rows.any():
+        i = int(np.flatnonzero(bad_rows)[0])
+        raise _bad(name, f"line {lines[i]}: a face row (face_id >= 0) needs all 7 probabilities")
+    if (out["face_id"].to_numpy() < -1).any():
+        i = int(np.flatnonzero(out["face_id"].to_numpy() < -1)[0])
+        raise _bad(name, f"line {lines[i]}: face_id must be -1 (no face) or >= 0")
+    face_probs = probs[is_face]
+    if face_probs.size:
+        out_of_range = (face_probs < -1e-6) | (face_probs > 1 + 1e-6)
+        if out_of_range.any():
+            i = int(np.flatnonzero(is_face)[np.flatnonzero(out_of_range.any(axis=1))[0]])
+            raise _bad(name, f"line {lines[i]}: probabilities must lie in [0, 1]")
+        sums = face_probs.sum(axis=1)
+        off = np.abs(sums - 1.0) > PROB_SUM_TOLERANCE
+        if off.any():
+            j = int(np.flatnonzero(off)[0])
+            i = int(np.flatnonzero(is_face)[j])
+            raise _bad(
+                name,
+                f"line {lines[i]}: probabilities sum to {sums[j]:.4f}, not 1 "
+                f"(tolerance {PROB_SUM_TOLERANCE})",
+            )
+    probs[~is_face] = np.nan
+    for k, cls in enumerate(CLASSES):
+        out[cls] = probs[:, k]
+    top = np.argmax(np.where(is_face[:, None], probs, 0.0), axis=1) if n else np.zeros(0, int)
+    argmax = np.array([CLASSES[int(k)] for k in top], dtype=object)
+    if "label" in cols:
+        labels = raw["label"].str.strip().to_numpy(dtype=object)
+        unknown = is_face & (labels != "") & ~np.isin(labels, CLASSES)
+        if unknown.any():
+            i = int(np.flatnonzero(unknown)[0])
+            raise _bad(
+                name,
+                f"line {lines[i]}, column 'label': {labels[i]!r} is not one of "
+                f"{', '.join(CLASSES)}",
+            )
+        labels = np.where(is_face & (labels == ""), argmax, labels)
+    else:
+        labels = argmax
+    out["label"] = np.where(is_face, labels, "").astype(object)
+    return out[list(COLUMNS)]
+
+
+def _summarise(frames: pd.DataFrame) -> tuple[float, int, int]:
+    """duration_s (last t_s - first t_s), distinct frames, face rows."""
+    if frames.empty:
+        return 0.0, 0, 0
+    t = frames["t_s"].to_numpy()
+    duration = float(t.max() - t.min())
+    return duration, int(frames["frame"].nunique()), int((frames["face_id"] >= 0).sum())
+
+
+def _info_from(meta: dict[str, Any], folder: Path, frames: pd.DataFrame | None) -> SessionInfo:
+    if frames is not None:
+        duration, n_frames, n_faces = _summarise(frames)
+    else:
+        duration = 0.0
+        n_frames, n_faces = int(meta.get("frames") or 0), int(meta.get("faces") or 0)
+    return SessionInfo(
+        session_id=str(meta.get("session_id") or folder.name),
+        path=folder,
+        candidate=str(meta.get("candidate") or ""),
+        started_at=str(meta.get("started_at") or ""),
+        duration_s=duration if math.isfinite(duration) else 0.0,
+        frames=n_frames,
+        faces=n_faces,
+        source=str(meta.get("source") or ""),
+        model_name=str(meta.get("model_name") or ""),
+        complete=bool(meta.get("complete")),
+    )
+
+
+def _resolve_session(path_or_id: str | Path, sessions_dir: Path | None) -> Path:
+    """A Path (or a str with a separator) is a folder; a plain str is an id in sessions_dir."""
+    text = str(path_or_id)
+    if isinstance(path_or_id, Path) or "/" in text or os.sep in text:
+        folder = Path(path_or_id)
+        if not folder.is_dir():
+            raise SessionError(f"{folder}: no such session folder")
+        return folder
+    return _safe_child(sessions_dir or sessions_dir_default(), text)
+
+
+def _safe_child(sessions_dir: Path, session_id: str) -> Path:
+    """sessions_dir/session_id, refusing anything that could leave sessions_dir."""
+    if not _ID_RE.match(session_id) or ".." in session_id:
+        raise SessionError(f"{session_id!r}: not a valid session id")
+    root = Path(sessions_dir).resolve()
+    target = (root / session_id).resolve()
+    if target.parent != root:
+        raise SessionError(f"{session_id!r}: refers outside {root}")
+    return target
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError as exc:
+        raise SessionError(f"{path}: missing") from exc
+    except UnicodeDecodeError as exc:
+        raise SessionError(f"{path}: not UTF-8 text ({exc})") from exc
+    except OSError as exc:
+        raise SessionError(f"{path}: unreadable ({exc})") from exc
+
+
+def load_session(path_or_id: str | Path, sessions_dir: Path | None = None) -> Session:
+    """Load and validate a recorded session by folder path or id (raises SessionError)."""
+    folder = _resolve_session(path_or_id, sessions_dir)
+    meta = _read_meta(folder)
+    frames_path = folder / FRAMES_FILE
+    frames = _parse_frames(
+        _read_text(frames_path), str(frames_path), drop_partial_last_line=not meta["complete"]
+    )
+    return Session(info=_info_from(meta, folder, frames), meta=meta, frames=frames)
+
+
+def load_session_csv(file_like_or_path: str | Path | IO[bytes] | IO[str], name: str) -> Session:
+    """Load an uploaded/external frames CSV (same columns as frames.csv) as a Session.
+
+    name is shown in messages and used as the session id / source.
+    """
+    try:
+        if isinstance(file_like_or_path, (str, Path)):
+            data: bytes | str = Path(file_like_or_path).read_bytes()
+        else:
+            data = file_like_or_path.read()
+        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as exc:
+        raise SessionError(f"{name}: not UTF-8 text ({exc})") from exc
+    except OSError as exc:
+        raise SessionError(f"{name}: unreadable ({exc})") from exc
+    frames = _parse_frames(text, name, drop_partial_last_line=False)
+    if frames.empty:
+        raise SessionError(f"{name}: the file has a header but no rows")
+    meta = _meta_defaults(name)
+    meta.update({"source": name, "candidate": Path(name).stem, "complete": True})
+    folder = Path(name)
+    return Session(info=_info_from(meta, folder, frames), meta=meta, frames=frames)
+
+
+@functools.lru_cache(maxsize=512)
+def _summary_cached(
+    frames_path: Path, mtime_ns: int, size: int, drop_partial: bool
+) -> tuple[float, int, int]:
+    """Validate frames.csv and summarise it; cached on (path, mtime, size) for fast listing."""
+    text = _read_text(frames_path)
+    return _summarise(_parse_frames(text, str(frames_path), drop_partial_last_line=drop_partial))
+
+
+def list_sessions(sessions_dir: Path | None = None) -> list[SessionInfo]:
+    """Every session folder, newest first; a broken one is listed with its error.
+
+    Each frames.csv is fully validated (results cached on path, mtime and size).
+    """
+    root = Path(sessions_dir or sessions_dir_default())
+    if not root.is_dir():
+        return []
+    infos: list[SessionInfo] = []
+    for folder in root.iterdir():
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        try:
+            meta = _read_meta(folder)
+            frames_path = folder / FRAMES_FILE
+            if not frames_path.exists():
+                raise SessionError(f"{frames_path}: missing")
+            st = frames_path.stat()
+            duration, n_frames, n_faces = _summary_cached(
+                frames_path, st.st_mtime_ns, st.st_size, not meta["complete"]
+            )
+            info = replace(
+                _info_from(meta, folder, None), duration_s=duration, frames=n_frames, faces=n_faces
+            )
+        except (SessionError, OSError) as exc:
+            info = SessionInfo(session_id=folder.name, path=folder, error=str(exc))
+        infos.append(info)
+    infos.sort(key=lambda i: (i.started_at or "", i.session_id), reverse=True)
+    return infos
+
+
+def delete_session(session_id: str, sessions_dir: Path | None = None) -> None:
+    """Delete one session folder; refuses ids that leave sessions_dir or non-session folders."""
+    root = Path(sessions_dir or sessions_dir_default())
+    target = _safe_child(root, session_id)
+    raw = root / session_id
+    if raw.is_symlink():
+        raise SessionError(f"{raw}: is a symbolic link, not deleting")
+    if not target.is_dir():
+        raise SessionError(f"{target}: no such session")
+    if not any((target / f).exists() for f in (META_FILE, PARTIAL_META_FILE, FRAMES_FILE)):
+        raise SessionError(f"{target}: does not look like a session folder, not deleting")
+    try:
+        shutil.rmtree(target)
+    except OSError as exc:
+        raise SessionError(f"{target}: could not delete ({exc})") from exc

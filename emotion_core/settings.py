@@ -1,0 +1,142 @@
+"""Saved analysis defaults: the nervousness rule and the bootstrap settings.
+
+The file is JSON at $EMOTION_SETTINGS_FILE if set, else <project>/config/settings.json::
+
+    {"format_version": 1, "rule": {...NervousnessRule.to_dict()...},
+     "n_boot": 1000, "block_s": 2.0, "confidence": 0.95, "auto_block_factor": 6.0}
+
+A missing file means defaults; an unreadable or invalid one raises SettingsError naming the
+file (the UI shows it and falls back to defaults).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from emotion_core.nervousness import DEFAULT_RULE, NervousnessRule, RuleError
+from emotion_core.registry import PROJECT_ROOT
+from emotion_core.stats import BootstrapConfig
+
+SETTINGS_FORMAT_VERSION = 1
+DEFAULT_SETTINGS_FILE = PROJECT_ROOT / "config" / "settings.json"
+
+
+class SettingsError(Exception):
+    """The settings file cannot be read or holds invalid values (message names the file)."""
+
+
+def settings_path() -> Path:
+    """Where settings live now ($EMOTION_SETTINGS_FILE is read at call time)."""
+    env = os.environ.get("EMOTION_SETTINGS_FILE")
+    return Path(env).expanduser() if env else DEFAULT_SETTINGS_FILE
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Analysis defaults: rule, bootstrap replicates, minimum block length (s), interval level
+    and the automatic block lengthening factor (0 = off; see stats.BootstrapConfig)."""
+
+    rule: NervousnessRule = field(default=DEFAULT_RULE)
+    n_boot: int = 1000
+    block_s: float = 2.0
+    confidence: float = 0.95
+    auto_block_factor: float = 6.0
+
+    def __post_init__(self) -> None:
+        # Reuse BootstrapConfig's validation.
+        self.bootstrap_config()
+        if self.n_boot > 100_000:
+            raise ValueError("n_boot must be at most 100000")
+
+    def bootstrap_config(self, seed: int = 0) -> BootstrapConfig:
+        """The BootstrapConfig these settings describe."""
+        return BootstrapConfig(
+            n_boot=int(self.n_boot),
+            block_s=float(self.block_s),
+            confidence=float(self.confidence),
+            seed=seed,
+            auto_block_factor=float(self.auto_block_factor),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "format_version": SETTINGS_FORMAT_VERSION,
+            "rule": self.rule.to_dict(),
+            "n_boot": int(self.n_boot),
+            "block_s": float(self.block_s),
+            "confidence": float(self.confidence),
+            "auto_block_factor": float(self.auto_block_factor),
+        }
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> Settings:
+        """Inverse of to_dict; missing keys take defaults; ValueError/RuleError if invalid."""
+        if not isinstance(data, Mapping):
+            raise TypeError("settings must be a JSON object")
+        base = Settings()
+        rule = NervousnessRule.from_dict(data["rule"]) if "rule" in data else base.rule
+        return Settings(
+            rule=rule,
+            n_boot=int(data.get("n_boot", base.n_boot)),
+            block_s=float(data.get("block_s", base.block_s)),
+            confidence=float(data.get("confidence", base.confidence)),
+            auto_block_factor=float(data.get("auto_block_factor", base.auto_block_factor)),
+        )
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read settings; defaults when the file does not exist; SettingsError when it is bad."""
+    path = Path(path) if path is not None else settings_path()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return Settings()
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read settings ({exc})") from exc
+    try:
+        return Settings.from_dict(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{path}: settings are not valid JSON ({exc})") from exc
+    except (RuleError, ValueError, TypeError, KeyError) as exc:
+        raise SettingsError(f"{path}: invalid settings ({exc})") from exc
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> Path:
+    """Write settings atomically (temp file + rename); returns the path written."""
+    path = Path(path) if path is not None else settings_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(settings.to_dict(), fh, indent=2)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot write settings ({exc})") from exc
+    return path
+
+
+def load_default_rule(path: Path | None = None) -> NervousnessRule:
+    """The saved default rule (the built-in default when nothing is saved)."""
+    return load_settings(path).rule
+
+
+def save_default_rule(rule: NervousnessRule, path: Path | None = None) -> Path:
+    """Save rule as the default, keeping the other saved settings (or defaults if unreadable)."""
+    try:
+        current = load_settings(path)
+    except SettingsError:
+        current = Settings()
+    return save_settings(replace(current, rule=rule), path)

@@ -1,0 +1,571 @@
+"""Train an emotion model: data -> model -> train -> evaluate (reads top to bottom).
+
+    python -m emotion_core.train --data ../shared/data/fer2013 --arch vgg-m --epochs 120 \
+        --out models/runs/my-run
+
+Writes to the run folder: hparams.json, status.json (live progress), metrics.csv (per epoch),
+last.keras (every epoch, with optimizer state, for --resume), best.keras (best val accuracy),
+eval.json (evaluation of best.keras on the validation split when training ends).
+Backend-agnostic: TensorFlow here, KERAS_BACKEND=jax on a GPU box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from emotion_core.classes import CLASSES
+from emotion_core.data import DataError, Dataset, load_dataset
+from emotion_core.preprocess import preprocess_batch
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one run (saved as hparams.json)."""
+
+    data: str
+    arch: str = "fer-fast"
+    epochs: int = 120
+    batch_size: int = 128
+    learning_rate: float = 0.01
+    optimizer: str = "sgd"  # sgd (Nesterov momentum 0.9) or adamw
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine, plateau or constant
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.1
+    class_weighting: bool = False
+    augment: bool = True
+    patience: int = 30  # early stopping on val accuracy (0 disables)
+    time_budget_s: float = 0.0  # >0: stop (and anneal the cosine) by wall time
+    train_split: str = "Training"
+    val_split: str = "PublicTest"
+    init_model: str = ""  # fine-tune from this .keras file instead of starting from scratch
+    seed: int = 1337
+    max_train_samples: int = 0  # 0 = all (small values for smoke tests)
+
+
+# ---------------------------------------------------------------- progress interface
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """What a UI needs to show progress; kind is 'start', 'batch', 'epoch' or 'end'."""
+
+    kind: str
+    epoch: int
+    epochs: int
+    batch: int
+    steps: int
+    metrics: dict[str, float]
+    elapsed_s: float
+    eta_s: float | None
+    state: str = "running"
+    message: str = ""
+
+
+class ProgressListener(Protocol):
+    """Anything that wants training progress (a UI, a status file, a console)."""
+
+    def __call__(self, event: ProgressEvent) -> None: ...
+
+
+class StatusFileWriter:
+    """Writes status.json atomically (throttled for batch events) for other processes to read."""
+
+    def __init__(self, run_dir: Path, min_interval_s: float = 1.0) -> None:
+        self.path = run_dir / "status.json"
+        self.min_interval_s = min_interval_s
+        self._last = 0.0
+
+    def __call__(self, event: ProgressEvent) -> None:
+        now = time.time()
+        if event.kind == "batch" and now - self._last < self.min_interval_s:
+            return
+        self._last = now
+        data = asdict(event) | {"pid": os.getpid(), "updated_at": now}
+        write_json_atomic(self.path, data)
+
+
+class ConsoleProgress:
+    """Prints one line per epoch (and the start/end) to stdout."""
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.kind == "batch":
+            return
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in event.metrics.items())
+        eta = f" eta={event.eta_s:.0f}s" if event.eta_s is not None else ""
+        print(
+            f"[{event.kind}] epoch {event.epoch}/{event.epochs} {metrics}{eta} {event.message}",
+            flush=True,
+        )
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON via a temp file + rename so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_training_data(
+    config: TrainConfig,
+) -> tuple[Dataset, Dataset, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Load train/val splits -> datasets and model-ready arrays x (N,48,48,1), y (N,) int."""
+    train = load_dataset(config.data, config.train_split)
+    val = load_dataset(config.data, config.val_split)
+    x_train, y_train = preprocess_batch(train.images), train.labels
+    if config.max_train_samples:
+        x_train, y_train = x_train[: config.max_train_samples], y_train[: config.max_train_samples]
+    return train, val, x_train, y_train, preprocess_batch(val.images), val.labels
+
+
+def class_weights(labels: np.ndarray, num_classes: int = len(CLASSES)) -> dict[int, float]:
+    """Inverse-frequency weights normalised to mean 1 (missing classes get weight 1)."""
+    counts = np.bincount(labels, minlength=num_classes).astype(float)
+    weights = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 1.0)
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+# ---------------------------------------------------------------- model
+
+
+def build_model(config: TrainConfig, steps_per_epoch: int) -> Any:
+    """A compiled zoo model (or the init model for fine-tuning)."""
+    import keras
+
+    from emotion_core.zoo import make_model
+
+    if config.init_model:
+        model = keras.saving.load_model(config.init_model, compile=False, safe_mode=True)
+    else:
+        model = make_model((48, 48, 1), len(CLASSES), config.arch, augment=config.augment)
+    if config.optimizer == "adamw":
+        optimizer: Any = keras.optimizers.AdamW(
+            config.learning_rate, weight_decay=config.weight_decay
+        )
+    else:
+        optimizer = keras.optimizers.SGD(
+            config.learning_rate, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
+        )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def lr_at(config: TrainConfig, epoch: int, progress: float) -> float:
+    """Learning rate for an epoch; progress in [0, 1] is the epoch or time fraction done."""
+    if epoch < config.warmup_epochs:
+        return config.learning_rate * (epoch + 1) / (config.warmup_epochs + 1)
+    if config.schedule == "cosine":
+        return config.learning_rate * (
+            0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        )
+    return config.learning_rate
+
+
+# ---------------------------------------------------------------- training loop
+
+
+def _make_callbacks(
+    config: TrainConfig,
+    run_dir: Path,
+    listeners: Sequence[ProgressListener],
+    steps: int,
+    initial_epoch: int,
+    prior_elapsed: float,
+    best_so_far: float,
+    stop_flag: dict[str, bool],
+) -> list[Any]:
+    import keras
+
+    class RunCallback(keras.callbacks.Callback):  # type: ignore[misc]
+        """LR schedule, checkpoints, metrics log, progress events, cancel and time budget."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.started = time.time() - prior_elapsed
+            self.best = best_so_far
+            self.epoch_times: list[float] = []
+            self.epoch_started = time.time()
+            self.since_best = 0
+            self.epoch = initial_epoch
+
+        def _elapsed(self) -> float:
+            return time.time() - self.started
+
+        def _progress(self, epoch: int) -> float:
+            if config.time_budget_s > 0:
+                return self._elapsed() / config.time_budget_s
+            return epoch / max(config.epochs, 1)
+
+        def _eta(self, epoch: int, batch: int) -> float | None:
+            if not self.epoch_times:
+                rate = (time.time() - self.epoch_started) / max(batch, 1) * steps if batch else None
+            else:
+                rate = float(np.mean(self.epoch_times[-5:]))
+            if rate is None:
+                return None
+            remaining = (config.epochs - epoch) * rate + rate * (1 - batch / max(steps, 1))
+            if config.time_budget_s > 0:
+                remaining = min(remaining, max(config.time_budget_s - self._elapsed(), 0.0))
+            return float(max(remaining, 0.0))
+
+        def _emit(
+            self,
+            kind: str,
+            epoch: int,
+            batch: int,
+            metrics: dict[str, float],
+            state: str = "running",
+            message: str = "",
+        ) -> None:
+            event = ProgressEvent(
+                kind,
+                epoch,
+                config.epochs,
+                batch,
+                steps,
+                metrics,
+                self._elapsed(),
+                self._eta(epoch, batch),
+                state,
+                message,
+            )
+            for listener in listeners:
+                listener(event)
+
+        def _cancelled(self) -> bool:
+            return stop_flag["stop"] or (run_dir / "CANCEL").exists()
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self.epoch = epoch
+            self.epoch_started = time.time()
+            self.model.optimizer.learning_rate.assign(lr_at(config, epoch, self._progress(epoch)))
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            if batch % 20 == 0:
+                metrics = {k: float(v) for k, v in (logs or {}).items()}
+                self._emit("batch", self.epoch + 1, batch + 1, metrics)
+            if self._cancelled():
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            lr = float(np.asarray(self.model.optimizer.learning_rate))
+            self.epoch_times.append(time.time() - self.epoch_started)
+            self.model.save(run_dir / "last.keras")
+            val_acc = logs.get("val_accuracy", logs.get("accuracy", 0.0))
+            if val_acc > self.best:
+                self.best = val_acc
+                self.since_best = 0
+                self.model.save(run_dir / "best.keras")
+            else:
+                self.since_best += 1
+            row = {
+                "epoch": epoch + 1,
+                **{
+                    k: logs.get(k, float("nan"))
+                    for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+                },
+                "lr": lr,
+                "elapsed_s": self._elapsed(),
+            }
+            _append_metrics(run_dir / "metrics.csv", row)
+            write_json_atomic(
+                run_dir / "resume.json",
+                {"epoch": epoch + 1, "best": self.best, "elapsed_s": self._elapsed()},
+            )
+            self._emit("epoch", epoch + 1, steps, logs | {"lr": lr, "best_val_accuracy": self.best})
+            if config.patience and self.since_best >= config.patience:
+                self.model.stop_training = True
+            if config.time_budget_s > 0:
+                mean_epoch = float(np.mean(self.epoch_times[-3:]))
+                if self._elapsed() + mean_epoch > config.time_budget_s:
+                    self.model.stop_training = True
+            if self._cancelled():
+                self.model.stop_training = True
+
+    return [RunCallback()]
+
+
+def _append_metrics(path: Path, row: dict[str, float]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        fh.flush()
+
+
+def train(
+    config: TrainConfig,
+    run_dir: Path,
+    resume: bool = False,
+    listeners: Sequence[ProgressListener] = (),
+    overrides: Iterable[str] = ("epochs", "time_budget_s"),
+) -> dict[str, Any]:
+    """Run training into run_dir; returns the final summary (also in status.json).
+
+    With resume=True the run's saved hyperparameters win, except the fields in `overrides`
+    (by default epochs and time_budget_s, so a resumed run can be extended).
+    """
+    import keras
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "CANCEL").unlink(missing_ok=True)
+    listeners = [StatusFileWriter(run_dir), *listeners]
+    stop_flag = {"stop": False}
+    _install_sigterm(stop_flag)
+    keras.utils.set_random_seed(config.seed)
+
+    # Data
+    _emit_simple(listeners, "start", config, "loading data")
+    train_set, val_set, x_train, y_train, x_val, y_val = load_training_data(config)
+    steps = math.ceil(len(x_train) / config.batch_size)
+    n = len(CLASSES)
+    y_train_1h = keras.utils.to_categorical(y_train, n)
+    y_val_1h = keras.utils.to_categorical(y_val, n)
+
+    # Model (fresh, fine-tuned, or resumed from the last checkpoint)
+    initial_epoch, prior_elapsed, best = 0, 0.0, -1.0
+    state_file = run_dir / "resume.json"
+    if resume and (run_dir / "last.keras").exists() and state_file.exists():
+        hparams = json.loads((run_dir / "hparams.json").read_text())
+        keep = set(overrides) | {"data"}
+        fields = TrainConfig.__dataclass_fields__
+        config = replace(
+            config, **{k: v for k, v in hparams.items() if k in fields and k not in keep}
+        )
+        state = json.loads(state_file.read_text())
+        initial_epoch, prior_elapsed, best = state["epoch"], state["elapsed_s"], state["best"]
+        model = keras.saving.load_model(run_dir / "last.keras", safe_mode=True)
+    else:
+        if resume:
+            print(f"note: {run_dir} has no checkpoint to resume from; starting fresh", flush=True)
+        for stale in ("metrics.csv", "resume.json", "last.keras", "best.keras", "eval.json"):
+            (run_dir / stale).unlink(missing_ok=True)
+        model = build_model(config, steps)
+    write_json_atomic(
+        run_dir / "hparams.json",
+        asdict(config)
+        | {
+            "classes": list(CLASSES),
+            "train_counts": train_set.class_counts(),
+            "val_counts": val_set.class_counts(),
+            "backend": keras.backend.backend(),
+            "params": int(model.count_params()),
+            "command": " ".join(sys.argv),
+        },
+    )
+
+    # Train
+    callbacks = _make_callbacks(
+        config, run_dir, listeners, steps, initial_epoch, prior_elapsed, best, stop_flag
+    )
+    started = time.time()
+    if initial_epoch < config.epochs:
+        model.fit(
+            x_train,
+            y_train_1h,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            validation_data=(x_val, y_val_1h),
+            class_weight=class_weights(y_train) if config.class_weighting else None,
+            callbacks=callbacks,
+            verbose=0,
+            shuffle=True,
+        )
+    cancelled = stop_flag["stop"] or (run_dir / "CANCEL").exists()
+
+    # Evaluate the best checkpoint on the validation split
+    from emotion_core.evaluate import evaluate_model_file
+
+    best_path = run_dir / "best.keras"
+    report = evaluate_model_file(best_path, x_val, y_val) if best_path.exists() else None
+    summary: dict[str, Any] = {
+        "state": "cancelled" if cancelled else "finished",
+        "epochs_done": _epochs_done(run_dir),
+        "train_time_s": prior_elapsed + time.time() - started,
+        "best_val_accuracy": report["accuracy"] if report else None,
+        "best_val_macro_f1": report["macro_f1"] if report else None,
+    }
+    if report:
+        write_json_atomic(run_dir / "eval.json", report)
+    _emit_simple(
+        listeners,
+        "end",
+        config,
+        f"{summary['state']}",
+        state=summary["state"],
+        metrics={k: v for k, v in summary.items() if isinstance(v, float)},
+    )
+    return summary
+
+
+def _epochs_done(run_dir: Path) -> int:
+    try:
+        return int(json.loads((run_dir / "resume.json").read_text())["epoch"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return 0
+
+
+def _emit_simple(
+    listeners: Sequence[ProgressListener],
+    kind: str,
+    config: TrainConfig,
+    message: str,
+    state: str = "running",
+    metrics: dict[str, float] | None = None,
+) -> None:
+    event = ProgressEvent(kind, 0, config.epochs, 0, 0, metrics or {}, 0.0, None, state, message)
+    for listener in listeners:
+        listener(event)
+
+
+def _install_sigterm(stop_flag: dict[str, bool]) -> None:
+    # NOTE: the training page cancels with SIGTERM; we stop at the next batch end so the last
+    # checkpoint stays intact instead of dying half-way through a save.
+    def handler(signum: int, frame: Any) -> None:
+        stop_flag["stop"] = True
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread (e.g. called from tests in a thread)
+        pass
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, Path, bool, set[str]]:
+    """CLI -> (config, run_dir, resume, config fields given explicitly on the command line)."""
+    defaults = TrainConfig(data="")
+    p = argparse.ArgumentParser(
+        prog="python -m emotion_core.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", required=True, help="FER-2013 CSV (.csv/.csv.gz) or class-folder root")
+    p.add_argument("--arch", default=defaults.arch)
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--lr", type=float, default=defaults.learning_rate)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=defaults.optimizer)
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--schedule", choices=["cosine", "constant"], default=defaults.schedule)
+    p.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
+    p.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    p.add_argument("--class-weighting", action="store_true")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--patience", type=int, default=defaults.patience)
+    p.add_argument(
+        "--time-budget", type=float, default=0.0, help="seconds; anneal and stop by time"
+    )
+    p.add_argument("--train-split", default=defaults.train_split)
+    p.add_argument("--val-split", default=defaults.val_split)
+    p.add_argument("--init-model", default="", help="fine-tune from this .keras file")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--max-train-samples", type=int, default=0)
+    p.add_argument("--out", default="", help="run folder (default models/runs/<time>-<arch>)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the run folder's last.keras"
+    )
+    a = p.parse_args(argv)
+    config = TrainConfig(
+        data=a.data,
+        arch=a.arch,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        learning_rate=a.lr,
+        optimizer=a.optimizer,
+        weight_decay=a.weight_decay,
+        schedule=a.schedule,
+        warmup_epochs=a.warmup_epochs,
+        label_smoothing=a.label_smoothing,
+        class_weighting=a.class_weighting,
+        augment=not a.no_augment,
+        patience=a.patience,
+        time_budget_s=a.time_budget,
+        train_split=a.train_split,
+        val_split=a.val_split,
+        init_model=a.init_model,
+        seed=a.seed,
+        max_train_samples=a.max_train_samples,
+    )
+    from emotion_core.registry import MODELS_DIR
+
+    run_dir = (
+        Path(a.out) if a.out else MODELS_DIR / "runs" / time.strftime(f"%Y%m%d-%H%M%S-{a.arch}")
+    )
+    given = [arg.split("=")[0] for arg in (sys.argv[1:] if argv is None else argv)]
+    explicit = {field for flag, field in _FLAG_FIELDS.items() if flag in given}
+    return config, run_dir, a.resume, explicit
+
+
+_FLAG_FIELDS = {
+    "--epochs": "epochs",
+    "--time-budget": "time_budget_s",
+    "--batch-size": "batch_size",
+    "--lr": "learning_rate",
+    "--patience": "patience",
+    "--label-smoothing": "label_smoothing",
+    "--weight-decay": "weight_decay",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: exit 0 on success, 2 with a clear message on bad input."""
+    config, run_dir, resume, explicit = parse_args(argv)
+    from emotion_core.zoo import ARCHITECTURES
+
+    if config.arch not in ARCHITECTURES and not config.init_model:
+        print(
+            f"error: unknown architecture {config.arch!r}; choose from {', '.join(ARCHITECTURES)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        summary = train(config, run_dir, resume, [ConsoleProgress()], overrides=explicit)
+    except (DataError, ValueError, OSError) as exc:
+        message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, DataError) else str(exc)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            run_dir / "status.json",
+            {
+                "kind": "end",
+                "state": "failed",
+                "message": message,
+                "pid": os.getpid(),
+                "updated_at": time.time(),
+            },
+        )
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

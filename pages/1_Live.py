@@ -1,0 +1,439 @@
+"""Live page: webcam -> face detection -> emotion classification in the browser, with running
+statistics, the nervousness indicator and consent-gated session recording.
+
+Thin by design (the style of streamlit-webrtc's examples): the video callback hands each frame
+to emotion_core.live.LiveProcessor; the script thread polls a LiveAggregator snapshot while the
+stream plays. Nothing here runs st.* from the callback thread.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:  # `streamlit run` adds the root; AppTest and tools may not
+    sys.path.insert(0, str(_ROOT))
+
+import streamlit as st  # isort: skip
+
+# NOTE: pylibsrtp (imported by streamlit_webrtc via aiortc) segfaults the whole server when it
+# is first imported after TensorFlow. app.py/emotion_core load it early; if another page loaded
+# TensorFlow first anyway, refuse politely instead of crashing every user's session.
+if "tensorflow" in sys.modules and "pylibsrtp" not in sys.modules:
+    st.error(
+        "The live video library cannot be loaded after TensorFlow in this server process. "
+        "Restart the app (`streamlit run app.py`) and open the Live page first."
+    )
+    st.stop()
+
+from streamlit_webrtc import WebRtcMode, webrtc_streamer  # isort: skip
+
+import os
+import time
+from typing import Any
+
+import altair as alt
+import av
+import pandas as pd
+
+import ui_common
+from emotion_core import registry
+from emotion_core.classes import CLASSES
+from emotion_core.inference import EmotionClassifier, load_classifier
+from emotion_core.live import LiveAggregator, LiveProcessor, LiveSnapshot, parse_ice_servers
+from emotion_core.nervousness import NervousnessRule, evaluate_rule_on_counts
+from emotion_core.pipeline import EmotionPipeline, PipelineConfig
+from emotion_core.registry import ModelCard, ModelError
+from emotion_core.report import CLASS_COLORS
+from emotion_core.sessions import SessionError, SessionRecorder, sessions_dir_default
+
+AGGREGATOR_KEY = "live_aggregator"
+PROCESSOR_KEY = "live_processor"
+MESSAGE_KEY = "live_message"
+SAVED_KEY = "live_saved_session"
+CANDIDATE_KEY = "live_candidate"
+NOTES_KEY = "live_notes"
+CONSENT_KEY = "live_consent"
+CONSENT_LABEL = "The candidate has been told and consented"
+STORED_STATEMENT = (
+    "**What is stored:** per frame, the emotion probabilities and the face box coordinates, "
+    "with timestamps, plus the candidate name, your notes, the model and the nervousness rule "
+    "used. **Never images or video.** Sessions are saved as files in `{dir}`."
+)
+POLL_S = 0.5
+COLOR_SCALE = alt.Scale(domain=list(CLASSES), range=[CLASS_COLORS[c] for c in CLASSES])
+
+
+def models_dir() -> Path:
+    """$EMOTION_MODELS_DIR read now (so tests and deployments can point elsewhere)."""
+    env = os.environ.get("EMOTION_MODELS_DIR")
+    return Path(env) if env else registry.MODELS_DIR
+
+
+@st.cache_resource(show_spinner="Loading the emotion model...", max_entries=4)
+def cached_classifier(models_path: str, name: str, version: float) -> EmotionClassifier:
+    """One classifier per (models dir, model, registry version): activating a new default
+    model changes the key, so it is picked up without a restart."""
+    return load_classifier(name, Path(models_path))
+
+
+def ice_servers() -> tuple[list[dict[str, Any]], str | None]:
+    """ICE servers from $EMOTION_ICE_SERVERS or st.secrets["ice_servers"] (default: none)."""
+    raw: Any = os.environ.get("EMOTION_ICE_SERVERS")
+    if raw is None:
+        try:
+            raw = st.secrets.get("ice_servers")
+        except Exception:  # noqa: BLE001  no secrets.toml is normal
+            raw = None
+    if raw is None:
+        return [], None
+    try:
+        return parse_ice_servers(raw), None
+    except ValueError as exc:
+        return [], f"ICE server setting ignored: {exc}"
+
+
+def live_objects() -> tuple[LiveAggregator, LiveProcessor]:
+    """This browser session's aggregator and processor (created once)."""
+    if AGGREGATOR_KEY not in st.session_state:
+        aggregator = LiveAggregator()
+        st.session_state[AGGREGATOR_KEY] = aggregator
+        st.session_state[PROCESSOR_KEY] = LiveProcessor(aggregator)
+    return st.session_state[AGGREGATOR_KEY], st.session_state[PROCESSOR_KEY]
+
+
+def make_callback(processor: LiveProcessor) -> Any:
+    """The webrtc video callback (runs on a worker thread: no st.* calls in it)."""
+
+    def callback(frame: av.VideoFrame) -> av.VideoFrame:
+        image = frame.to_ndarray(format="bgr24")
+        annotated = processor.process(image, frame.time)
+        return av.VideoFrame.from_ndarray(annotated, format="bgr24")
+
+    return callback
+
+
+def model_sidebar(card: ModelCard) -> None:
+    """Which model is in use and how good it is."""
+    sb = st.sidebar
+    sb.header("Model")
+    acc = f"{card.val_accuracy:.1%}" if card.val_accuracy is not None else "not measured"
+    sb.markdown(f"**{card.name}** ({card.arch})  \nValidation accuracy: **{acc}**")
+    if card.val_macro_f1 is not None:
+        sb.caption(f"Macro F1 {card.val_macro_f1:.3f} on {card.validation_split}.")
+    if card.date:
+        sb.caption(f"Trained {card.date}.")
+
+
+def pipeline_sidebar() -> PipelineConfig:
+    """Detection and smoothing settings."""
+    default = PipelineConfig()
+    with st.sidebar.expander("Detection & smoothing"):
+        widths = [0, 240, 320, 480, 640]
+        detect_width = st.select_slider(
+            "Detection width (px)",
+            options=widths,
+            value=default.detect_width,
+            format_func=lambda w: "full size" if w == 0 else str(w),
+            key="live_detect_width",
+            help="Frames are shrunk to this width to find faces: smaller is faster.",
+        )
+        min_neighbors = st.slider(
+            "Detector strictness (min neighbours)",
+            2,
+            10,
+            default.min_neighbors,
+            key="live_min_neighbors",
+            help="Higher: fewer false faces, more missed faces.",
+        )
+        min_face_px = st.slider(
+            "Smallest face (px)", 24, 240, default.min_face_px, step=8, key="live_min_face"
+        )
+        max_faces = st.slider(
+            "Faces per frame (largest first)", 1, 8, default.max_faces, key="live_max_faces"
+        )
+        alpha = st.slider(
+            "Smoothing",
+            0.0,
+            0.95,
+            default.smoothing_alpha,
+            step=0.05,
+            key="live_smoothing",
+            help="Weight of the past in the on-screen label (0 = none). Recorded probabilities "
+            "are always the raw per-frame ones.",
+        )
+        tta = st.checkbox(
+            "Mirror test-time augmentation (slower)", value=default.tta, key="live_tta"
+        )
+    return PipelineConfig(
+        detect_width=int(detect_width),
+        min_neighbors=int(min_neighbors),
+        min_face_px=int(min_face_px),
+        max_faces=int(max_faces),
+        smoothing_alpha=float(alpha),
+        tta=bool(tta),
+    )
+
+
+def start_recording(card: ModelCard, rule: NervousnessRule) -> None:
+    """on_click of Record: runs before the script body, so no extra rerun is needed."""
+    aggregator, _ = live_objects()
+    st.session_state.pop(SAVED_KEY, None)
+    if not st.session_state.get(CONSENT_KEY):
+        st.session_state[MESSAGE_KEY] = ("error", "Recording needs the candidate's consent.")
+        return
+    try:
+        recorder = SessionRecorder(
+            sessions_dir_default(),
+            candidate=st.session_state.get(CANDIDATE_KEY, ""),
+            notes=st.session_state.get(NOTES_KEY, ""),
+            source="webcam",
+            model_name=card.name,
+            model_hash=registry.card_hash(card),
+            thresholds=rule.to_dict(),
+        )
+        aggregator.start_recording(recorder)
+    except SessionError as exc:
+        st.session_state[MESSAGE_KEY] = ("error", f"Could not start recording: {exc}")
+        return
+    aggregator.reset()  # the on-screen statistics now describe this session
+    st.session_state[MESSAGE_KEY] = ("info", f"Recording session {recorder.session_id}.")
+
+
+def stop_recording() -> None:
+    """on_click of Stop."""
+    aggregator, _ = live_objects()
+    try:
+        status = aggregator.stop_recording()
+    except SessionError as exc:
+        st.session_state[MESSAGE_KEY] = ("error", f"The session was not saved cleanly: {exc}")
+        return
+    st.session_state.pop(MESSAGE_KEY, None)
+    if status is not None:
+        st.session_state[SAVED_KEY] = {
+            "path": str(status.path),
+            "frames": status.frames,
+            "faces": status.faces,
+        }
+
+
+def recording_controls(card: ModelCard, rule: NervousnessRule, recording: bool) -> None:
+    """Candidate, notes, consent, what is stored, Record / Stop."""
+    st.subheader("Recording")
+    st.text_input("Candidate name", key=CANDIDATE_KEY, max_chars=200, disabled=recording)
+    st.text_area("Notes", key=NOTES_KEY, height=68, max_chars=10_000, disabled=recording)
+    consent = st.checkbox(CONSENT_LABEL, key=CONSENT_KEY, disabled=recording)
+    st.caption(STORED_STATEMENT.format(dir=sessions_dir_default()))
+    col_rec, col_stop = st.columns(2)
+    col_rec.button(
+        "Record",
+        icon=":material/radio_button_checked:",
+        key="live_record",
+        type="primary",
+        disabled=recording or not consent,
+        on_click=start_recording,
+        args=(card, rule),
+        width="stretch",
+    )
+    col_stop.button(
+        "Stop",
+        icon=":material/stop_circle:",
+        key="live_stop",
+        disabled=not recording,
+        on_click=stop_recording,
+        width="stretch",
+    )
+    if not consent and not recording:
+        st.caption("Recording is possible only after the candidate has consented.")
+    message = st.session_state.get(MESSAGE_KEY)
+    if message:
+        kind, text = message
+        (st.error if kind == "error" else st.info)(text)
+    saved = st.session_state.get(SAVED_KEY)
+    if saved and not recording:
+        st.success(
+            f"Session saved ({saved['frames']} frames, {saved['faces']} face rows): "
+            f"`{saved['path']}`"
+        )
+        try:
+            st.page_link(
+                "pages/2_Analysis.py",
+                label="Open it on the Analysis page",
+                icon=":material/analytics:",
+            )
+        except Exception:  # noqa: BLE001  e.g. the page is run on its own
+            st.caption("Open it on the Analysis page.")
+
+
+def distribution_chart(snap: LiveSnapshot) -> alt.Chart:
+    """Bar chart of the share of face-frames per top label (tooltip: mean probability)."""
+    total = max(1, sum(snap.label_counts.values()))
+    data = pd.DataFrame(
+        {
+            "emotion": list(CLASSES),
+            "share": [snap.label_counts.get(c, 0) / total for c in CLASSES],
+            "mean probability": [snap.mean_probs.get(c, 0.0) for c in CLASSES],
+            "faces": [snap.label_counts.get(c, 0) for c in CLASSES],
+        }
+    )
+    return (
+        alt.Chart(data, title="Emotion distribution (share of face-frames)")
+        .mark_bar()
+        .encode(
+            x=alt.X("emotion:N", sort=list(CLASSES), title=None),
+            y=alt.Y(
+                "share:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]), title="share"
+            ),
+            color=alt.Color("emotion:N", scale=COLOR_SCALE, legend=None),
+            tooltip=[
+                "emotion",
+                alt.Tooltip("share:Q", format=".1%"),
+                alt.Tooltip("mean probability:Q", format=".1%"),
+                "faces",
+            ],
+        )
+        .properties(height=260)
+    )
+
+
+VERDICT_SLOTS = 8  # render_verdict writes 3-4 elements; padded to a fixed count
+
+
+class _Counting:
+    """Wraps a container and counts the elements written through it."""
+
+    def __init__(self, container: Any) -> None:
+        self._container = container
+        self.count = 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._container, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return method(*args, **kwargs)
+
+        return call
+
+
+def render_stats(snap: LiveSnapshot, rule: NervousnessRule, playing: bool) -> None:
+    """Everything the page shows about the stream (called repeatedly while it plays).
+
+    # NOTE: every call writes the same number of elements in the same order (st.empty() where
+    # there is nothing to show). While the poll loop runs the script never finishes, so
+    # Streamlit never removes elements that a shorter re-render left behind.
+    """
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Frames analysed", f"{snap.frames:,}")
+    c2.metric("Frames with a face", f"{snap.frames_with_face:,}")
+    c3.metric(
+        "Speed",
+        f"{snap.fps:.1f} fps" if playing else "-",
+        help=f"{snap.process_ms:.0f} ms per frame" if playing else None,
+    )
+    if not playing:
+        st.info("Press START on the video to analyse the webcam.")
+    else:
+        st.empty()
+    rec = snap.recording
+    if rec is not None and rec.active:
+        st.markdown(f":red[● Recording] `{rec.session_id}` - {rec.frames} frames")
+    elif rec is not None and rec.error:
+        st.error(f"Recording stopped: {rec.error}")
+    else:
+        st.empty()
+    if snap.error:
+        st.warning(snap.error)
+    else:
+        st.empty()
+    if snap.current:
+        faces = ", ".join(
+            f"face {f.face_id}: **{f.label}** ({f.confidence:.0%})" for f in snap.current
+        )
+        st.markdown(f"**Now:** {faces}")
+    elif playing and snap.frames:
+        st.markdown("**Now:** no face in view")
+    else:
+        st.empty()
+    if snap.faces:
+        st.altair_chart(distribution_chart(snap), width="stretch")
+    else:
+        st.caption("The emotion distribution appears once a face has been analysed.")
+    result = evaluate_rule_on_counts(
+        rule, snap.label_counts, snap.mean_probs, snap.frames_with_face, snap.duration_s
+    )
+    with st.container():
+        counting = _Counting(st)
+        ui_common.render_verdict(result, counting)
+        for _ in range(VERDICT_SLOTS - counting.count):
+            st.empty()
+
+
+def main() -> None:
+    st.set_page_config(page_title="Live - Emotion analytics", page_icon="🎥", layout="wide")
+    st.title("🎥 Live")
+    aggregator, processor = live_objects()
+
+    mdir = models_dir()
+    try:
+        card = registry.read_card(registry.default_model_name(mdir), mdir)
+        version = registry.registry_version(mdir)
+    except ModelError as exc:
+        st.error(
+            f"No emotion model is available, so live analysis cannot start.\n\n{exc}\n\n"
+            "Train one (`python -m emotion_core.train`) or activate one on the Models page."
+        )
+        st.stop()
+
+    model_sidebar(card)
+    config = pipeline_sidebar()
+    rule = ui_common.rule_sidebar()
+    recording = aggregator.recording
+
+    col_video, col_stats = st.columns([3, 2], gap="large")
+    with col_video:
+        servers, ice_error = ice_servers()
+        if ice_error:
+            st.warning(ice_error)
+        # NOTE: rendered before anything slow (model loading) so that an interrupted run still
+        # renders the component; a run that skips it makes streamlit-webrtc reset the stream.
+        ctx = webrtc_streamer(
+            key="live",
+            mode=WebRtcMode.SENDRECV,
+            video_frame_callback=make_callback(processor),
+            media_stream_constraints={"video": True, "audio": False},
+            rtc_configuration={"iceServers": servers},
+        )
+        st.caption(
+            "Press START and allow camera access. No picture? Check the browser's camera "
+            "permission; away from localhost the page must be served over HTTPS."
+        )
+        recording_controls(card, rule, recording)
+
+    try:
+        classifier = cached_classifier(str(mdir), card.name, version)
+    except ModelError as exc:
+        processor.set_pipeline(None)
+        st.error(f"The model could not be loaded: {exc}")
+        st.stop()
+    key = (str(mdir), card.name, version, config)
+    if processor.pipeline_key != key:
+        processor.set_pipeline(EmotionPipeline.from_config(classifier, config), key)
+
+    with col_stats:
+        st.subheader("Statistics")
+        st.button("Reset statistics", key="live_reset", on_click=aggregator.reset)
+        placeholder = st.empty()
+    playing = bool(ctx.state.playing)
+    aggregator.flush_recording(force=not playing)  # stream stopped: nothing more will come
+    with placeholder.container():
+        render_stats(aggregator.snapshot(), rule, playing)
+    while ctx.state.playing:
+        time.sleep(POLL_S)
+        aggregator.flush_recording()
+        with placeholder.container():
+            render_stats(aggregator.snapshot(), rule, True)
+
+
+main()

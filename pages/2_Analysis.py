@@ -1,0 +1,580 @@
+"""Analysis page: pick recorded (or uploaded) sessions, see their statistics, verdicts and
+comparisons, export a summary CSV and an HTML report.
+
+Thin by design: inputs are read here, all numbers come from emotion_core.stats /
+emotion_core.nervousness, exports from emotion_core.report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:  # `streamlit run` adds the root; AppTest and tools may not
+    sys.path.insert(0, str(_ROOT))
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+import ui_common
+from emotion_core.classes import CLASSES
+from emotion_core.nervousness import (
+    NervousnessRule,
+    evaluate_distribution,
+    evaluate_rule,
+)
+from emotion_core.registry import ModelCard, ModelError, read_card
+from emotion_core.report import (
+    CLASS_COLORS,
+    RESPONSIBLE_USE,
+    build_html_report,
+    per_class_frame,
+    summary_csv,
+)
+from emotion_core.sessions import (
+    FRAMES_FILE,
+    META_FILE,
+    Session,
+    SessionError,
+    delete_session,
+    list_sessions,
+    load_session,
+    sessions_dir_default,
+)
+from emotion_core.stats import (
+    BASIS_LABELS,
+    BootstrapConfig,
+    Comparison,
+    SessionStats,
+    compare_sessions,
+    distribution,
+    summarize_session,
+    timeline,
+)
+
+SELECT_KEY = "an_selected"
+DETAIL_KEY = "an_detail"
+MESSAGE_KEY = "an_message"
+COLOR_SCALE = alt.Scale(domain=list(CLASSES), range=[CLASS_COLORS[c] for c in CLASSES])
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A session ready for analysis: cache key, display name, the session itself."""
+
+    key: str
+    name: str
+    session: Session
+
+
+# ------------------------------------------------------------------------------------------
+# Cached computations (keys include file mtimes, so edits and new recordings are picked up)
+# ------------------------------------------------------------------------------------------
+
+
+def _stamp(folder: Path) -> tuple[float, float]:
+    out = []
+    for name in (FRAMES_FILE, META_FILE):
+        try:
+            out.append((folder / name).stat().st_mtime)
+        except OSError:
+            out.append(0.0)
+    return out[0], out[1]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _load(path: str, stamp: tuple[float, float]) -> Session:
+    return load_session(Path(path))
+
+
+CfgKey = tuple[tuple[str, Any], ...]
+
+
+def _cfg_key(cfg: BootstrapConfig) -> CfgKey:
+    """A hashable form of the config for st.cache_data (rebuilt with BootstrapConfig(**dict))."""
+    return tuple(sorted(asdict(cfg).items()))
+
+
+@st.cache_data(show_spinner="Computing statistics...", max_entries=256)
+def _stats(
+    key: str,
+    _frames: pd.DataFrame,
+    name: str,
+    cfg_key: CfgKey,
+    t_range: tuple[float, float] | None,
+) -> SessionStats:
+    cfg = BootstrapConfig(**dict(cfg_key))
+    return summarize_session(_frames, name, cfg, t_range)
+
+
+@st.cache_data(show_spinner="Comparing sessions...", max_entries=64)
+def _compare(
+    keys: tuple[str, ...],
+    _frames: list[pd.DataFrame],
+    names: tuple[str, ...],
+    basis: str,
+    cfg_key: CfgKey,
+) -> Comparison:
+    cfg = BootstrapConfig(**dict(cfg_key))
+    return compare_sessions(_frames, list(names), basis, cfg)  # type: ignore[arg-type]
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _card(model_name: str) -> dict[str, Any] | None:
+    if not model_name:
+        return None
+    try:
+        return read_card(model_name).to_dict()
+    except ModelError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------
+# Charts
+# ------------------------------------------------------------------------------------------
+
+
+def distribution_chart(df: pd.DataFrame, basis: str, rule: NervousnessRule) -> Any:
+    """Bars with CI error bars for one basis; threshold ticks when the rule uses this basis."""
+    title = BASIS_LABELS[basis]
+    base = alt.Chart(df).encode(
+        y=alt.Y("class:N", sort=list(CLASSES), title=None, axis=alt.Axis(labelOverlap=False))
+    )
+    bars = base.mark_bar().encode(
+        x=alt.X(f"{basis}:Q", scale=alt.Scale(domain=[0, 1]), title=title),
+        color=alt.Color("class:N", scale=COLOR_SCALE, legend=None),
+        tooltip=[
+            "class",
+            alt.Tooltip(f"{basis}:Q", format=".3f"),
+            alt.Tooltip(f"{basis}_lo:Q", format=".3f", title="CI low"),
+            alt.Tooltip(f"{basis}_hi:Q", format=".3f", title="CI high"),
+        ],
+    )
+    errors = base.mark_errorbar(ticks=True).encode(
+        x=alt.X(f"{basis}_lo:Q", title=title), x2=f"{basis}_hi:Q"
+    )
+    layers: list[Any] = [bars, errors]
+    if rule.basis == basis and rule.logic != "sum":
+        thr = pd.DataFrame(
+            {"class": list(rule.emotions), "threshold": [t for _, t in rule.thresholds]}
+        )
+        layers.append(
+            alt.Chart(thr)
+            .mark_tick(color="black", thickness=2, size=18)
+            .encode(
+                y=alt.Y("class:N", sort=list(CLASSES)),
+                x="threshold:Q",
+                tooltip=[alt.Tooltip("threshold:Q", format=".2f")],
+            )
+        )
+    return alt.layer(*layers).properties(height=alt.Step(28), title=title)
+
+
+def timeline_chart(long: pd.DataFrame) -> alt.Chart:
+    """Smoothed per-class probability lines with an x-interval brush named 'brush'."""
+    brush = alt.selection_interval(encodings=["x"], name="brush")
+    chart = (
+        alt.Chart(long)
+        .mark_line()
+        .encode(
+            x=alt.X("t_s:Q", title="time (s)"),
+            y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("class:N", scale=COLOR_SCALE),
+            tooltip=["t_s", "class", alt.Tooltip("probability:Q", format=".2f")],
+        )
+        .add_params(brush)
+        .properties(height=240)
+    )
+    return chart
+
+
+def comparison_chart(cmp: Comparison) -> alt.Chart:
+    """Grouped bars: one group per class, one bar per session."""
+    return (
+        alt.Chart(cmp.to_frame())
+        .mark_bar()
+        .encode(
+            x=alt.X("class:N", sort=list(CLASSES), title=None),
+            xOffset="session:N",
+            y=alt.Y("value:Q", title=BASIS_LABELS[cmp.basis]),
+            color=alt.Color("session:N"),
+            tooltip=["session", "class", alt.Tooltip("value:Q", format=".3f")],
+        )
+        .properties(height=260)
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Page sections
+# ------------------------------------------------------------------------------------------
+
+
+def _label(info: Any) -> str:
+    date = (info.started_at or "")[:16].replace("T", " ")
+    return f"{info.candidate or '(no name)'} - {date or 'no date'} - {info.session_id}"
+
+
+def _on_delete(session_id: str, sessions_dir: Path) -> None:
+    try:
+        delete_session(session_id, sessions_dir)
+    except SessionError as exc:
+        st.session_state[MESSAGE_KEY] = ("error", str(exc))
+        return
+    st.session_state[MESSAGE_KEY] = ("success", f"Deleted session {session_id}.")
+    selected = st.session_state.get(SELECT_KEY) or []
+    st.session_state[SELECT_KEY] = [s for s in selected if s != session_id]
+    st.session_state.pop("an_delete_confirm", None)
+
+
+def sessions_section(sessions_dir: Path) -> list[Loaded]:
+    """Session table, selection, uploads and deletion; returns the sessions that loaded."""
+    st.subheader("Sessions")
+    message = st.session_state.pop(MESSAGE_KEY, None)
+    if message:
+        (st.error if message[0] == "error" else st.success)(message[1])
+    infos = list_sessions(sessions_dir)
+    ok = [i for i in infos if i.error is None]
+    broken = [i for i in infos if i.error is not None]
+    if infos:
+        table = pd.DataFrame(
+            [
+                {
+                    "candidate": i.candidate,
+                    "date": (i.started_at or "")[:19].replace("T", " "),
+                    "duration (s)": round(i.duration_s, 1),
+                    "source": i.source,
+                    "model": i.model_name,
+                    "complete": i.complete,
+                    "session id": i.session_id,
+                    "problem": i.error or "",
+                }
+                for i in infos
+            ]
+        )
+        st.dataframe(table, hide_index=True, width="stretch")
+    else:
+        st.info(
+            f"No recorded sessions in {sessions_dir}. Record one on the Live page or upload "
+            "a session CSV below."
+        )
+    for info in broken:
+        st.error(f"Cannot load session {info.session_id}: {info.error}")
+
+    by_id = {i.session_id: i for i in ok}
+    if SELECT_KEY not in st.session_state:
+        st.session_state[SELECT_KEY] = [ok[0].session_id] if ok else []
+    else:
+        st.session_state[SELECT_KEY] = [s for s in st.session_state[SELECT_KEY] if s in by_id]
+    selected = st.multiselect(
+        "Sessions to analyse",
+        list(by_id),
+        key=SELECT_KEY,
+        format_func=lambda sid: _label(by_id[sid]),
+    )
+    uploads = st.file_uploader(
+        f"...or upload session CSV files (frames.csv format, at most {ui_common.MAX_UPLOAD_MB} "
+        "MB each)",
+        type=["csv"],
+        accept_multiple_files=True,
+        max_upload_size=ui_common.MAX_UPLOAD_MB,
+        key="an_uploads",
+    )
+
+    loaded: list[Loaded] = []
+    for sid in selected:
+        info = by_id[sid]
+        try:
+            session = _load(str(info.path), _stamp(info.path))
+        except SessionError as exc:
+            st.error(f"Cannot load session {sid}: {exc}")
+            continue
+        if session.frames.empty:
+            st.error(f"{info.path / FRAMES_FILE}: the session has no frames (empty recording).")
+            continue
+        loaded.append(
+            Loaded(f"dir:{info.path}:{_stamp(info.path)}", info.candidate or sid, session)
+        )
+    for up in uploads or []:
+        data = up.getvalue()
+        try:
+            session = ui_common.read_uploaded_session(up.name, data)
+        except SessionError as exc:
+            st.error(f"Upload rejected - {exc}")
+            continue
+        digest = hashlib.sha256(data).hexdigest()[:12]
+        loaded.append(Loaded(f"upload:{up.name}:{digest}", f"{up.name} (upload)", session))
+
+    # Unique display names (they label charts and sentences).
+    seen: dict[str, int] = {}
+    unique = []
+    for item in loaded:
+        n = seen.get(item.name, 0)
+        seen[item.name] = n + 1
+        name = item.name if n == 0 else f"{item.name} #{n + 1}"
+        unique.append(Loaded(item.key, name, item.session))
+
+    if infos:
+        with st.expander("Delete a session"):
+            target = st.selectbox(
+                "Session to delete",
+                [i.session_id for i in infos],
+                key="an_delete_target",
+                format_func=lambda sid: _label(by_id[sid]) if sid in by_id else sid,
+            )
+            confirm = st.checkbox(
+                f"Yes, permanently delete {target} (its frames and metadata)",
+                key="an_delete_confirm",
+            )
+            st.button(
+                "Delete session",
+                key="an_delete",
+                disabled=not confirm,
+                on_click=_on_delete,
+                args=(target, sessions_dir),
+                type="primary",
+            )
+    return unique
+
+
+def detail_section(
+    item: Loaded, rule: NervousnessRule, cfg: BootstrapConfig
+) -> tuple[SessionStats, Any, tuple[float, float] | None, Any]:
+    """One session: time range, timeline, distribution, verdict + model accuracy."""
+    frames = item.session.frames
+    meta = item.session.meta
+    full = _stats(item.key, frames, item.name, _cfg_key(cfg), None)
+    face_id: int | None = None
+    if full.faces_seen > 1:
+        choice = st.selectbox(
+            "Face",
+            ["all faces", *[f.face_id for f in full.faces]],
+            key=f"an_face_{item.key}",
+            format_func=lambda f: f if isinstance(f, str) else f"face {f}",
+        )
+        face_id = None if isinstance(choice, str) else int(str(choice))
+
+    t0, t1 = float(frames["t_s"].min()), float(frames["t_s"].max())
+    t_range: tuple[float, float] | None = None
+    if t1 - t0 >= 1.0:
+        lo, hi = st.slider(
+            "Time range (s) - or drag on the timeline to select",
+            min_value=float(int(t0)),
+            max_value=float(int(t1) + 1),
+            value=(float(int(t0)), float(int(t1) + 1)),
+            step=1.0,
+            key=f"an_range_{item.key}",
+        )
+        if lo > t0 or hi < t1:
+            t_range = (float(lo), float(hi))
+
+    tl = timeline(frames, step_s=1.0, smooth_s=3.0, face_id=face_id)
+    st.markdown("**Timeline** (per-class probability, 1 s steps, 3 s rolling mean)")
+    event = st.altair_chart(
+        timeline_chart(tl.long()),
+        on_select="rerun",
+        selection_mode="brush",
+        key=f"an_tl_{item.key}",
+        width="stretch",
+    )
+    brush = None
+    try:
+        brush = event.selection.get("brush", {}).get("t_s")  # type: ignore[union-attr]
+    except AttributeError:
+        brush = None
+    if brush and len(brush) == 2:
+        t_range = (float(min(brush)), float(max(brush)))
+        st.caption(
+            f"Brushed range {t_range[0]:.1f}-{t_range[1]:.1f} s (clear the brush to use "
+            "the slider)."
+        )
+
+    s = full if t_range is None else _stats(item.key, frames, item.name, _cfg_key(cfg), t_range)
+    if t_range is not None:
+        st.caption(f"Statistics below cover {t_range[0]:.1f}-{t_range[1]:.1f} s.")
+    cols = st.columns(4)
+    cols[0].metric("Duration", f"{s.duration_s:.1f} s")
+    cols[1].metric("Frames", s.n_frames)
+    cols[2].metric("Frames with no face", s.n_frames_no_face)
+    cols[3].metric("Faces seen", s.faces_seen)
+
+    dist = s.distribution
+    if face_id is not None:
+        match = [f for f in s.faces if f.face_id == face_id]
+        # A face absent from the range has no observations: an empty distribution.
+        dist = match[0].distribution if match else distribution(frames.iloc[0:0], cfg)
+    df = dist.to_frame()
+    st.markdown(
+        f"**Emotion distribution** ({dist.confidence * 100:.0f}% intervals from a circular block "
+        f"bootstrap over time: {dist.block_s:.1f} s blocks, {dist.n_boot} replicates)"
+    )
+    if dist.n_obs == 0:
+        st.warning("No face in this range: nothing to show.")
+    else:
+        c1, c2 = st.columns(2)
+        c1.altair_chart(distribution_chart(df, "share", rule), width="stretch")
+        c2.altair_chart(distribution_chart(df, "mean_prob", rule), width="stretch")
+
+    result = evaluate_distribution(rule, dist, s.duration_s)
+    v_col, m_col = st.columns([3, 2])
+    with v_col:
+        ui_common.render_verdict(result)
+    card = _card(str(meta.get("model_name") or ""))
+    with m_col:
+        name = meta.get("model_name") or "unknown"
+        per_class = per_class_frame(card)
+        if per_class is not None:
+            acc = card.get("val_accuracy") if card else None
+            acc_text = f", validation accuracy {acc:.1%}" if isinstance(acc, float) else ""
+            st.markdown(f"**How reliable is each label?** Model `{name}`{acc_text}, per class:")
+            used = set(rule.emotions)
+            per_class.insert(1, "in rule", per_class["class"].isin(used))
+            st.dataframe(per_class, hide_index=True, width="stretch")
+            st.caption(
+                "recall = per-class accuracy (share of faces showing that expression that the "
+                "model labels correctly); precision = how often the label is right when given. "
+                "Measured on the validation split, not on this candidate."
+            )
+        else:
+            st.info(f"No per-class accuracy available for model '{name}' (model card missing).")
+
+    if face_id is None and len(s.faces) > 1:
+        rows = []
+        for f in s.faces:
+            fr = evaluate_rule(rule, s, f.face_id)
+            rows.append(
+                {
+                    "face": f.face_id,
+                    "frames": f.n_frames,
+                    "verdict": fr.verdict,
+                    **{c: round(v, 3) for c, v in zip(CLASSES, f.distribution.share)},
+                }
+            )
+        st.markdown("**Per face** (share of frames by top label)")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    return s, result, t_range, (card, tl)
+
+
+def main() -> None:
+    st.title("Session analysis")
+    st.caption(
+        "The nervousness verdict is a heuristic indicator from a facial-expression classifier - "
+        "not a measurement of anxiety and not a hiring signal. See README.md, section "
+        "'Responsible use'."
+    )
+    rule = ui_common.rule_sidebar()
+    cfg = ui_common.stats_sidebar()
+    sessions_dir = sessions_dir_default()
+    st.sidebar.caption(f"Sessions folder: {sessions_dir}")
+
+    loaded = sessions_section(sessions_dir)
+    if not loaded:
+        st.info("Select or upload a session to analyse it.")
+        return
+
+    # Verdicts for every loaded session (recomputed whenever the rule changes).
+    entries = []
+    for item in loaded:
+        s_full = _stats(item.key, item.session.frames, item.name, _cfg_key(cfg), None)
+        entries.append((item, s_full, evaluate_rule(rule, s_full)))
+    st.subheader("Verdicts")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "session": item.name,
+                    "duration (s)": round(s_.duration_s, 1),
+                    "verdict": r.verdict,
+                    "why": r.summary,
+                }
+                for item, s_, r in entries
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    st.caption(rule.describe())
+
+    st.subheader("Session detail")
+    names = [item.name for item in loaded]
+    if st.session_state.get(DETAIL_KEY) not in names:
+        st.session_state[DETAIL_KEY] = names[0]
+    detail_name = st.selectbox("Session", names, key=DETAIL_KEY)
+    item = next(i for i in loaded if i.name == detail_name)
+    s, result, t_range, (card, tl) = detail_section(item, rule, cfg)
+
+    comparison: Comparison | None = None
+    if len(loaded) >= 2:
+        st.subheader("Comparison")
+        basis = st.radio(
+            "Compare by",
+            ["share", "mean_prob"],
+            key="an_cmp_basis",
+            horizontal=True,
+            format_func=lambda b: BASIS_LABELS[b],
+        )
+        comparison = _compare(
+            tuple(i.key for i in loaded),
+            [i.session.frames for i in loaded],
+            tuple(i.name for i in loaded),
+            basis,
+            _cfg_key(cfg),
+        )
+        st.altair_chart(comparison_chart(comparison), width="stretch")
+        st.info(comparison.sentence)
+        st.caption(
+            f"Block permutation test: whole {comparison.block_s:.1f} s windows shuffled between "
+            f"sessions, {comparison.n_perm} permutations; effect size = Jensen-Shannon distance "
+            "(0 = identical, 1 = no overlap)."
+        )
+        if len(comparison.pairs) > 1:
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {
+                            "A": p.a,
+                            "B": p.b,
+                            "JS distance": round(p.js_distance, 3),
+                            "effect": p.effect,
+                            "p (Holm)": round(p.p_adjusted, 4),
+                            "largest difference": p.top_class,
+                        }
+                        for p in comparison.pairs
+                    ]
+                ),
+                hide_index=True,
+                width="stretch",
+            )
+
+    st.subheader("Export")
+    csv_text = summary_csv([(i.session.meta, s_, r) for i, s_, r in entries])
+    card_obj: ModelCard | dict[str, Any] | None = card
+    html_text = build_html_report(
+        item.session.meta, s, result, rule, card_obj, tl, comparison, t_range
+    )
+    e1, e2 = st.columns(2)
+    e1.download_button(
+        "Summary CSV (all loaded sessions)",
+        csv_text,
+        file_name="emotion_summary.csv",
+        mime="text/csv",
+        key="an_dl_csv",
+        on_click="ignore",
+    )
+    e2.download_button(
+        f"HTML report ({item.name})",
+        html_text,
+        file_name=f"report_{item.session.info.session_id}.html".replace("/", "_"),
+        mime="text/html",
+        key="an_dl_html",
+        on_click="ignore",
+    )
+    with st.expander("Responsible use"):
+        st.write(RESPONSIBLE_USE)
+
+
+main()

@@ -1,0 +1,494 @@
+"""Training page: check a dataset, launch a training run, watch it, evaluate it and make its
+model the app's default.
+
+Thin by design: emotion_core.jobs does the work. A run is a separate process whose state lives
+in <models>/runs/<run_id>/ on disk (not in session_state), so reloading the page or opening it
+in another tab reattaches to a running job.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:  # `streamlit run` adds the root; AppTest and tools may not
+    sys.path.insert(0, str(_ROOT))
+
+# NOTE: pylibsrtp (streamlit_webrtc -> aiortc) segfaults when first imported after TensorFlow,
+# and this page loads TensorFlow (model zoo, device check, activation). A browser can open this
+# page first (app.py does not run then), so load it here too, before anything imports TF.
+try:
+    import pylibsrtp  # noqa: F401  isort: skip
+except ImportError:  # streamlit-webrtc not installed: nothing to protect
+    pass
+
+import os  # isort: skip
+import time
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from emotion_core import registry
+from emotion_core.classes import CLASSES
+from emotion_core.jobs import (
+    DatasetSummary,
+    DeviceInfo,
+    JobError,
+    RunInfo,
+    RunProgress,
+    TrainingJobRunner,
+    detect_device,
+    summarize_runs,
+    validate_dataset,
+)
+from emotion_core.registry import ModelCard, ModelError
+from emotion_core.train import TrainConfig
+
+POLL_S = 2.0
+DEFAULT_DATA = "../shared/data/fer2013"
+RUN_KEY = "train_run"
+PENDING_RUN_KEY = "train_pending_run"
+FLASH_KEY = "train_flash"
+SUMMARY_KEY = "train_dataset_summary"
+STATE_LABELS = {
+    "running": "🔄 running",
+    "finished": "✅ finished",
+    "failed": "❌ failed",
+    "cancelled": "⏹ cancelled",
+    "interrupted": "⚠️ interrupted",
+}
+
+
+def models_dir() -> Path:
+    """$EMOTION_MODELS_DIR read now (so tests and deployments can point elsewhere)."""
+    env = os.environ.get("EMOTION_MODELS_DIR")
+    return Path(env) if env else registry.MODELS_DIR
+
+
+def runner() -> TrainingJobRunner:
+    """A runner on <models dir>/runs (cheap: all state is on disk)."""
+    models = models_dir()
+    return TrainingJobRunner(models / "runs", models_dir=models)
+
+
+def resolve_data_path(text: str) -> Path:
+    """A typed dataset path; relative paths are relative to the repository root."""
+    path = Path(text.strip()).expanduser()
+    return path if path.is_absolute() else _ROOT / path
+
+
+@st.cache_resource(show_spinner="Loading the model zoo...")
+def architectures() -> list[str]:
+    """Trainable zoo architectures (the '-folded' forms are inference-only)."""
+    from emotion_core.zoo import ARCHITECTURES
+
+    return [name for name in ARCHITECTURES if not name.endswith("-folded")]
+
+
+@st.cache_resource(show_spinner="Checking for a GPU...")
+def device() -> DeviceInfo:
+    """What the Keras backend sees (the training process sees the same)."""
+    return detect_device()
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """'1 h 05 min', '3 min 20 s', '45 s' or '?'."""
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"
+
+
+def flash(kind: str, text: str) -> None:
+    """Show a message after the next rerun."""
+    st.session_state[FLASH_KEY] = (kind, text)
+
+
+def show_flash() -> None:
+    kind, text = st.session_state.pop(FLASH_KEY, ("", ""))
+    if text:
+        getattr(st, kind)(text)
+
+
+# ---------------------------------------------------------------- charts
+
+
+def curves_chart(metrics: pd.DataFrame, metric: str) -> alt.Chart:
+    """Train and validation `metric` ('loss' or 'accuracy') per epoch."""
+    cols = [c for c in (metric, f"val_{metric}") if c in metrics.columns]
+    long = metrics.melt(id_vars=["epoch"], value_vars=cols, var_name="series", value_name=metric)
+    long["split"] = long["series"].map(lambda s: "validation" if s.startswith("val_") else "train")
+    return (
+        alt.Chart(long.dropna(), title=metric.capitalize())
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", title="epoch"),
+            y=alt.Y(f"{metric}:Q", title=metric, scale=alt.Scale(zero=False)),
+            color=alt.Color("split:N", title=None),
+            tooltip=["epoch:Q", "split:N", alt.Tooltip(f"{metric}:Q", format=".4f")],
+        )
+        .properties(height=220)
+    )
+
+
+def show_curves(metrics: pd.DataFrame) -> None:
+    if metrics.empty:
+        st.caption("Curves appear after the first epoch.")
+        return
+    left, right = st.columns(2)
+    left.altair_chart(curves_chart(metrics, "loss"), width="stretch")
+    right.altair_chart(curves_chart(metrics, "accuracy"), width="stretch")
+
+
+def confusion_chart(matrix: list[list[int]], classes: list[str]) -> alt.LayerChart:
+    """Row-normalised confusion matrix heat map (rows: true class, columns: predicted)."""
+    rows = []
+    for i, true in enumerate(classes):
+        total = max(sum(matrix[i]), 1)
+        for j, pred in enumerate(classes):
+            rows.append({"true": true, "predicted": pred, "count": int(matrix[i][j]),
+                         "share": matrix[i][j] / total})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:N", sort=classes, title="predicted"),
+        y=alt.Y("true:N", sort=classes, title="true class"),
+    )
+    heat = base.mark_rect().encode(
+        color=alt.Color("share:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="share"),
+        tooltip=["true:N", "predicted:N", "count:Q", alt.Tooltip("share:Q", format=".1%")],
+    )
+    text = base.mark_text(fontSize=11).encode(
+        text=alt.Text("share:Q", format=".2f"),
+        color=alt.condition("datum.share > 0.5", alt.value("white"), alt.value("black")),
+    )
+    return (heat + text).properties(height=320, title="Confusion matrix (rows sum to 1)")
+
+
+# ---------------------------------------------------------------- dataset
+
+
+def show_summary(summary: DatasetSummary) -> None:
+    """Counts per class and split, then the problems."""
+    for error in summary.errors:
+        st.error(error)
+    for warning in summary.warnings:
+        st.warning(warning)
+    if summary.counts:
+        st.dataframe(summary.table(), width="stretch")
+    if summary.ok:
+        splits = ", ".join(f"{s}: {summary.total(s):,}" for s in summary.counts)
+        st.success(f"Dataset OK ({splits} images).")
+
+
+def check_dataset(text: str) -> DatasetSummary:
+    """Validate now and remember the result for this path."""
+    path = resolve_data_path(text) if text.strip() else Path("")
+    with st.spinner("Reading the dataset..."):
+        summary = validate_dataset(path if text.strip() else "")
+    st.session_state[SUMMARY_KEY] = (text.strip(), summary)
+    return summary
+
+
+def remembered_summary(text: str) -> DatasetSummary | None:
+    saved = st.session_state.get(SUMMARY_KEY)
+    if saved and saved[0] == text.strip():
+        return saved[1]  # type: ignore[no-any-return]
+    return None
+
+
+# ---------------------------------------------------------------- a running job
+
+
+@st.fragment(run_every=POLL_S)
+def live_panel(run_id: str) -> None:
+    """Progress, curves, log and Cancel of a running job (re-run every POLL_S seconds)."""
+    jobs = runner()
+    try:
+        progress = jobs.read_progress(run_id)
+    except JobError as exc:
+        st.error(str(exc))
+        return
+    info = progress.info
+    if not info.running:  # it just ended: redraw the whole page with the results
+        st.rerun()
+    if info.epochs:
+        text = f"Epoch {info.epoch}/{info.epochs} · {info.progress:.0%}"
+        text += f" · ETA {fmt_duration(info.eta_s)}" if info.eta_s is not None else ""
+    else:
+        text = info.message or "starting"
+    st.progress(info.progress, text=text)
+    if info.message:
+        st.caption(info.message)
+    show_curves(progress.metrics)
+    with st.expander("Log (last lines)", expanded=False):
+        st.code(progress.log_tail or "(no output yet)", language=None)
+    if (info.path / "CANCEL").exists():
+        st.info("Cancelling: training stops after the current batch and keeps its checkpoint.")
+    elif st.button("Cancel training", key="train_cancel", type="secondary"):
+        try:
+            jobs.cancel(run_id)
+        except JobError as exc:
+            st.error(str(exc))
+        else:
+            st.info("Cancelling: training stops after the current batch and keeps its checkpoint.")
+
+
+# ---------------------------------------------------------------- an ended job
+
+
+def default_card() -> tuple[ModelCard | None, str]:
+    """The current default model's card, or None and why."""
+    try:
+        name = registry.default_model_name(models_dir())
+        return registry.read_card(name, models_dir()), ""
+    except ModelError as exc:
+        return None, str(exc)
+
+
+def show_card(card: ModelCard) -> None:
+    acc = f"{card.val_accuracy:.1%}" if card.val_accuracy is not None else "—"
+    f1 = f"{card.val_macro_f1:.3f}" if card.val_macro_f1 is not None else "—"
+    c1, c2 = st.columns(2)
+    c1.metric("Validation accuracy", acc)
+    c2.metric("Macro-F1", f1)
+    st.caption(
+        f"**{card.name}** · {card.arch} · {card.params:,} parameters · {card.epochs} epochs"
+        + (f" · {card.date}" if card.date else "")
+        + (f" · {card.cpu_ms_per_face:.1f} ms/face on CPU" if card.cpu_ms_per_face else "")
+    )
+    if card.per_class:
+        table = pd.DataFrame(card.per_class).T.reindex(list(card.classes))
+        st.dataframe(table, width="stretch")
+
+
+def show_evaluation(evaluation: dict[str, Any]) -> None:
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Validation accuracy", f"{evaluation.get('accuracy', 0.0):.1%}")
+    c2.metric("Macro-F1", f"{evaluation.get('macro_f1', 0.0):.3f}")
+    c3.metric("Images", f"{evaluation.get('n', 0):,}")
+    per_class = evaluation.get("per_class") or {}
+    if per_class:
+        table = pd.DataFrame(per_class).T
+        st.dataframe(table.reindex([c for c in CLASSES if c in table.index]), width="stretch")
+    matrix = evaluation.get("confusion_matrix")
+    if matrix:
+        classes = list(evaluation.get("classes") or CLASSES)
+        st.altair_chart(confusion_chart(matrix, classes), width="stretch")
+
+
+def state_banner(info: RunInfo) -> None:
+    head = f"Run **{info.run_id}** {STATE_LABELS.get(info.state, info.state)}"
+    head += f" after {info.epoch}/{info.epochs} epochs." if info.epochs else "."
+    if info.state == "finished":
+        st.success(head)
+    elif info.state == "failed":
+        st.error(f"{head}\n\n{info.message}" if info.message else head)
+    elif info.state == "interrupted":
+        st.warning(f"{head}\n\n{info.message}")
+    else:
+        st.warning(head)
+
+
+def ended_panel(progress: RunProgress, busy: RunInfo | None) -> None:
+    """Results, comparison with the default model, Activate and Resume."""
+    jobs = runner()
+    info = progress.info
+    state_banner(info)
+    if info.resumable:
+        force = True
+        if busy is not None:
+            force = st.checkbox(
+                f"Run {busy.run_id} is running: resume anyway (both jobs run slower)",
+                key="train_resume_force",
+            )
+        if st.button("Resume training", key="train_resume", disabled=not force):
+            try:
+                handle = jobs.resume(info.run_id, force=busy is not None and force)
+            except JobError as exc:
+                st.error(str(exc))
+            else:
+                flash("success", f"Resumed run {handle.run_id} from its last checkpoint.")
+                st.rerun()
+    show_curves(progress.metrics)
+    left, right = st.columns(2)
+    with left:
+        st.markdown("#### This run (validation split)")
+        if progress.evaluation:
+            show_evaluation(progress.evaluation)
+        else:
+            st.info("No evaluation (eval.json) for this run: it ended before evaluating.")
+    with right:
+        st.markdown("#### Current default model")
+        card, why = default_card()
+        if card is not None:
+            show_card(card)
+        else:
+            st.info(f"No default model: {why}")
+    with st.expander("Log (last lines)"):
+        st.code(progress.log_tail or "(no output)", language=None)
+    if not info.has_model:
+        st.caption("No best.keras checkpoint: nothing to activate.")
+        return
+    st.markdown("#### Activate")
+    st.caption("Registers this run's best checkpoint (batch norm folded, temperature calibrated) "
+               "under a new name and makes it the default model; the Live page switches to it.")
+    name = st.text_input("Model name", value=_suggest_name(info), key="train_activate_name",
+                         help="Letters, digits, '_', '.', '-'; must not exist yet.")  # fmt: skip
+    if st.button("Activate as default model", key="train_activate", type="primary"):
+        try:
+            with st.spinner("Publishing the model (evaluating, calibrating, timing)..."):
+                card = jobs.activate(info.run_id, name.strip())
+        except (ModelError, JobError) as exc:
+            st.error(f"Not activated: {exc}. The default model is unchanged.")
+        except Exception as exc:  # noqa: BLE001  keep the page usable on any failure
+            st.error(f"Not activated: {type(exc).__name__}: {exc}. The default model is unchanged.")
+        else:
+            acc = f"{card.val_accuracy:.1%}" if card.val_accuracy is not None else "?"
+            flash("success", f"Model **{card.name}** (validation accuracy {acc}) is now the "
+                             "default; the Live page uses it from now on.")  # fmt: skip
+            st.rerun()
+
+
+def _suggest_name(info: RunInfo) -> str:
+    taken = {c.name for c in registry.list_models(models_dir())}
+    base = "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in info.run_id)[:70]
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+# ---------------------------------------------------------------- the new-run form
+
+
+def new_run_form(busy: RunInfo | None) -> None:
+    jobs = runner()
+    default_data = DEFAULT_DATA if resolve_data_path(DEFAULT_DATA).exists() else ""
+    data_text = st.text_input(
+        "Dataset",
+        value=default_data,
+        key="train_data",
+        placeholder="path to fer2013.csv(.gz), a class-folder root or an .npz pack",
+        help="FER-2013 CSV (emotion,pixels,Usage), or folders <root>/train/<class>/*.png and "
+        "<root>/val/<class>/*.png. Relative paths start at the repository root.",
+    )
+    if st.button("Check dataset", key="train_check"):
+        check_dataset(data_text)
+    summary = remembered_summary(data_text)
+    if summary is not None:
+        show_summary(summary)
+
+    c1, c2, c3, c4 = st.columns(4)
+    archs = architectures()
+    arch = c1.selectbox("Architecture", archs, index=archs.index("fer-fast")
+                        if "fer-fast" in archs else 0, key="train_arch")  # fmt: skip
+    epochs = int(c2.number_input("Epochs", 1, 1000, 30, key="train_epochs"))
+    batch = int(c3.selectbox("Batch size", [16, 32, 64, 128, 256], index=3, key="train_batch"))
+    lr = float(c4.number_input("Learning rate", 1e-5, 1.0, 0.01, format="%.4f", key="train_lr"))
+    c1, c2 = st.columns(2)
+    augment = c1.checkbox("Augmentation (flip, rotate, shift, zoom, erase)", True,
+                          key="train_augment")  # fmt: skip
+    weighting = c2.checkbox("Class weighting (for unbalanced classes)", False,
+                            key="train_class_weighting")  # fmt: skip
+    start_from = st.radio("Start from", ["scratch", "a registered model (fine-tune)"],
+                          horizontal=True, key="train_init")  # fmt: skip
+    init_card: ModelCard | None = None
+    if start_from != "scratch":
+        cards = registry.list_models(models_dir())
+        if cards:
+            names = [c.name for c in cards]
+            chosen = st.selectbox("Model to fine-tune", names, key="train_init_model")
+            init_card = cards[names.index(chosen)]
+            st.caption(f"Fine-tuning keeps {init_card.name}'s architecture ({init_card.arch}); "
+                       "a smaller learning rate (e.g. 0.001) usually works better.")  # fmt: skip
+        else:
+            st.info("No registered models to fine-tune yet.")
+    with st.expander("Advanced"):
+        a1, a2 = st.columns(2)
+        max_samples = int(a1.number_input("Max training images (0 = all)", 0, 10_000_000, 0,
+                                          key="train_max_samples"))  # fmt: skip
+        patience = int(a2.number_input("Early-stopping patience (epochs, 0 = off)", 0, 1000, 30,
+                                       key="train_patience"))  # fmt: skip
+
+    force = False
+    if busy is not None:
+        st.warning(f"Run **{busy.run_id}** is still running. One job at a time keeps both fast.")
+        force = st.checkbox("Start another job anyway (both run slower)", key="train_force")
+    if st.button("Start training", key="train_start", type="primary",
+                 disabled=busy is not None and not force):  # fmt: skip
+        if start_from != "scratch" and init_card is None:
+            st.error("Choose a registered model to fine-tune, or start from scratch.")
+            return
+        if summary is None:
+            summary = check_dataset(data_text)
+            show_summary(summary)
+        if not summary.ok:
+            st.error("Training not started: fix the dataset problems above.")
+            return
+        config = TrainConfig(
+            data=str(resolve_data_path(data_text)),
+            arch=init_card.arch if init_card is not None else arch,
+            epochs=epochs, batch_size=batch, learning_rate=lr, augment=augment,
+            class_weighting=weighting, patience=patience, max_train_samples=max_samples,
+            init_model=str(registry.model_path(init_card.name, models_dir()))
+            if init_card is not None else "",
+        )  # fmt: skip
+        try:
+            handle = jobs.start(config, force=force)
+        except (JobError, ModelError) as exc:
+            st.error(f"Training not started: {exc}")
+            return
+        st.session_state[PENDING_RUN_KEY] = handle.run_id
+        flash("success", f"Started run **{handle.run_id}** (pid {handle.pid}).")
+        st.rerun()
+
+
+# ---------------------------------------------------------------- page
+
+
+def main() -> None:
+    st.title("Training")
+    st.caption(device().summary)
+    show_flash()
+    jobs = runner()
+    runs = jobs.list_runs()
+    busy = next((r for r in runs if r.running), None)
+
+    st.subheader("Runs")
+    if runs:
+        by_id = {r.run_id: r for r in runs}
+        pending = st.session_state.pop(PENDING_RUN_KEY, None)
+        if pending in by_id:
+            st.session_state[RUN_KEY] = pending
+        if st.session_state.get(RUN_KEY) not in by_id:
+            st.session_state[RUN_KEY] = (busy or runs[0]).run_id
+        run_id = st.selectbox(
+            "Run", list(by_id), key=RUN_KEY,
+            format_func=lambda rid: f"{rid} — {STATE_LABELS.get(by_id[rid].state, '')}",
+        )  # fmt: skip
+        info = by_id[run_id]
+        if info.running:
+            live_panel(run_id)
+        else:
+            try:
+                ended_panel(jobs.read_progress(run_id), busy)
+            except JobError as exc:
+                st.error(str(exc))
+        with st.expander(f"All runs ({len(runs)}) in {jobs.runs_dir}"):
+            st.dataframe(summarize_runs(runs), hide_index=True, width="stretch")
+    else:
+        st.info(f"No training runs yet in {jobs.runs_dir}. Start one below.")
+
+    st.subheader("New training run")
+    new_run_form(busy)
+
+
+main()

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install the app into .venv (first run only) and start it on the shipped model and ./sessions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/streamlit ] || [ requirements.txt -nt .venv/.installed ]; then
+  "$PY" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r requirements.txt
+  touch .venv/.installed
+fi
+exec .venv/bin/streamlit run app.py "$@"

@@ -1,0 +1,58 @@
+"""Synthetic datasets for tests (no real data needed)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from emotion_core.classes import CLASSES
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def synthetic_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 48, 48) uint8 images whose class is visible (a bright bar at a class-specific row)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % len(CLASSES)
+    images = rng.integers(0, 60, size=(n, 48, 48), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        row = 4 + 6 * int(label)
+        images[i, row : row + 4, 8:40] = 250
+    return images, labels
+
+
+def write_fer_csv(path: Path, rows: list[tuple[int, np.ndarray, str]]) -> Path:
+    """Write emotion,pixels,Usage rows (gzip when the name ends in .gz)."""
+    lines = ["emotion,pixels,Usage"]
+    lines += [f"{e},{' '.join(map(str, img.ravel()))},{u}" for e, img, u in rows]
+    text = "\n".join(lines) + "\n"
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "wt") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def synthetic_csv(path: Path, n_train: int = 70, n_val: int = 21) -> Path:
+    """A small FER-style CSV with Training and PublicTest rows."""
+    tr_images, tr_labels = synthetic_images(n_train, 0)
+    va_images, va_labels = synthetic_images(n_val, 1)
+    rows = [(int(label), img, "Training") for img, label in zip(tr_images, tr_labels)]
+    rows += [(int(label), img, "PublicTest") for img, label in zip(va_images, va_labels)]
+    return write_fer_csv(path, rows)
+
+
+def synthetic_folders(root: Path, per_class: int = 4, names: dict[str, str] | None = None) -> Path:
+    """root/train/<class>/*.png and root/val/<class>/*.png; `names` renames class folders."""
+    names = names or {}
+    for split, seed in (("train", 0), ("val", 1)):
+        images, labels = synthetic_images(per_class * len(CLASSES), seed)
+        for i, (img, label) in enumerate(zip(images, labels)):
+            folder = root / split / names.get(CLASSES[label], CLASSES[label])
+            folder.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / f"{i}.png"), img)
+    return root

@@ -1,0 +1,321 @@
+"""pages/2_Analysis.py under streamlit's AppTest with sessions in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import ui_common
+from emotion_core import registry
+from emotion_core.classes import CLASSES
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "2_Analysis.py")
+HEADER = "t_s,frame,face_id,x,y,w,h," + ",".join(CLASSES) + ",label"
+
+
+def frames_csv(labels: Sequence[str | None], fps: float = 5.0) -> str:
+    """frames.csv text: each label a confident frame (0.88 / 0.02), None = no face."""
+    lines = [HEADER]
+    for i, lab in enumerate(labels):
+        t = f"{i / fps:.3f}"
+        if lab is None:
+            lines.append(f"{t},{i},-1,0,0,0,0,,,,,,,,")
+            continue
+        p = np.full(7, 0.02)
+        p[CLASSES.index(lab)] = 0.88
+        lines.append(f"{t},{i},0,1,2,30,30," + ",".join(f"{v:.6f}" for v in p) + f",{lab}")
+    return "\n".join(lines) + "\n"
+
+
+def write_session(
+    root: Path,
+    sid: str,
+    labels: Sequence[str | None] | None = None,
+    candidate: str = "Ann",
+    model: str = "",
+    started: str = "2024-05-01T10:00:00+00:00",
+    frames_text: str | None = None,
+    meta_extra: dict | None = None,
+) -> Path:
+    folder = root / sid
+    folder.mkdir(parents=True)
+    text = frames_text if frames_text is not None else frames_csv(labels or [])
+    (folder / "frames.csv").write_text(text)
+    meta = {
+        "session_id": sid, "candidate": candidate, "notes": "", "started_at": started,
+        "ended_at": "2024-05-01T10:05:00+00:00", "source": "webcam", "model_name": model,
+        "model_hash": "abc123", "thresholds": {}, "app_version": "0.1.0", "format_version": 1,
+        "complete": True, "frames": 0, "faces": 0,
+        **(meta_extra or {}),
+    }  # fmt: skip
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+# 60 s at 5 fps: sad in short runs -> share ~50% with a narrow interval.
+SADDISH = (["sad"] * 5 + ["happy"] * 5) * 30
+HAPPY = ["happy"] * 280 + [None] * 20
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A sessions folder, a settings file with a small bootstrap, an empty models folder."""
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"n_boot": 100, "block_s": 2.0, "confidence": 0.95}))
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setenv("EMOTION_SESSIONS_DIR", str(sessions))
+    monkeypatch.setenv("EMOTION_SETTINGS_FILE", str(settings))
+    monkeypatch.setattr(registry, "MODELS_DIR", models)
+    return sessions
+
+
+def run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def app() -> AppTest:
+    return run(AppTest.from_file(PAGE, default_timeout=60))
+
+
+def verdicts(at: AppTest) -> dict[str, str]:
+    df = next(d.value for d in at.dataframe if "verdict" in d.value.columns)
+    return dict(zip(df["session"], df["verdict"]))
+
+
+def errors(at: AppTest) -> str:
+    return "\n".join(e.value for e in at.error)
+
+
+def test_newest_session_selected_and_analysed(env: Path) -> None:
+    write_session(env, "old", SADDISH, candidate="Old", started="2024-01-01T09:00:00+00:00")
+    write_session(env, "new", HAPPY, candidate="New", started="2024-06-01T09:00:00+00:00")
+    at = app()
+    table = at.dataframe[0].value
+    assert {"candidate", "date", "duration (s)", "source", "model", "complete"} <= set(
+        table.columns
+    )
+    assert at.multiselect(key="an_selected").value == ["new"]
+    assert verdicts(at) == {"New": "not nervous"}
+    labels = [m.label for m in at.metric]
+    assert {"Duration", "Frames", "Frames with no face", "Faces seen"} <= set(labels)
+    no_face = next(m for m in at.metric if m.label == "Frames with no face")
+    assert no_face.value == "20"
+    assert not at.error
+    assert any("heuristic" in c.value.lower() for c in at.caption)
+    assert any("Responsible use" in c.value for c in at.caption)
+
+
+def test_changing_threshold_changes_verdict(env: Path) -> None:
+    write_session(env, "s1", SADDISH, candidate="Sam")
+    at = app()
+    assert verdicts(at) == {"Sam": "nervous"}
+    at.selectbox(key=ui_common.W_PRESET).set_value("custom")
+    run(at)
+    # The custom widgets start from the seed rule; raise sad's threshold above the ~50% share.
+    assert at.number_input(key=ui_common.W_THR_PREFIX + "sad").value == 30.0
+    at.number_input(key=ui_common.W_THR_PREFIX + "sad").set_value(80.0)
+    run(at)
+    assert verdicts(at) == {"Sam": "not nervous"}
+    rule = at.session_state[ui_common.RULE_KEY]
+    assert rule["name"] == "custom" and rule["thresholds"]["sad"] == 0.8
+    # Back to a preset: the negative-affect rule (sad ~50% > 35%) says nervous.
+    at.selectbox(key=ui_common.W_PRESET).set_value("negative-affect")
+    run(at)
+    assert verdicts(at) == {"Sam": "nervous"}
+    # A long minimum duration makes it "not enough data".
+    at.selectbox(key=ui_common.W_PRESET).set_value("custom")
+    run(at)
+    at.number_input(key=ui_common.W_MIN_DUR).set_value(120.0)
+    run(at)
+    assert verdicts(at) == {"Sam": "not enough data"}
+
+
+def test_save_as_default_writes_settings(env: Path, tmp_path: Path) -> None:
+    write_session(env, "s1", SADDISH)
+    at = app()
+    at.selectbox(key=ui_common.W_PRESET).set_value("negative-affect")
+    run(at)
+    at.button(key="rule_save_default").click()
+    run(at)
+    saved = json.loads((tmp_path / "settings.json").read_text())
+    assert saved["rule"]["name"] == "negative-affect"
+    assert saved["n_boot"] == 100
+    # A fresh app (new browser session) starts from the saved rule.
+    at2 = app()
+    assert at2.selectbox(key=ui_common.W_PRESET).value == "negative-affect"
+
+
+def test_comparison_of_two_sessions(env: Path) -> None:
+    write_session(env, "a", HAPPY, candidate="Ann", started="2024-01-01T09:00:00+00:00")
+    write_session(env, "b", ["sad"] * 300, candidate="Bob", started="2024-01-02T09:00:00+00:00")
+    at = app()
+    at.multiselect(key="an_selected").set_value(["a", "b"])
+    run(at)
+    assert verdicts(at) == {"Ann": "not nervous", "Bob": "nervous"}
+    sentence = next(i.value for i in at.info if "JS distance" in i.value)
+    assert "unlikely to be chance" in sentence
+    assert sentence.startswith("Ann shows")
+    # Switch the detail view and the comparison basis.
+    at.selectbox(key="an_detail").set_value("Bob")
+    at.radio(key="an_cmp_basis").set_value("mean_prob")
+    run(at)
+    sentence = next(i.value for i in at.info if "JS distance" in i.value)
+    assert "mean" in sentence and "probability" in sentence
+
+
+def test_time_range_slider_recomputes(env: Path) -> None:
+    # First 30 s sad, last 30 s happy.
+    write_session(env, "s1", ["sad"] * 150 + ["happy"] * 150, candidate="Sam")
+    at = app()
+    slider = at.slider(key=next(k for k in at.session_state if str(k).startswith("an_range_")))
+    slider.set_value((40.0, 60.0))
+    run(at)
+    assert any("40.0-60.0 s" in c.value for c in at.caption)
+    frames = next(m for m in at.metric if m.label == "Frames")
+    assert int(frames.value) < 150
+    verdict_md = " ".join(m.value for m in at.markdown)
+    assert "not nervous" in verdict_md  # the detail verdict for the happy part
+
+
+def test_model_card_per_class_accuracy_shown(env: Path, tmp_path: Path) -> None:
+    card = registry.ModelCard(
+        name="cardmodel",
+        arch="cnn",
+        val_accuracy=0.62,
+        per_class={c: {"precision": 0.5, "recall": 0.6, "f1": 0.55} for c in CLASSES},
+    )
+    (tmp_path / "models" / "cardmodel.json").write_text(json.dumps(card.to_dict()))
+    write_session(env, "s1", SADDISH, model="cardmodel")
+    at = app()
+    tables = [d.value for d in at.dataframe]
+    assert any("recall" in t.columns for t in tables)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "problem"),
+    [
+        ("missing_col", HEADER.replace(",neutral", "") + "\n0,0,0,1,1,1,1,.1,.1,.1,.1,.1,.5,x\n",
+         "missing required columns: neutral"),
+        ("extra_col", HEADER + ",bonus\n", "unexpected columns: bonus"),
+        ("bad_sum", HEADER + "\n0,0,0,1,1,1,1,.5,.5,.5,.5,.5,.5,.5,happy\n", "sum to"),
+        ("not_number", HEADER + "\n0,0,0,1,1,1,1,abc,.1,.1,.4,.1,.1,.2,happy\n",
+         "is not a number"),
+    ],
+)  # fmt: skip
+def test_broken_session_folders_reported_others_load(
+    env: Path, name: str, text: str, problem: str
+) -> None:
+    write_session(env, "good", HAPPY, candidate="Good", started="2024-01-01T09:00:00+00:00")
+    write_session(env, name, frames_text=text, started="2024-02-01T09:00:00+00:00")
+    at = app()
+    assert name in errors(at) and problem in errors(at)
+    assert verdicts(at) == {"Good": "not nervous"}
+
+
+def test_empty_and_unreadable_sessions(env: Path) -> None:
+    write_session(env, "good", HAPPY, candidate="Good", started="2024-01-01T09:00:00+00:00")
+    write_session(env, "empty", frames_text=HEADER + "\n", candidate="Empty")
+    (env / "nometa").mkdir()
+    (env / "nometa" / "frames.csv").write_text(frames_csv(HAPPY))
+    write_session(env, "future", HAPPY, meta_extra={"format_version": 99})
+    write_session(env, "badjson", HAPPY)
+    (env / "badjson" / "meta.json").write_text("{oops")
+    at = app()
+    at.multiselect(key="an_selected").set_value(["good", "empty"])
+    run(at)
+    text = errors(at)
+    assert "empty" in text and "no frames" in text
+    assert "nometa" in text and "missing" in text
+    assert "future" in text and "newer" in text
+    assert "badjson" in text and "JSON" in text
+    assert verdicts(at) == {"Good": "not nervous"}
+
+
+def test_uploads_good_bad_older_and_huge(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ui_common, "MAX_UPLOAD_BYTES", 60_000)
+    write_session(env, "good", HAPPY, candidate="Good")
+    at = app()
+    older = (
+        "t_s,"
+        + ",".join(CLASSES)
+        + "\n"
+        + "\n".join(f"{i / 5:.2f},0.02,0.02,0.02,0.02,0.88,0.02,0.02" for i in range(100))
+    )  # older single-face format: no frame/face_id/box/label columns
+    at.file_uploader(key="an_uploads").set_value(
+        [
+            ("upload_ok.csv", frames_csv(SADDISH).encode(), "text/csv"),
+            ("older.csv", older.encode(), "text/csv"),
+            ("extra.csv", (HEADER + ",bonus\n").encode(), "text/csv"),
+            ("huge.csv", frames_csv(["happy"] * 1000).encode(), "text/csv"),
+            ("empty.csv", HEADER.encode(), "text/csv"),
+        ]
+    )
+    run(at)
+    text = errors(at)
+    assert "extra.csv" in text and "unexpected columns" in text
+    assert "huge.csv" in text and "upload limit" in text
+    assert "empty.csv" in text and "no rows" in text
+    v = verdicts(at)
+    assert v["Good"] == "not nervous"
+    assert v["upload_ok.csv (upload)"] == "nervous"
+    assert v["older.csv (upload)"] == "nervous"  # 100% sad, 19.8 s
+
+
+def test_delete_needs_confirmation(env: Path) -> None:
+    write_session(env, "keep", HAPPY, candidate="Keep", started="2024-01-01T09:00:00+00:00")
+    write_session(env, "gone", HAPPY, candidate="Gone", started="2024-03-01T09:00:00+00:00")
+    at = app()
+    at.selectbox(key="an_delete_target").set_value("gone")
+    run(at)
+    assert at.button(key="an_delete").disabled
+    at.checkbox(key="an_delete_confirm").check()
+    run(at)
+    assert not at.button(key="an_delete").disabled
+    at.button(key="an_delete").click()
+    run(at)
+    assert not (env / "gone").exists() and (env / "keep").exists()
+    assert any("Deleted session gone" in s.value for s in at.success)
+    assert "gone" not in at.multiselect(key="an_selected").value
+
+
+def test_exports_present(env: Path) -> None:
+    write_session(env, "s1", SADDISH, candidate="Sam")
+    at = app()
+    labels = [str(getattr(b, "label", "")) for b in at.get("download_button")]
+    assert any("Summary CSV" in lab for lab in labels)
+    assert any("HTML report" in lab for lab in labels)
+
+
+def test_no_sessions(env: Path) -> None:
+    at = app()
+    assert any("No recorded sessions" in i.value for i in at.info)
+
+
+def test_two_faces_per_face_view(env: Path) -> None:
+    lines = [HEADER]
+    for i in range(300):  # 60 s: face 0 always happy, face 1 always sad
+        t = f"{i / 5:.3f}"
+        for fid, lab in ((0, "happy"), (1, "sad")):
+            p = np.full(7, 0.02)
+            p[CLASSES.index(lab)] = 0.88
+            lines.append(f"{t},{i},{fid},1,2,30,30," + ",".join(f"{v:.6f}" for v in p) + f",{lab}")
+    write_session(env, "two", frames_text="\n".join(lines) + "\n", candidate="Pair")
+    at = app()
+    assert next(m for m in at.metric if m.label == "Faces seen").value == "2"
+    per_face = next(d.value for d in at.dataframe if "face" in d.value.columns)
+    assert dict(zip(per_face["face"], per_face["verdict"])) == {0: "not nervous", 1: "nervous"}
+    face_box = at.selectbox(key=next(k for k in at.session_state if str(k).startswith("an_face_")))
+    face_box.set_value(0)
+    run(at)
+    md = " ".join(m.value for m in at.markdown)
+    assert ":green[not nervous]" in md

@@ -1,0 +1,155 @@
+"""Code and data checks for the FER-2013 loaders and the shared preprocessing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers_data import SHARED_DATA, synthetic_csv, synthetic_folders, write_fer_csv
+
+from emotion_core import data as data_module
+from emotion_core.classes import CLASSES, canonical_class
+from emotion_core.data import DataError, load_dataset, load_fer_csv, load_folder, pack_npz
+from emotion_core.preprocess import preprocess, preprocess_batch
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "CACHE_DIR", tmp_path / "cache")
+
+
+def test_csv_splits_and_labels(tmp_path):
+    path = synthetic_csv(tmp_path / "fer.csv", n_train=14, n_val=7)
+    train = load_fer_csv(path, "Training")
+    val = load_fer_csv(path, "val")
+    assert (len(train), len(val)) == (14, 7)
+    assert train.images.shape == (14, 48, 48) and train.images.dtype == np.uint8
+    assert list(train.labels[:7]) == list(range(7))
+    assert train.class_counts() == {name: 2 for name in CLASSES}
+
+
+def test_gz_csv_and_cache_reuse(tmp_path):
+    path = synthetic_csv(tmp_path / "fer.csv.gz", n_train=7, n_val=7)
+    first = load_fer_csv(path, "Training")
+    assert list((tmp_path / "cache").glob("*.npz")), "a parsed cache should be written"
+    second = load_fer_csv(path, "Training")
+    np.testing.assert_array_equal(first.images, second.images)
+
+
+def test_cache_invalidated_when_file_changes(tmp_path):
+    path = synthetic_csv(tmp_path / "fer.csv", n_train=7, n_val=7)
+    load_fer_csv(path, "Training")
+    synthetic_csv(path, n_train=14, n_val=7)  # rewritten: size changes
+    assert len(load_fer_csv(path, "Training")) == 14
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("emotion,Usage\n0,Training\n", "missing column(s) pixels"),
+        ("emotion,pixels,Usage\n0,1 2 3,Training\n", "has 3 values, expected 2304"),
+        ("emotion,pixels,Usage\n0," + " ".join(["300"] * 2304) + ",Training\n", "outside 0-255"),
+        ("emotion,pixels,Usage\n0," + " ".join(["a"] * 2304) + ",Training\n", "not integers"),
+        ("emotion,pixels,Usage\n0," + " ".join(["1"] * 2304) + ",Holdout\n", "unknown Usage"),
+        ("emotion,pixels,Usage\n9," + " ".join(["1"] * 2304) + ",Training\n", "integer 0-6"),
+        ("", "empty"),
+    ],
+)
+def test_bad_csv_gets_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError) as info:
+        load_fer_csv(path, "Training", use_cache=False)
+    assert message in str(info.value) and "bad.csv" in str(info.value)
+
+
+def test_missing_split_and_missing_file(tmp_path):
+    img = np.zeros((48, 48), np.uint8)
+    path = write_fer_csv(tmp_path / "only_train.csv", [(0, img, "Training")])
+    with pytest.raises(DataError, match="no rows with Usage=PrivateTest"):
+        load_fer_csv(path, "PrivateTest")
+    with pytest.raises(DataError, match="not found"):
+        load_fer_csv(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="unknown split"):
+        load_fer_csv(path, "holdout")
+
+
+def test_folder_layout_with_synonyms_and_unknown_class(tmp_path, caplog):
+    root = synthetic_folders(tmp_path / "imgs", per_class=2, names={"angry": "Anger", "happy": "HAPPINESS"})
+    extra = root / "train" / "contempt"
+    extra.mkdir()
+    for i in range(3):
+        (extra / f"{i}.png").write_bytes((root / "train" / "Anger" / "0.png").read_bytes())
+    train = load_folder(root, "train")
+    assert train.class_counts() == {name: 2 for name in CLASSES}
+    assert train.skipped["class:contempt"] == 3
+    assert "skipped 3 images of unknown class" in caplog.text
+    assert len(load_dataset(root, "PublicTest")) == 14
+
+
+def test_undecodable_image_skip_or_fail(tmp_path):
+    root = synthetic_folders(tmp_path / "imgs", per_class=1)
+    (root / "train" / "sad" / "broken.jpg").write_bytes(b"not an image")
+    assert load_folder(root, "train").skipped["undecodable"] == 1
+    with pytest.raises(DataError, match="broken.jpg: cannot decode"):
+        load_folder(root, "train", skip_bad=False)
+
+
+def test_empty_folder_is_an_error(tmp_path):
+    (tmp_path / "empty" / "train" / "happy").mkdir(parents=True)
+    with pytest.raises(DataError, match="no images"):
+        load_folder(tmp_path / "empty", "train")
+
+
+def test_synonyms():
+    assert canonical_class("Surprised") == "surprise"
+    assert canonical_class("fearful") == "fear"
+    assert canonical_class("contempt") is None
+
+
+def test_compact_pack_round_trip(tmp_path):
+    path = synthetic_csv(tmp_path / "fer.csv", n_train=14, n_val=7)
+    pack = pack_npz(path, tmp_path / "pack.npz", splits=("Training", "PublicTest"), compact=True)
+    for split in ("Training", "PublicTest"):
+        a, b = load_dataset(pack, split), load_fer_csv(path, split)
+        np.testing.assert_array_equal(a.images, b.images)  # lossless
+        np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_preprocess_shapes_and_range():
+    bgr = np.full((120, 90, 3), 255, np.uint8)
+    out = preprocess(bgr)
+    assert out.shape == (48, 48, 1) and out.dtype == np.float32
+    assert np.allclose(out, 1.0)
+    gray = np.arange(48 * 48, dtype=np.uint16).reshape(48, 48) % 256
+    np.testing.assert_allclose(preprocess(gray.astype(np.uint8))[:, :, 0], gray / 255.0, atol=1e-6)
+    batch = preprocess_batch([bgr, bgr[:50, :50]])
+    assert batch.shape == (2, 48, 48, 1)
+    with pytest.raises(ValueError):
+        preprocess(np.zeros((0, 0), np.uint8))
+
+
+needs_data = pytest.mark.skipif(
+    not (SHARED_DATA / "fer2013").is_dir(), reason="../shared/data/fer2013 is not present"
+)
+
+
+@needs_data
+@pytest.mark.data
+def test_real_fer2013_counts():
+    csv = SHARED_DATA / "fer2013" / "fer2013.csv.gz"
+    train = load_dataset(csv, "Training")
+    val = load_dataset(csv, "PublicTest")
+    assert (len(train), len(val)) == (28709, 3589)
+    assert train.class_counts() == {
+        "angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215,
+        "sad": 4830, "surprise": 3171, "neutral": 4965,
+    }  # fmt: skip
+
+
+@needs_data
+@pytest.mark.data
+def test_real_folder_layout_matches_csv_labels():
+    folder = load_dataset(SHARED_DATA / "fer2013" / "images", "val")
+    assert len(folder) == 3589
+    csv_val = load_dataset(SHARED_DATA / "fer2013" / "fer2013.csv.gz", "val")
+    assert folder.class_counts() == csv_val.class_counts()

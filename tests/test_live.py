@@ -1,0 +1,202 @@
+"""LiveAggregator / LiveProcessor: statistics, fps, recording hand-over, thread safety."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emotion_core.classes import CLASSES
+from emotion_core.live import LiveAggregator, LiveProcessor, parse_ice_servers
+from emotion_core.results import FaceResult, FrameResult
+from emotion_core.sessions import COLUMNS, SessionError, SessionRecorder, load_session
+
+
+def onehot(k: int, peak: float = 0.8) -> np.ndarray:
+    p = np.full(len(CLASSES), (1 - peak) / (len(CLASSES) - 1))
+    p[k] = peak
+    return p
+
+
+def result(i: int, t: float, ks: tuple[int, ...] = (3,)) -> FrameResult:
+    faces = tuple(
+        FaceResult(j, (j * 50, 0, 40, 40), onehot(k), onehot(k, 0.6)) for j, k in enumerate(ks)
+    )
+    return FrameResult(i, t, faces)
+
+
+def test_snapshot_counts_and_means() -> None:
+    agg = LiveAggregator()
+    agg.update(result(0, 0.0, (3,)), 5.0)
+    agg.update(result(1, 0.1, (3, 0)), 7.0)
+    agg.update(result(2, 0.2, ()), 1.0)
+    snap = agg.snapshot()
+    assert (snap.frames, snap.frames_with_face, snap.faces) == (3, 2, 3)
+    assert snap.label_counts["happy"] == 2 and snap.label_counts["angry"] == 1
+    assert sum(snap.label_counts.values()) == 3
+    assert snap.mean_probs["happy"] == pytest.approx((0.8 + 0.8 + 0.2 / 6) / 3)
+    assert sum(snap.mean_probs.values()) == pytest.approx(1.0)
+    assert snap.current == ()  # the last frame had no face
+    assert snap.duration_s == pytest.approx(0.2)
+    agg.update(result(3, 0.3, (5,)))
+    (face,) = agg.snapshot().current
+    assert (face.face_id, face.label, face.confidence) == (0, "surprise", pytest.approx(0.6))
+    agg.reset()
+    snap = agg.snapshot()
+    assert snap.frames == 0 and snap.mean_probs["happy"] == 0.0 and snap.fps == 0.0
+
+
+def test_fps_over_recent_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr("emotion_core.live.time.monotonic", lambda: now[0])
+    agg = LiveAggregator(fps_window_s=2.0)
+    for i in range(41):  # 20 fps for 2 s
+        now[0] = 100.0 + i * 0.05
+        agg.update(result(i, i * 0.05), 10.0)
+    snap = agg.snapshot()
+    assert snap.fps == pytest.approx(20.0, rel=0.05)
+    assert snap.process_ms == pytest.approx(10.0)
+    now[0] += 5.0  # stream stalled
+    assert agg.snapshot().fps == 0.0
+
+
+def test_recent_frames_has_session_columns() -> None:
+    agg = LiveAggregator(history_s=1.0)
+    for i in range(30):
+        agg.update(result(i, i * 0.1, (1,) if i % 2 else ()))
+    df = agg.recent_frames()
+    assert list(df.columns) == list(COLUMNS)
+    assert df["t_s"].min() >= 2.9 - 1.0 - 1e-9  # older rows dropped
+    assert set(df["face_id"]) == {-1, 0}
+    assert len(agg.recent_frames(window_s=0.25)) == 3
+    assert list(LiveAggregator().recent_frames().columns) == list(COLUMNS)
+
+
+def test_recording_hand_over(tmp_path: Path) -> None:
+    agg = LiveAggregator()
+    agg.update(result(0, 10.0))  # before recording: not written
+    rec = SessionRecorder(tmp_path, "Live", flush_interval_s=0.0)
+    agg.start_recording(rec)
+    assert agg.recording
+    with pytest.raises(SessionError, match="already recording"):
+        agg.start_recording(SessionRecorder(tmp_path, "Other"))
+    for i in range(1, 6):
+        agg.update(result(i, 10.0 + i / 10))
+    assert agg.snapshot().recording.active  # type: ignore[union-attr]
+    status = agg.stop_recording()
+    assert status is not None and status.frames == 5 and not status.active
+    agg.update(result(7, 11.0))  # after stop: not written
+    session = load_session(rec.path)
+    assert session.info.complete and len(session.frames) == 5
+    assert session.frames["t_s"].iloc[0] == 0.0 and session.frames["frame"].iloc[-1] == 4
+    assert agg.stop_recording() == status
+
+
+def test_write_failure_detaches_recorder_and_is_reported(tmp_path: Path) -> None:
+    agg = LiveAggregator()
+    rec = SessionRecorder(tmp_path, "Full", flush_interval_s=0.0)
+    agg.start_recording(rec)
+    agg.update(result(0, 0.0))
+
+    def broken_write(data: str) -> int:
+        raise OSError(28, "No space left on device")
+
+    rec._fh.write = broken_write  # type: ignore[method-assign]
+    agg.update(result(1, 0.1))  # must not raise in the video thread
+    snap = agg.snapshot()
+    assert not agg.recording
+    assert snap.recording is not None and not snap.recording.active
+    assert "No space left on device" in (snap.recording.error or "")
+    assert len(load_session(rec.path).frames) == 1
+
+
+def test_stop_racing_with_frames(tmp_path: Path) -> None:
+    agg = LiveAggregator()
+    agg.start_recording(SessionRecorder(tmp_path, "Race", flush_interval_s=0.0))
+    stop = threading.Event()
+
+    def feed() -> None:
+        i = 0
+        while not stop.is_set():
+            agg.update(result(i, i / 30))
+            i += 1
+
+    thread = threading.Thread(target=feed)
+    thread.start()
+    try:
+        status = agg.stop_recording()
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert status is not None and status.error is None
+    assert agg.snapshot().recording == status  # no spurious failure recorded
+    assert load_session(status.path).info.complete
+
+
+class FakePipeline:
+    def __init__(self, fail_at: int = -1) -> None:
+        self.calls: list[tuple[float, int]] = []
+        self.resets = 0
+        self.fail_at = fail_at
+
+    def process(self, frame_bgr: np.ndarray, t_s: float, frame_index: int) -> FrameResult:
+        if frame_index == self.fail_at:
+            raise RuntimeError("boom")
+        self.calls.append((t_s, frame_index))
+        return result(frame_index, t_s)
+
+    def annotate(self, frame_bgr: np.ndarray, frame_result: FrameResult) -> np.ndarray:
+        return frame_bgr + 1
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+def test_processor_processes_annotates_and_survives_errors() -> None:
+    agg = LiveAggregator()
+    proc = LiveProcessor(agg)
+    img = np.zeros((4, 4, 3), np.uint8)
+    assert proc.process(img, 0.0) is img  # no pipeline yet: passthrough
+    pipe = FakePipeline(fail_at=2)
+    proc.set_pipeline(pipe, key="k1")
+    assert proc.pipeline_key == "k1" and proc.has_pipeline
+    assert (proc.process(img, 0.1) == 1).all()
+    out = proc.process(img, 0.2)  # raises inside: frame passes through, error reported
+    assert out is img and "boom" in (agg.snapshot().error or "")
+    proc.process(img, 0.3)
+    assert [c[1] for c in pipe.calls] == [1, 3]
+    assert agg.snapshot().frames == 2
+    proc.process(img, 0.0)  # time went back: a new stream
+    proc.process(img, 9.0)  # long gap: a new stream
+    assert pipe.resets == 2
+    proc.process(img, None)  # no timestamp: monotonic clock used
+    assert len(pipe.calls) == 5
+
+
+def test_parse_ice_servers() -> None:
+    assert parse_ice_servers("") == []
+    assert parse_ice_servers('[{"urls": ["stun:stun.example.org:3478"]}]') == [
+        {"urls": ["stun:stun.example.org:3478"]}
+    ]
+    assert (
+        parse_ice_servers([{"urls": "turn:x", "username": "u", "credential": "c"}])[0]["username"]
+        == "u"
+    )
+    for bad in ("{", '{"urls": "x"}', "[{}]", "[1]"):
+        with pytest.raises(ValueError, match="ICE"):
+            parse_ice_servers(bad)
+
+
+def test_flush_recording_when_due_or_forced(tmp_path: Path) -> None:
+    agg = LiveAggregator()
+    rec = SessionRecorder(tmp_path, "Flush", flush_interval_s=3600)
+    agg.start_recording(rec)
+    agg.update(result(0, 0.0))
+    agg.flush_recording()
+    assert len(rec.frames_path.read_text().splitlines()) == 1  # header only: not due yet
+    agg.flush_recording(force=True)
+    assert len(rec.frames_path.read_text().splitlines()) == 2
+    agg.stop_recording()
+    agg.flush_recording(force=True)  # nothing attached: no-op

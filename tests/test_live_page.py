@@ -1,0 +1,230 @@
+"""pages/1_Live.py under streamlit's AppTest, with webrtc_streamer replaced by a fake context.
+
+The classifier is faked too (no TensorFlow here): the real model path is covered by the
+browser test.
+"""
+
+from __future__ import annotations
+
+# NOTE: before anything that could load TensorFlow (see tests/conftest.py).
+import streamlit_webrtc  # isort: skip
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from emotion_core import inference
+from emotion_core.classes import CLASSES
+from emotion_core.live import LiveAggregator, LiveProcessor
+from emotion_core.registry import ModelCard
+from emotion_core.results import FaceResult, FrameResult
+from emotion_core.sessions import load_session
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "1_Live.py")
+CONSENT = "The candidate has been told and consented"
+
+
+@dataclass
+class FakeState:
+    playing: bool = False
+    signalling: bool = False
+
+
+@dataclass
+class FakeContext:
+    state: FakeState = field(default_factory=FakeState)
+
+
+class PlayingFor:
+    """A state whose `playing` is True for the first n reads (to exercise the poll loop)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.signalling = False
+
+    @property
+    def playing(self) -> bool:
+        self.n -= 1
+        return self.n >= 0
+
+
+class FakeClassifier:
+    classes = CLASSES
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        return np.tile(np.eye(len(CLASSES))[3] * 0.9 + 0.1 / len(CLASSES), (len(faces), 1))
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A registered (fake) model, empty sessions and settings, a fake webrtc component."""
+    models = tmp_path / "models"
+    models.mkdir()
+    card = ModelCard(name="tiny", arch="cnn-test", val_accuracy=0.613)
+    (models / "tiny.json").write_text(json.dumps(card.to_dict()))
+    (models / "tiny.keras").write_bytes(b"not used: load_classifier is faked")
+    (models / "registry.json").write_text(json.dumps({"default": "tiny"}))
+    sessions = tmp_path / "sessions"
+    monkeypatch.setenv("EMOTION_MODELS_DIR", str(models))
+    monkeypatch.setenv("EMOTION_SESSIONS_DIR", str(sessions))
+    monkeypatch.setenv("EMOTION_SETTINGS_FILE", str(tmp_path / "settings.json"))
+    monkeypatch.delenv("EMOTION_ICE_SERVERS", raising=False)
+    monkeypatch.setattr(inference, "load_classifier", lambda name, models_dir: FakeClassifier())
+    calls: list[dict[str, Any]] = []
+    holder: dict[str, Any] = {"ctx": FakeContext()}
+
+    def fake_webrtc_streamer(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return holder["ctx"]
+
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake_webrtc_streamer)
+    return {"models": models, "sessions": sessions, "calls": calls, "holder": holder}
+
+
+def run_page(at: AppTest | None = None) -> AppTest:
+    if at is None:  # NOTE: not `at or ...`: an AppTest that has not run yet is falsy
+        at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def button(at: AppTest, label: str) -> Any:
+    return next(b for b in at.button if label in b.label)
+
+
+def text(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_page_renders_with_component_settings_and_model(env: dict[str, Any]) -> None:
+    at = run_page()
+    assert at.title[0].value.endswith("Live")
+    (kwargs,) = env["calls"][-1:]
+    assert kwargs["key"] == "live"
+    assert kwargs["mode"] == streamlit_webrtc.WebRtcMode.SENDRECV
+    assert kwargs["media_stream_constraints"] == {"video": True, "audio": False}
+    assert kwargs["rtc_configuration"] == {"iceServers": []}
+    assert callable(kwargs["video_frame_callback"])
+    sidebar = "\n".join(str(m.value) for m in at.sidebar.markdown)
+    assert "tiny" in sidebar and "61.3%" in sidebar
+    assert "Never images or video" in text(at)
+    assert any("Press START" in i.value for i in at.info)
+    assert not at.error
+
+
+def test_record_requires_consent_and_writes_a_session(env: dict[str, Any]) -> None:
+    at = run_page()
+    assert button(at, "Record").disabled
+    assert button(at, "Stop").disabled
+    at.text_input(key="live_candidate").input("Zoë Müller")
+    at.text_area(key="live_notes").input("first round")
+    run_page(at)
+    assert button(at, "Record").disabled  # still no consent
+    at.checkbox(key="live_consent").check()
+    run_page(at)
+    assert not button(at, "Record").disabled
+    button(at, "Record").click()
+    run_page(at)
+    assert button(at, "Record").disabled and not button(at, "Stop").disabled
+    aggregator: LiveAggregator = at.session_state["live_aggregator"]
+    assert aggregator.recording
+    (folder,) = env["sessions"].iterdir()
+    assert "zoe-muller" in folder.name
+    for i in range(5):  # what the video callback would feed
+        p = np.eye(len(CLASSES))[3] * 0.9 + 0.1 / len(CLASSES)
+        aggregator.update(FrameResult(i, i / 10, (FaceResult(0, (1, 2, 30, 30), p, p),)), 3.0)
+    button(at, "Stop").click()
+    run_page(at)
+    assert not aggregator.recording
+    assert any(str(folder) in s.value for s in at.success)
+    session = load_session(folder)
+    assert session.info.complete and session.info.candidate == "Zoë Müller"
+    assert session.meta["notes"] == "first round"
+    assert session.meta["model_name"] == "tiny" and session.meta["model_hash"]
+    assert session.meta["thresholds"]  # the nervousness rule in force
+    assert len(session.frames) == 5 and (session.frames["face_id"] == 0).all()
+
+
+def test_consent_unticked_after_start_is_refused(env: dict[str, Any]) -> None:
+    at = run_page()
+    at.checkbox(key="live_consent").check()
+    run_page(at)
+    at.session_state["live_consent"] = False  # e.g. a stale click after unticking
+    button(at, "Record").click()
+    run_page(at)
+    assert not list(env["sessions"].glob("*"))
+    assert any("consent" in e.value for e in at.error)
+
+
+def test_missing_model_is_a_clear_message(
+    env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "no_models"
+    empty.mkdir()
+    monkeypatch.setenv("EMOTION_MODELS_DIR", str(empty))
+    at = run_page()
+    assert len(at.error) == 1
+    assert "No emotion model is available" in at.error[0].value
+    assert str(empty) in at.error[0].value
+    assert not env["calls"]  # no stream without a model
+
+
+def test_unloadable_model_is_a_clear_message(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(name: str, models_dir: Path) -> Any:
+        raise inference.ModelError(f"{models_dir}/broken.keras: not a loadable Keras model")
+
+    monkeypatch.setattr(inference, "load_classifier", broken)
+    (env["models"] / "registry.json").write_text(json.dumps({"default": "broken"}))
+    card = ModelCard(name="broken", arch="x")
+    (env["models"] / "broken.json").write_text(json.dumps(card.to_dict()))
+    at = run_page()
+    assert any("could not be loaded" in e.value for e in at.error)
+
+
+def test_statistics_chart_and_poll_loop(env: dict[str, Any]) -> None:
+    aggregator = LiveAggregator()
+    for i in range(20):
+        k = 3 if i % 4 else 0
+        p = np.eye(len(CLASSES))[k] * 0.9 + 0.1 / len(CLASSES)
+        aggregator.update(FrameResult(i, i / 10, (FaceResult(0, (0, 0, 9, 9), p, p),)), 2.0)
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["live_aggregator"] = aggregator
+    at.session_state["live_processor"] = LiveProcessor(aggregator)
+    env["holder"]["ctx"] = FakeContext(state=PlayingFor(3))  # type: ignore[arg-type]
+    run_page(at)
+    assert at.get("vega_lite_chart") or at.get("arrow_vega_lite_chart")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Frames analysed"] == "20"
+    assert "happy" in text(at).lower() and "Nervousness indicator" in text(at)
+    assert at.session_state["live_processor"].has_pipeline
+
+
+def test_bad_ice_setting_is_a_warning(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMOTION_ICE_SERVERS", "not json")
+    at = run_page()
+    assert any("ICE server setting ignored" in w.value for w in at.warning)
+    monkeypatch.setenv("EMOTION_ICE_SERVERS", '[{"urls": ["stun:stun.example.org:3478"]}]')
+    run_page(at)
+    assert env["calls"][-1]["rtc_configuration"] == {
+        "iceServers": [{"urls": ["stun:stun.example.org:3478"]}]
+    }
+
+
+def test_refuses_instead_of_crashing_after_tensorflow(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delitem(sys.modules, "pylibsrtp", raising=False)
+    monkeypatch.setitem(sys.modules, "tensorflow", sys.modules.get("tensorflow", json))
+    at = run_page()
+    assert any("Restart the app" in e.value for e in at.error)
+    assert not env["calls"]

@@ -1,0 +1,255 @@
+"""Model checks: zoo shapes, training (1 epoch, resume, cancel), evaluation maths, registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers_data import synthetic_csv
+
+from emotion_core import data as data_module
+from emotion_core.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+)
+from emotion_core.classes import CLASSES
+from emotion_core.evaluate import confusion_matrix, metrics_from_confusion, report_from_probs
+from emotion_core.registry import ModelCard, ModelError, card_hash, default_model_name
+from emotion_core.train import ProgressEvent, TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "CACHE_DIR", tmp_path / "cache")
+
+
+@pytest.mark.parametrize("arch", ["fer-fast", "seed", "vgg-s", "tiny"])
+def test_zoo_shapes(arch):
+    from emotion_core.zoo import make_model
+
+    model = make_model((48, 48, 1), 7, arch)
+    out = np.asarray(model(np.zeros((2, 48, 48, 1), np.float32), training=False))
+    assert out.shape == (2, 7)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_unknown_arch():
+    from emotion_core.zoo import make_model
+
+    with pytest.raises(ValueError, match="unknown architecture"):
+        make_model(arch="resnet-9000")
+
+
+def test_augmentation_is_training_only_and_jit_compatible():
+    from keras.src.trainers.trainer import model_supports_jit
+
+    from emotion_core.zoo import FaceAugment, make_model
+
+    layer = FaceAugment(seed=3)
+    x = np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+    y = np.asarray(layer(x, training=True))
+    assert y.shape == x.shape and not np.allclose(y, x)
+    assert 0.0 <= y.min() and y.max() <= 1.0
+    assert model_supports_jit(make_model(arch="fer-fast"))
+
+
+def test_fold_batchnorm_preserves_outputs():
+    import keras
+
+    from emotion_core.zoo import fold_batchnorm, make_model
+
+    trained = make_model(arch="fer-fast")
+    rng = np.random.default_rng(0)
+    for layer in trained.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.random(g.shape) + 0.5, rng.normal(size=b.shape),
+                               rng.normal(size=m.shape) * 0.1, rng.random(v.shape) + 0.5])  # fmt: skip
+    folded = fold_batchnorm(trained, make_model(arch="fer-fast-folded"))
+    x = rng.random((3, 48, 48, 1), dtype=np.float32)
+    np.testing.assert_allclose(
+        np.asarray(trained(x, training=False)), np.asarray(folded(x)), atol=1e-5
+    )
+    assert len(folded.layers) < len(trained.layers)
+
+
+def _tiny_config(csv: Path, **kw) -> TrainConfig:
+    base = dict(data=str(csv), arch="tiny", epochs=1, batch_size=16, warmup_epochs=0, patience=0)
+    return TrainConfig(**(base | kw))
+
+
+def test_train_one_epoch_writes_run_folder(tmp_path):
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    events: list[ProgressEvent] = []
+    summary = train(_tiny_config(csv), tmp_path / "run", listeners=[events.append])
+    run = tmp_path / "run"
+    for name in ("hparams.json", "status.json", "metrics.csv", "last.keras", "best.keras",
+                 "eval.json"):  # fmt: skip
+        assert (run / name).exists(), name
+    assert summary["state"] == "finished" and summary["epochs_done"] == 1
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and "epoch" in kinds and kinds[-1] == "end"
+    epoch_event = next(e for e in events if e.kind == "epoch")
+    assert "val_accuracy" in epoch_event.metrics and epoch_event.eta_s is not None
+    hparams = json.loads((run / "hparams.json").read_text())
+    assert hparams["arch"] == "tiny" and hparams["classes"] == list(CLASSES)
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished"
+    from emotion_core.inference import load_classifier_from_file
+
+    probs = load_classifier_from_file(run / "best.keras").predict(np.zeros((1, 48, 48, 1), "f4"))
+    assert probs.shape == (1, 7)
+
+
+def test_resume_continues_from_last_checkpoint(tmp_path):
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    run = tmp_path / "run"
+    train(_tiny_config(csv, epochs=1), run)
+    summary = train(_tiny_config(csv, epochs=3), run, resume=True)
+    assert summary["epochs_done"] == 3
+    epochs = [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    assert epochs == ["1", "2", "3"]
+
+
+def test_cancel_file_stops_training(tmp_path):
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    run = tmp_path / "run"
+
+    def cancel_after_first_epoch(event: ProgressEvent) -> None:
+        if event.kind == "epoch":
+            (run / "CANCEL").touch()
+
+    summary = train(_tiny_config(csv, epochs=5), run, listeners=[cancel_after_first_epoch])
+    assert summary["state"] == "cancelled"
+    assert summary["epochs_done"] == 1
+    assert (run / "last.keras").exists()
+
+
+def test_train_cli_bad_data_is_clear(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "emotion_core.train", "--data", str(tmp_path / "missing.csv"),
+         "--arch", "tiny", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "missing.csv" in proc.stderr and "Traceback" not in proc.stderr
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "failed"
+
+
+def test_confusion_and_metrics_by_hand():
+    y_true = np.array([0, 0, 1, 1, 1, 2])
+    y_pred = np.array([0, 1, 1, 1, 2, 2])
+    matrix = confusion_matrix(y_true, y_pred, 3)
+    np.testing.assert_array_equal(matrix, [[1, 1, 0], [0, 2, 1], [0, 0, 1]])
+    m = metrics_from_confusion(matrix, ("a", "b", "c"))
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # a: P=1, R=.5, F1=2/3; b: P=2/3, R=2/3, F1=2/3; c: P=.5, R=1, F1=2/3
+    assert m["per_class"]["a"]["f1"] == pytest.approx(2 / 3)
+    assert m["per_class"]["c"]["precision"] == pytest.approx(0.5)
+    assert m["macro_f1"] == pytest.approx(2 / 3)
+
+
+def test_report_counts_missed_faces_as_wrong():
+    probs = np.eye(7)[[0, 1, 2]]
+    report = report_from_probs(probs, np.array([0, 1, 2]), missed=1)
+    assert report["accuracy"] == pytest.approx(0.75) and report["n"] == 4
+
+
+def test_temperature_scaling_improves_overconfident_model():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, 2000)
+    logits = rng.normal(size=(2000, 7))
+    logits[np.arange(2000), labels] += 1.0
+    probs = apply_temperature(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), 0.3)
+    t = fit_temperature(probs, labels)
+    assert t > 1.5
+    assert expected_calibration_error(apply_temperature(probs, t), labels) < (
+        expected_calibration_error(probs, labels)
+    )
+
+
+def test_ece_perfect_calibration_is_zero():
+    probs = np.tile([[1.0, 0, 0, 0, 0, 0, 0]], (10, 1))
+    assert expected_calibration_error(probs, np.zeros(10, int)) == 0.0
+
+
+def test_registry_round_trip_and_mismatch(tmp_path):
+    from emotion_core.inference import load_classifier
+    from emotion_core.registry import list_models, register_model, set_default
+    from emotion_core.zoo import make_model
+
+    path = tmp_path / "m.keras"
+    make_model(arch="tiny").save(path)
+    card = ModelCard(name="tiny-a", arch="tiny", temperature=2.0)
+    register_model(path, card, tmp_path / "models", make_default=True)
+    assert default_model_name(tmp_path / "models") == "tiny-a"
+    classifier = load_classifier(models_dir=tmp_path / "models")
+    assert classifier.name == "tiny-a" and classifier.temperature == 2.0
+    assert [c.name for c in list_models(tmp_path / "models")] == ["tiny-a"]
+    assert card_hash(card) == card_hash(ModelCard(name="tiny-a", arch="tiny", temperature=2.0))
+    with pytest.raises(ModelError, match="already registered"):
+        register_model(path, ModelCard(name="tiny-a", arch="tiny"), tmp_path / "models")
+    # a card that disagrees with the network
+    register_model(path, ModelCard(name="wrong", arch="tiny", classes=("a", "b")),
+                   tmp_path / "models")  # fmt: skip
+    with pytest.raises(ModelError, match="7 outputs but the card lists 2 classes"):
+        load_classifier("wrong", tmp_path / "models")
+    with pytest.raises(ModelError, match="invalid model name"):
+        set_default("../etc/passwd", tmp_path / "models")
+
+
+def test_corrupt_model_file_is_clear(tmp_path):
+    from emotion_core.inference import load_classifier
+    from emotion_core.registry import _atomic_write_json
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "junk.keras").write_bytes(b"this is not a zip")
+    _atomic_write_json(models / "junk.json", ModelCard(name="junk", arch="tiny").to_dict())
+    _atomic_write_json(models / "registry.json", {"default": "junk"})
+    with pytest.raises(ModelError, match="junk.keras: not a loadable Keras model"):
+        load_classifier(models_dir=models)
+    (models / "registry.json").write_text("{oops")
+    with pytest.raises(ModelError, match="registry is corrupt"):
+        default_model_name(models)
+
+
+def test_evaluate_cli_last_line(tmp_path):
+    from emotion_core.zoo import make_model
+
+    csv = synthetic_csv(tmp_path / "fer.csv", n_train=7, n_val=14)
+    make_model(arch="tiny").save(tmp_path / "m.keras")
+    out = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "emotion_core.evaluate", "--model", str(tmp_path / "m.keras"),
+         "--data", str(csv), "--split", "PublicTest", "--json", str(out), "--tta"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={"EMOTION_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("accuracy=") and last.endswith("n=14")
+    report = json.loads(out.read_text())
+    assert np.array(report["confusion_matrix"]).sum() == 14
+    assert out.with_suffix(".png").exists()
+
+
+def test_emotion_core_never_imports_ui_packages():
+    code = (
+        "import sys, importlib, pkgutil, emotion_core\n"
+        "for m in pkgutil.iter_modules(emotion_core.__path__):\n"
+        "    importlib.import_module('emotion_core.' + m.name)\n"
+        "bad = [n for n in ('streamlit', 'streamlit_webrtc', 'av') if n in sys.modules]\n"
+        "print(bad); sys.exit(1 if bad else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr

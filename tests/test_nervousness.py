@@ -1,0 +1,298 @@
+"""The nervousness rule: presets, custom rules, intervals, serialisation, settings, report."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emotion_core import nervousness as nv
+from emotion_core import report, settings, stats
+from emotion_core.classes import CLASSES
+
+FAST = stats.BootstrapConfig(n_boot=200, seed=0)
+ORIGINAL_EMOTIONS = ("angry", "neutral", "fear", "sad", "surprise")
+
+
+def original_rule(label_counts: dict[str, int]) -> str:
+    """The original app: nervous when any of the five emotions exceeds 30% of face frames."""
+    total = sum(label_counts.values())
+    nervous = any(label_counts.get(e, 0) / total > 0.30 for e in ORIGINAL_EMOTIONS)
+    return "nervous" if nervous else "not nervous"
+
+
+def counts(**kw: int) -> dict[str, int]:
+    return {c: int(kw.get(c, 0)) for c in CLASSES}
+
+
+def session(blocks: list[tuple[str, int]], fps: float = 5.0) -> pd.DataFrame:
+    """Frames for runs of labels, e.g. [("sad", 10), ("happy", 5)] (label None = no face)."""
+    rows = []
+    i = 0
+    for label, n in blocks:
+        for _ in range(n):
+            p = np.zeros(7)
+            if label is not None:
+                p[CLASSES.index(label)] = 1.0
+            rows.append(
+                {"t_s": i / fps, "frame": i, "face_id": -1 if label is None else 0,
+                 "x": 0, "y": 0, "w": 0, "h": 0,
+                 **{c: (np.nan if label is None else p[k]) for k, c in enumerate(CLASSES)},
+                 "label": label or ""}
+            )  # fmt: skip
+            i += 1
+    return pd.DataFrame(rows)
+
+
+WORKED = [
+    counts(happy=70, neutral=30),  # exactly 30% neutral: not over
+    counts(happy=69, neutral=31),  # 31% neutral: nervous
+    counts(disgust=90, happy=10),  # disgust is ignored
+    counts(fear=20, sad=20, angry=20, happy=40),  # 20% each: not nervous under seed
+    counts(surprise=35, happy=65),
+    counts(angry=1),
+    counts(happy=100),
+    counts(neutral=10, fear=10, sad=10, surprise=10, angry=10, happy=50),
+]
+
+
+@pytest.mark.parametrize("c", WORKED)
+def test_seed_preset_matches_original_rule_on_worked_examples(c: dict[str, int]) -> None:
+    total = sum(c.values())
+    res = nv.evaluate_rule_on_counts(nv.SEED_RULE, c, None, total, duration_s=60.0)
+    assert res.verdict == original_rule(c)
+
+
+def test_seed_preset_matches_original_rule_on_random_counts() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        vec = rng.multinomial(rng.integers(1, 200), rng.dirichlet(np.ones(7) * 0.7))
+        c = dict(zip(CLASSES, (int(v) for v in vec)))
+        res = nv.evaluate_rule_on_counts(nv.SEED_RULE, vec, None, int(vec.sum()), 60.0)
+        assert res.verdict == original_rule(c)
+
+
+def test_seed_preset_definition() -> None:
+    rule = nv.preset("seed")
+    assert set(rule.emotions) == set(ORIGINAL_EMOTIONS)
+    assert "disgust" not in rule.emotions and "happy" not in rule.emotions
+    assert all(t == 0.30 for _, t in rule.thresholds)
+    assert (rule.logic, rule.basis) == ("any", "share")
+
+
+def test_negative_affect_preset() -> None:
+    rule = nv.preset("negative-affect")
+    assert "neutral" not in rule.emotions and rule.logic == "sum"
+    c = counts(fear=20, sad=20, angry=20, happy=40)
+    assert nv.evaluate_rule_on_counts(rule, c, None, 100, 60.0).verdict == "nervous"
+    c = counts(fear=10, sad=10, angry=10, neutral=70)  # 30% combined, neutral excluded
+    assert nv.evaluate_rule_on_counts(rule, c, None, 100, 60.0).verdict == "not nervous"
+    with pytest.raises(nv.RuleError):
+        nv.preset("nope")
+
+
+def test_not_enough_data() -> None:
+    c = counts(sad=50, happy=50)
+    res = nv.evaluate_rule_on_counts(nv.SEED_RULE, c, None, 100, duration_s=3.0)
+    assert res.verdict == "not enough data" and not res.reasons
+    assert "10 s" in res.summary
+    res = nv.evaluate_rule_on_counts(nv.SEED_RULE, counts(), None, 0, duration_s=60.0)
+    assert res.verdict == "not enough data"
+    s = stats.summarize_session(session([("sad", 10)]), "short", FAST)  # 1.8 s
+    assert nv.evaluate_rule(nv.SEED_RULE, s).verdict == "not enough data"
+
+
+def test_custom_all_logic_and_mean_prob_basis() -> None:
+    rule = nv.NervousnessRule(
+        "custom", (("fear", 0.2), ("sad", 0.2)), logic="all", basis="share", min_duration_s=0
+    )
+    assert (
+        nv.evaluate_rule_on_counts(rule, counts(fear=30, sad=30, happy=40), None, 100, 1).verdict
+        == "nervous"
+    )
+    assert (
+        nv.evaluate_rule_on_counts(rule, counts(fear=30, sad=10, happy=60), None, 100, 1).verdict
+        == "not nervous"
+    )
+    mp = rule.replace(basis="mean_prob", logic="any")
+    probs = dict(zip(CLASSES, [0.0, 0.0, 0.25, 0.1, 0.1, 0.0, 0.55]))
+    res = nv.evaluate_rule_on_counts(mp, counts(neutral=100), probs, 100, 1)
+    assert res.verdict == "nervous"
+    fear = next(r for r in res.reasons if r.what == "fear")
+    assert fear.crossed and fear.margin == pytest.approx(0.05)
+    with pytest.raises(ValueError):
+        nv.evaluate_rule_on_counts(mp, counts(neutral=1), None, 1, 1)
+
+
+def test_reasons_say_which_emotion_crossed_by_how_much() -> None:
+    res = nv.evaluate_rule_on_counts(
+        nv.SEED_RULE, counts(fear=42, happy=58), None, 100, duration_s=60.0
+    )
+    fear = next(r for r in res.reasons if r.what == "fear")
+    assert fear.crossed and fear.value == pytest.approx(0.42)
+    assert fear.threshold == 0.30 and fear.margin == pytest.approx(0.12)
+    assert "above by 12.0 points" in fear.text
+    assert "fear 42%" in res.summary
+    assert not any(r.crossed for r in res.reasons if r.what != "fear")
+
+
+def test_bootstrap_verdicts_decisive_far_from_threshold() -> None:
+    # 60 s, sad in short alternating runs -> narrow interval around 50%.
+    s = stats.summarize_session(session([("sad", 5), ("happy", 5)] * 30), "a", FAST)
+    res = nv.evaluate_rule(nv.SEED_RULE, s)
+    assert res.with_ci and res.verdict == "nervous"
+    sad = next(r for r in res.reasons if r.what == "sad")
+    assert sad.lo > 0.30 and not sad.straddles and "entirely above" in sad.text
+    happy = stats.summarize_session(session([("happy", 300)]), "b", FAST)
+    assert nv.evaluate_rule(nv.SEED_RULE, happy).verdict == "not nervous"
+
+
+def test_inconclusive_when_interval_straddles_threshold() -> None:
+    # fear 32% in long runs: the point estimate crosses 30% but the interval is wide.
+    s = stats.summarize_session(session([("fear", 16), ("happy", 34)] * 6), "c", FAST)
+    res = nv.evaluate_rule(nv.SEED_RULE, s)
+    fear = next(r for r in res.reasons if r.what == "fear")
+    assert fear.crossed and fear.straddles
+    assert res.verdict == "inconclusive"
+    assert "straddles" in res.summary and "straddles the threshold" in fear.text
+    # The same counts without intervals follow the original rule.
+    fast = nv.evaluate_rule_on_counts(nv.SEED_RULE, counts(fear=96, happy=204), None, 300, 60)
+    assert fast.verdict == "nervous"
+
+
+def test_sum_logic_uses_joint_bootstrap_interval() -> None:
+    s = stats.summarize_session(session([("fear", 3), ("sad", 3), ("happy", 4)] * 30), "d", FAST)
+    res = nv.evaluate_rule(nv.NEGATIVE_AFFECT_RULE, s)
+    assert len(res.reasons) == 1
+    r = res.reasons[0]
+    assert r.what == "fear+sad+surprise+angry"
+    assert r.value == pytest.approx(0.6)
+    assert r.lo <= 0.6 <= r.hi and r.lo > 0.35
+    assert res.verdict == "nervous"
+
+
+def test_per_face_evaluation() -> None:
+    s = stats.summarize_session(session([("sad", 100)]), "e", FAST)
+    assert nv.evaluate_rule(nv.SEED_RULE, s, face_id=0).verdict == "nervous"
+    with pytest.raises(KeyError):
+        nv.evaluate_rule(nv.SEED_RULE, s, face_id=7)
+
+
+def test_rule_serialisation_round_trip() -> None:
+    for rule in (nv.SEED_RULE, nv.NEGATIVE_AFFECT_RULE):
+        assert nv.NervousnessRule.from_dict(rule.to_dict()) == rule
+        assert nv.NervousnessRule.from_json(rule.to_json()) == rule
+        json.dumps(rule.to_dict())
+    custom = nv.NervousnessRule(
+        "mine", (("fear", 0.1), ("sad", 0.45)), logic="all", basis="mean_prob", min_duration_s=3
+    )
+    back = nv.NervousnessRule.from_dict(json.loads(json.dumps(custom.to_dict())))
+    assert back == custom and back.threshold_for("sad") == 0.45
+    # Also accepts a list of pairs.
+    assert nv.NervousnessRule.from_dict({**custom.to_dict(), "thresholds": [["fear", 0.1],
+                                         ["sad", 0.45]]}) == custom  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"thresholds": {"joy": 0.3}},
+        {"thresholds": {"fear": 1.5}},
+        {"thresholds": {}},
+        {"thresholds": {"fear": 0.3}, "logic": "xor"},
+        {"thresholds": {"fear": 0.3}, "basis": "votes"},
+        {"thresholds": {"fear": 0.3}, "min_duration_s": -1},
+        {"thresholds": {"fear": "lots"}},
+        {"name": "x"},
+    ],
+)
+def test_invalid_rules_raise_rule_error(bad: dict) -> None:
+    with pytest.raises(nv.RuleError):
+        nv.NervousnessRule.from_dict({"name": "x", **bad})
+
+
+def test_results_are_labelled_heuristic() -> None:
+    res = nv.evaluate_rule_on_counts(nv.SEED_RULE, counts(sad=50, happy=50), None, 100, 60)
+    assert res.verdict in nv.VERDICTS
+    assert "Heuristic indicator" in res.summary
+    assert "not a measurement of anxiety" in res.disclaimer
+    assert "hiring" in res.disclaimer
+    assert res.to_dict()["disclaimer"] == nv.DISCLAIMER
+    assert "heuristic" in nv.SEED_RULE.describe()
+
+
+def test_results_are_frozen() -> None:
+    res = nv.evaluate_rule_on_counts(nv.SEED_RULE, counts(sad=50, happy=50), None, 100, 60)
+    with pytest.raises(AttributeError):
+        res.verdict = "x"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        nv.SEED_RULE.name = "x"  # type: ignore[misc]
+
+
+# ---- settings ---------------------------------------------------------------------------------
+
+
+def test_settings_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "cfg" / "settings.json"
+    monkeypatch.setenv("EMOTION_SETTINGS_FILE", str(path))
+    assert settings.settings_path() == path
+    assert settings.load_settings() == settings.Settings()  # missing file -> defaults
+    rule = nv.NEGATIVE_AFFECT_RULE.replace(name="custom", sum_threshold=0.5)
+    written = settings.save_settings(settings.Settings(rule, n_boot=300, block_s=3.0))
+    assert written == path and path.exists()
+    loaded = settings.load_settings()
+    assert loaded.rule == rule and loaded.n_boot == 300 and loaded.block_s == 3.0
+    settings.save_default_rule(nv.SEED_RULE)
+    assert settings.load_default_rule() == nv.SEED_RULE
+    assert settings.load_settings().n_boot == 300  # other settings kept
+    assert loaded.bootstrap_config().block_s == 3.0
+    off = settings.Settings(auto_block_factor=0.0)
+    settings.save_settings(off)
+    assert settings.load_settings().bootstrap_config().auto_block_factor == 0.0
+
+
+@pytest.mark.parametrize(
+    "text", ["{not json", "[1, 2]", '{"rule": {"thresholds": {"joy": 1}}}', '{"n_boot": -5}']
+)
+def test_bad_settings_file(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(text)
+    with pytest.raises(settings.SettingsError, match="settings.json"):
+        settings.load_settings(path)
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+
+def test_html_report_is_self_contained_and_escaped() -> None:
+    frames = session([("sad", 5), ("happy", 5)] * 30)
+    s = stats.summarize_session(frames, "s", FAST)
+    res = nv.evaluate_rule(nv.SEED_RULE, s)
+    meta = {"session_id": "x1", "candidate": "<script>alert(1)</script>", "model_name": "m"}
+    card = {"name": "m", "arch": "cnn", "val_accuracy": 0.61,
+            "per_class": {"sad": {"precision": 0.5, "recall": 0.4}}}  # fmt: skip
+    html = report.build_html_report(
+        meta, s, res, nv.SEED_RULE, card, stats.timeline(frames), None, None
+    )
+    assert "<script>alert" not in html and "&lt;script&gt;" in html
+    assert "<script" not in html.lower()  # no scripts at all
+    assert "src=" not in html and "<link" not in html  # nothing fetched from the network
+    assert "<svg" in html and "polyline" in html
+    assert res.verdict in html and nv.DISCLAIMER in html
+    assert "Responsible use" in html and "recall" in html
+    assert nv.SEED_RULE.to_dict()["name"] in html
+
+
+def test_summary_csv() -> None:
+    s = stats.summarize_session(session([("sad", 100)]), "s", FAST)
+    res = nv.evaluate_rule(nv.SEED_RULE, s)
+    df = report.summary_frame([({"session_id": "a", "candidate": "Ann"}, s, res)])
+    assert df.loc[0, "verdict"] == "nervous"
+    assert df.loc[0, "share_sad"] == 1.0
+    assert {"share_sad_lo", "duration_s", "frames_no_face", "rule"} <= set(df.columns)
+    assert "candidate" in report.summary_csv([({"candidate": "Ann"}, s, res)]).splitlines()[0]
+    assert not math.isnan(float(df["duration_s"].iloc[0]))

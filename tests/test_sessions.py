@@ -1,0 +1,524 @@
+"""Session recording, crash safety, names, concurrency, loading/validation and deletion."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emotion_core import sessions as sessions_mod
+from emotion_core.classes import CLASSES
+from emotion_core.results import FaceResult, FrameResult
+from emotion_core.sessions import (
+    COLUMNS,
+    FRAMES_FILE,
+    META_FILE,
+    SessionError,
+    SessionRecorder,
+    clean_candidate,
+    delete_session,
+    list_sessions,
+    load_session,
+    load_session_csv,
+    slugify,
+)
+
+HEADER = ",".join(COLUMNS)
+
+
+def probs_for(k: int, peak: float = 0.7) -> np.ndarray:
+    p = np.full(len(CLASSES), (1.0 - peak) / (len(CLASSES) - 1))
+    p[k] = peak
+    return p
+
+
+def frame(i: int, t: float, n_faces: int = 1, k: int = 3) -> FrameResult:
+    faces = tuple(
+        FaceResult(j, (10 * j, 20, 30, 40), probs_for(k), probs_for(k)) for j in range(n_faces)
+    )
+    return FrameResult(frame_index=i, t_s=t, faces=faces)
+
+
+def disk_rows(rec: SessionRecorder) -> list[str]:
+    return rec.frames_path.read_text(encoding="utf-8").splitlines()[1:]
+
+
+# --- recording ---------------------------------------------------------------------------------
+
+
+def test_rows_format_and_meta(tmp_path: Path) -> None:
+    rec = SessionRecorder(
+        tmp_path,
+        "Ana",
+        notes="round 1",
+        model_name="m1",
+        model_hash="abc",
+        thresholds={"name": "seed"},
+    )
+    rec.add_frame(frame(100, 50.0, n_faces=2, k=3))
+    rec.add_frame(frame(101, 50.5, n_faces=0))
+    path = rec.close()
+    assert path == tmp_path / rec.session_id
+    lines = (path / FRAMES_FILE).read_text().splitlines()
+    assert lines[0] == HEADER
+    assert lines[1].startswith("0.000,0,0,0,20,30,40,")
+    assert lines[1].endswith(",happy")
+    assert lines[2].startswith("0.000,0,1,10,20,30,40,")
+    assert lines[3] == "0.500,1,-1,0,0,0,0,,,,,,,,"
+    meta = json.loads((path / META_FILE).read_text())
+    assert set(meta) >= {
+        "session_id",
+        "candidate",
+        "notes",
+        "started_at",
+        "ended_at",
+        "source",
+        "model_name",
+        "model_hash",
+        "thresholds",
+        "app_version",
+        "format_version",
+        "complete",
+        "frames",
+        "faces",
+    }
+    assert meta["complete"] is True and meta["ended_at"]
+    assert (meta["frames"], meta["faces"], meta["format_version"]) == (2, 2, 1)
+    assert meta["source"] == "webcam" and meta["thresholds"] == {"name": "seed"}
+    session = load_session(rec.session_id, tmp_path)
+    assert session.info.complete and session.info.frames == 2 and session.info.faces == 2
+    assert session.info.duration_s == pytest.approx(0.5)
+    df = session.frames
+    assert list(df.columns) == list(COLUMNS)
+    assert df["face_id"].tolist() == [0, 1, -1]
+    assert np.isnan(df.loc[2, list(CLASSES)].to_numpy(dtype=float)).all()
+    assert df.loc[2, "label"] == ""
+    np.testing.assert_allclose(
+        df.loc[0, list(CLASSES)].to_numpy(dtype=float), probs_for(3), atol=1e-6
+    )
+
+
+def test_meta_written_at_start_is_incomplete(tmp_path: Path) -> None:
+    rec = SessionRecorder(tmp_path, "Bo")
+    meta = json.loads(rec.meta_path.read_text())
+    assert meta["complete"] is False and meta["ended_at"] is None
+    assert rec.frames_path.read_text() == HEADER + "\n"
+    assert not list(rec.path.glob(".tmp-*"))  # atomic writes leave no temp files
+    rec.close()
+
+
+def test_incremental_flush_visible_on_disk_before_close(tmp_path: Path) -> None:
+    rec = SessionRecorder(tmp_path, "Cy", flush_interval_s=0.05)
+    rec.add_frame(frame(0, 0.0))
+    time.sleep(0.06)
+    rec.add_frame(frame(1, 0.1))  # interval passed: both rows go to disk now
+    assert len(disk_rows(rec)) == 2
+    rec.add_frame(frame(2, 0.2))  # buffered
+    time.sleep(0.06)
+    rec.flush_if_due()
+    assert len(disk_rows(rec)) == 3
+    rec.add_frame(frame(3, 0.3))
+    rec.flush()
+    assert len(disk_rows(rec)) == 4
+    rec.close()
+
+
+def test_buffered_rows_wait_for_the_interval(tmp_path: Path) -> None:
+    rec = SessionRecorder(tmp_path, "Di", flush_interval_s=3600)
+    for i in range(5):
+        rec.add_frame(frame(i, i / 10))
+    assert disk_rows(rec) == []
+    rec.close()
+    assert len(disk_rows(rec)) == 5
+
+
+def test_abandoned_recorder_is_loadable_and_incomplete(tmp_path: Path) -> None:
+    rec = SessionRecorder(tmp_path, "Eve", flush_interval_s=0.0)
+    for i in range(10):
+        rec.add_frame(frame(i, i / 10))
+    # Simulated crash: no close(), and half a row left by an interrupted append.
+    with open(rec.frames_path, "a", encoding="utf-8") as fh:
+        fh.write("1.000,10,0,1,2,3,4,0.1,0.1")
+    del rec
+    (info,) = list_sessions(tmp_path)
+    assert info.error is None and info.complete is False
+    assert info.frames == 10 and info.faces == 10
+    session = load_session(info.path)
+    assert session.info.complete is False and len(session.frames) == 10
+    assert session.frames["t_s"].iloc[-1] == pytest.approx(0.9)
+
+
+def test_partial_meta_and_missing_ended_at_mean_incomplete(tmp_path: Path) -> None:
+    rec = SessionRecorder(tmp_path, "Fay")
+    rec.add_frame(frame(0, 0.0))
+    rec.close()
+    meta = json.loads(rec.meta_path.read_text())
+    rec.meta_path.rename(rec.path / "meta.partial.json")
+    assert load_session(rec.path).info.complete is False
+    meta.pop("ended_at")
+    rec.meta_path.write_text(json.dumps(meta))
+    assert load_session(rec.path).info.complete is False
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("../../etc", "etc"),
+        ("../../../../tmp/evil", "tmp-evil"),
+        ("a/b\\c", "a-b-c"),
+        ("José Müller", "jose-muller"),
+        ("李雷", "unnamed"),
+        ("", "unnamed"),
+        ("   ", "unnamed"),
+        ("..", "unnamed"),
+        ("nul\x00byte\nnewline", "nul-byte-newline"),
+        ("x" * 300, "x" * 40),
+    ],
+)
+def test_candidate_names_are_sanitised(tmp_path: Path, name: str, slug: str) -> None:
+    assert slugify(name) == slug
+    rec = SessionRecorder(tmp_path, name)
+    assert rec.path.parent == tmp_path
+    assert rec.session_id.split("-", 2)[2].rsplit("-", 1)[0] == slug
+    assert rec.session_id.isascii() and "/" not in rec.session_id
+    meta = json.loads(rec.close().joinpath(META_FILE).read_text(encoding="utf-8"))
+    assert meta["candidate"] == clean_candidate(name)
+    assert list(tmp_path.iterdir()) == [rec.path]
+
+
+def test_unicode_candidate_kept_readable_in_meta(tmp_path: Path) -> None:
+    rec = SessionRecorder(tmp_path, "  Zoë\tO'Brien  李雷 ")
+    rec.close()
+    raw = rec.meta_path.read_text(encoding="utf-8")
+    assert "Zoë O'Brien 李雷" in raw  # not \\u-escaped
+    assert load_session(rec.path).info.candidate == "Zoë O'Brien 李雷"
+
+
+def test_never_overwrites_an_existing_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = iter(["aaaaaa", "aaaaaa", "aaaaaa", "bbbbbb"])
+    monkeypatch.setattr(sessions_mod.secrets, "token_hex", lambda n: next(tokens))
+    first = SessionRecorder(tmp_path, "Gil")
+    first.add_frame(frame(0, 0.0))
+    first.close()
+    before = first.frames_path.read_bytes()
+    # Same second, same name, same random part twice: the retry must find a new id.
+    second = SessionRecorder(tmp_path, "Gil")
+    assert second.session_id != first.session_id
+    second.close()
+    assert first.frames_path.read_bytes() == before
+
+
+def test_many_recorders_get_distinct_ids(tmp_path: Path) -> None:
+    ids = {SessionRecorder(tmp_path, "same").session_id for _ in range(30)}
+    assert len(ids) == 30 == len(list(tmp_path.iterdir()))
+
+
+def test_two_recorders_in_threads_write_separate_sessions(tmp_path: Path) -> None:
+    n = 300
+
+    def run(name: str, k: int, out: list[SessionRecorder]) -> None:
+        rec = SessionRecorder(tmp_path, name, flush_interval_s=0.001)
+        out.append(rec)
+        for i in range(n):
+            rec.add_frame(frame(i, i / 30, n_faces=2, k=k))
+        rec.close()
+
+    a: list[SessionRecorder] = []
+    b: list[SessionRecorder] = []
+    threads = [
+        threading.Thread(target=run, args=("A", 0, a)),
+        threading.Thread(target=run, args=("B", 3, b)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    infos = {i.candidate: i for i in list_sessions(tmp_path)}
+    assert set(infos) == {"A", "B"}
+    for name, label in (("A", "angry"), ("B", "happy")):
+        session = load_session(infos[name].path)
+        assert session.info.complete and session.info.frames == n
+        assert len(session.frames) == 2 * n
+        assert set(session.frames["label"]) == {label}
+
+
+def test_one_recorder_shared_by_threads_keeps_rows_whole(tmp_path: Path) -> None:
+    rec = SessionRecorder(tmp_path, "shared", flush_interval_s=0.0)
+
+    def feed(offset: int) -> None:
+        for i in range(200):
+            rec.add_frame(frame(offset + i, offset + i / 30))
+
+    threads = [threading.Thread(target=feed, args=(o,)) for o in (0, 1000)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    rec.close()
+    session = load_session(rec.path)  # validation would fail on an interleaved row
+    assert len(session.frames) == 400
+
+
+class _FullDisk:
+    """A file object whose writes fail like a full disk."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+
+    def write(self, data: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None: ...
+
+    def fileno(self) -> int:
+        return self.real.fileno()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.real.close()  # type: ignore[attr-defined]
+
+
+def test_disk_full_keeps_recorded_rows_and_raises_clearly(tmp_path: Path) -> None:
+    rec = SessionRecorder(tmp_path, "Hal", flush_interval_s=0.0)
+    rec.add_frame(frame(0, 0.0))
+    rec.add_frame(frame(1, 0.1))
+    rec._fh = _FullDisk(rec._fh)  # type: ignore[assignment]
+    with pytest.raises(SessionError, match="No space left on device"):
+        rec.add_frame(frame(2, 0.2))
+    assert rec.error is not None and str(rec.frames_path) in rec.error
+    with pytest.raises(SessionError, match="recording stopped"):
+        rec.add_frame(frame(3, 0.3))
+    with pytest.raises(SessionError):
+        rec.close()
+    session = load_session(rec.path)
+    assert len(session.frames) == 2 and session.info.complete is False
+
+
+def test_cannot_start_in_unwritable_place(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SessionError, match="sessions folder"):
+        SessionRecorder(blocker / "sub", "Ivy")
+
+
+def test_add_after_close_is_refused(tmp_path: Path) -> None:
+    rec = SessionRecorder(tmp_path, "Jo")
+    rec.close()
+    assert rec.close() == rec.path  # idempotent
+    with pytest.raises(SessionError, match="already stopped"):
+        rec.add_frame(frame(0, 0.0))
+
+
+def test_sessions_dir_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMOTION_SESSIONS_DIR", str(tmp_path / "elsewhere"))
+    assert sessions_mod.sessions_dir_default() == tmp_path / "elsewhere"
+    monkeypatch.delenv("EMOTION_SESSIONS_DIR")
+    assert sessions_mod.sessions_dir_default() == sessions_mod.SESSIONS_DIR
+
+
+# --- loading and validation ----------------------------------------------------------------------
+
+
+def good_row(t: float = 0.0, frame_no: int = 0, face_id: int = 0) -> str:
+    probs = ",".join(f"{p:.6f}" for p in probs_for(6))
+    return f"{t},{frame_no},{face_id},1,2,3,4,{probs},neutral"
+
+
+def write_session(root: Path, sid: str, csv_text: str, meta: dict | None = None) -> Path:
+    folder = root / sid
+    folder.mkdir(parents=True)
+    (folder / FRAMES_FILE).write_text(csv_text, encoding="utf-8")
+    base = {
+        "session_id": sid,
+        "candidate": "X",
+        "started_at": "2026-01-01T10:00:00+00:00",
+        "ended_at": "2026-01-01T10:01:00+00:00",
+        "format_version": 1,
+        "complete": True,
+        "frames": 1,
+        "faces": 1,
+    }
+    (folder / META_FILE).write_text(json.dumps(base | (meta or {})))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("csv_text", "message"),
+    [
+        ("", "empty"),
+        (HEADER.replace(",angry", "") + "\n", "missing required columns: angry"),
+        (HEADER + ",extra\n" + good_row() + ",1\n", "unexpected columns: extra"),
+        (
+            HEADER + "\n" + good_row().replace("0.0,0,0", "abc,0,0", 1) + "\n",
+            "line 2, column 't_s': 'abc' is not a number",
+        ),
+        (
+            HEADER
+            + "\n"
+            + good_row()
+            + "\n"
+            + good_row(0.1, 1).replace(",1,2,", ",x,2,", 1)
+            + "\n",
+            "line 3, column 'x'",
+        ),
+        (
+            HEADER + "\n" + good_row().replace("0.700000", "0.900000") + "\n",
+            "probabilities sum to 1.2000",
+        ),
+        (HEADER + "\n" + good_row().replace("0.700000", "") + "\n", "needs all 7"),
+        (HEADER + "\n" + good_row().replace(",neutral", ",bored") + "\n", "'bored' is not one"),
+        (HEADER + "\n" + good_row() + ",1,2\n", "not a valid CSV"),
+        (
+            HEADER + "\n" + good_row().replace(",1,2,3,4,", ",1.5,2,3,4,") + "\n",
+            "not a whole number",
+        ),
+        (HEADER + "\n" + good_row(face_id=-3) + "\n", "face_id must be -1"),
+    ],
+)
+def test_bad_csv_gives_clear_error(tmp_path: Path, csv_text: str, message: str) -> None:
+    folder = write_session(tmp_path, "bad", csv_text)
+    with pytest.raises(SessionError) as err:
+        load_session(folder)
+    assert message in str(err.value)
+    assert str(folder / FRAMES_FILE) in str(err.value)
+    (info,) = list_sessions(tmp_path)  # listed with its error, list does not break
+    assert info.error is not None and message in info.error
+
+
+def test_sum_tolerance_is_002(tmp_path: Path) -> None:
+    ok = good_row().replace("0.700000", "0.715000")
+    bad = good_row().replace("0.700000", "0.725000")
+    assert len(load_session_csv(_bytes(HEADER + "\n" + ok + "\n"), "ok.csv").frames) == 1
+    with pytest.raises(SessionError, match="sum to"):
+        load_session_csv(_bytes(HEADER + "\n" + bad + "\n"), "bad.csv")
+
+
+def _bytes(text: str) -> io.BytesIO:
+    return io.BytesIO(text.encode("utf-8"))
+
+
+def test_older_format_is_upgraded_with_defaults(tmp_path: Path) -> None:
+    probs = ",".join(f"{p:.4f}" for p in probs_for(5))
+    text = "t_s," + ",".join(CLASSES) + "\n" + f"0.0,{probs}\n0.5,,,,,,,\n1.0,{probs}\n"
+    session = load_session_csv(_bytes(text), "old.csv")
+    df = session.frames
+    assert list(df.columns) == list(COLUMNS)
+    assert df["face_id"].tolist() == [0, -1, 0]
+    assert df["frame"].tolist() == [0, 1, 2]
+    assert df["label"].tolist() == ["surprise", "", "surprise"]
+    assert (df[["x", "y", "w", "h"]] == 0).all().all()
+    assert session.info.frames == 3 and session.info.faces == 2
+
+
+def test_upload_with_bom_and_header_only(tmp_path: Path) -> None:
+    text = "\ufeff" + HEADER + "\n" + good_row() + "\n"
+    assert len(load_session_csv(_bytes(text), "bom.csv").frames) == 1
+    with pytest.raises(SessionError, match="empty.csv: the file has a header but no rows"):
+        load_session_csv(_bytes(HEADER + "\n"), "empty.csv")
+    with pytest.raises(SessionError, match="bin.csv: not UTF-8"):
+        load_session_csv(io.BytesIO(b"\xff\xfe\x00bad"), "bin.csv")
+
+
+def test_upload_from_path(tmp_path: Path) -> None:
+    p = tmp_path / "f.csv"
+    p.write_text(HEADER + "\n" + good_row() + "\n0.1,1,-1,0,0,0,0,,,,,,,,\n")
+    session = load_session_csv(p, "f.csv")
+    assert session.frames["face_id"].tolist() == [0, -1]
+    assert isinstance(session.frames, pd.DataFrame)
+
+
+@pytest.mark.parametrize(
+    ("meta_text", "message"),
+    [
+        (None, "meta.json: missing"),
+        ("{not json", "not valid JSON"),
+        ("[1]", "JSON object"),
+        ('{"format_version": 99}', "newer than this app"),
+    ],
+)
+def test_bad_meta(tmp_path: Path, meta_text: str | None, message: str) -> None:
+    folder = write_session(tmp_path, "m", HEADER + "\n" + good_row() + "\n")
+    if meta_text is None:
+        (folder / META_FILE).unlink()
+    else:
+        (folder / META_FILE).write_text(meta_text)
+    with pytest.raises(SessionError, match=message):
+        load_session(folder)
+    good = write_session(tmp_path, "zgood", HEADER + "\n" + good_row() + "\n")
+    infos = {i.session_id: i for i in list_sessions(tmp_path)}
+    assert infos["m"].error is not None and message.split(":")[-1].strip() in infos["m"].error
+    assert infos["zgood"].error is None and infos["zgood"].path == good
+
+
+def test_list_sessions_newest_first_and_missing_dir(tmp_path: Path) -> None:
+    assert list_sessions(tmp_path / "nope") == []
+    write_session(
+        tmp_path,
+        "old",
+        HEADER + "\n" + good_row() + "\n",
+        {"started_at": "2025-01-01T00:00:00+00:00"},
+    )
+    write_session(
+        tmp_path,
+        "new",
+        HEADER + "\n" + good_row() + "\n" + good_row(2.5, 1) + "\n",
+        {"started_at": "2026-06-01T00:00:00+00:00"},
+    )
+    infos = list_sessions(tmp_path)
+    assert [i.session_id for i in infos] == ["new", "old"]
+    assert infos[0].duration_s == pytest.approx(2.5)
+
+
+def test_load_by_id_rejects_traversal(tmp_path: Path) -> None:
+    with pytest.raises(SessionError):
+        load_session("../../etc", tmp_path)
+    with pytest.raises(SessionError, match="not a valid session id"):
+        load_session("..", tmp_path)
+
+
+# --- deletion ----------------------------------------------------------------------------------
+
+
+def test_delete_session(tmp_path: Path) -> None:
+    rec = SessionRecorder(tmp_path / "s", "Kim")
+    rec.close()
+    delete_session(rec.session_id, tmp_path / "s")
+    assert not rec.path.exists()
+    with pytest.raises(SessionError, match="no such session"):
+        delete_session(rec.session_id, tmp_path / "s")
+
+
+@pytest.mark.parametrize("bad_id", ["..", "../victim", "/etc", "a/../../victim", "", ".", "~"])
+def test_delete_refuses_traversal(tmp_path: Path, bad_id: str) -> None:
+    root = tmp_path / "sessions"
+    root.mkdir()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / META_FILE).write_text("{}")
+    with pytest.raises(SessionError):
+        delete_session(bad_id, root)
+    assert victim.exists() and root.exists()
+
+
+def test_delete_refuses_symlink_and_non_session_folder(tmp_path: Path) -> None:
+    root = tmp_path / "sessions"
+    root.mkdir()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / META_FILE).write_text("{}")
+    (root / "link").symlink_to(victim)
+    with pytest.raises(SessionError):
+        delete_session("link", root)
+    (root / "plain").mkdir()
+    (root / "plain" / "keep.txt").write_text("x")
+    with pytest.raises(SessionError, match="does not look like a session"):
+        delete_session("plain", root)
+    assert victim.exists() and (root / "plain" / "keep.txt").exists()

@@ -1,0 +1,350 @@
+"""Video decoding (timestamps, rotation, truncated/corrupt files) and recorded-video analysis
+into sessions, on small generated videos (plus one real clip when ../shared/data exists)."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import threading
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from emotion_core import analyze_video as av_mod
+from emotion_core import bench
+from emotion_core.analyze_video import analyze_video
+from emotion_core.classes import CLASSES
+from emotion_core.sessions import load_session
+from emotion_core.video import DecodedFrame, VideoError, iter_frames, probe_video, read_frames
+
+VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
+
+
+class FakeClassifier:
+    """Uniform-ish probabilities; counts calls."""
+
+    classes = CLASSES
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        probs = np.full((len(faces), len(CLASSES)), 0.1)
+        probs[:, 3] = 0.4
+        return probs
+
+
+def make_video(
+    path: Path,
+    n: int = 24,
+    fps: float = 12.0,
+    size: tuple[int, int] = (160, 120),
+    noise: bool = False,
+) -> Path:
+    """Write an MJPG .avi: a bright square moving over a dark (or noisy) background."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, size)
+    assert writer.isOpened()
+    rng = np.random.default_rng(0)
+    width, height = size
+    for i in range(n):
+        if noise:
+            frame = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+        else:
+            frame = np.full((height, width, 3), 20, np.uint8)
+        x = (5 * i) % (width - 20)
+        frame[10:30, x : x + 20] = 240
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture
+def video(tmp_path: Path) -> Path:
+    return make_video(tmp_path / "clip.avi")
+
+
+def truncated_copy(src: Path, dst: Path, keep: float = 0.5) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * keep)])
+    return dst
+
+
+def read_rows(session_dir: Path) -> Any:
+    return load_session(session_dir).frames
+
+
+# --- decoding ------------------------------------------------------------------------------
+
+
+def test_probe_reports_size_rate_and_count(video: Path) -> None:
+    info = probe_video(video)
+    assert (info.width, info.height, info.frame_count) == (160, 120, 24)
+    assert info.fps == pytest.approx(12.0) and info.duration_s == pytest.approx(2.0)
+    assert info.rotation == 0 and info.codec == "MJPG"
+
+
+def test_all_frames_with_monotonic_timestamps(video: Path) -> None:
+    frames = list(iter_frames(video))
+    assert [f.frame_index for f in frames] == list(range(24))
+    t = np.array([f.t_s for f in frames])
+    assert (np.diff(t) > 0).all()
+    np.testing.assert_allclose(t, np.arange(24) / 12.0, atol=1e-3)
+    assert frames[0].frame_bgr.shape == (120, 160, 3) and frames[0].frame_bgr.dtype == np.uint8
+    # the moving square is where it was drawn (frames are distinct and in order)
+    assert frames[3].frame_bgr[20, 15 + 10].mean() > 200
+
+
+def test_every_n_keeps_file_indices_and_times(video: Path) -> None:
+    frames = list(iter_frames(video, every=5))
+    assert [f.frame_index for f in frames] == [0, 5, 10, 15, 20]
+    np.testing.assert_allclose(
+        [f.t_s for f in frames], [0, 5 / 12, 10 / 12, 15 / 12, 20 / 12], atol=1e-3
+    )
+    _, first = read_frames(video, max_frames=4)
+    assert len(first) == 4
+    with pytest.raises(ValueError):
+        list(iter_frames(video, every=0))
+
+
+def test_variable_frame_rate_keeps_the_file_timestamps(tmp_path: Path) -> None:
+    av = pytest.importorskip("av")  # tests may use PyAV to write a VFR file; emotion_core may not
+    times = [0.0, 0.1, 0.15, 0.4, 0.45, 0.5, 1.0, 1.04]
+    path = tmp_path / "vfr.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 20 * i, np.uint8), "bgr24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    frames = list(iter_frames(path))
+    np.testing.assert_allclose([f.t_s for f in frames], times, atol=2e-3)
+    res = analyze_video(path, tmp_path / "s", "x", classifier=FakeClassifier())
+    np.testing.assert_allclose(read_rows(res.session_dir)["t_s"], times, atol=2e-3)
+
+
+def test_truncated_file_yields_frames_then_partial_error(tmp_path: Path) -> None:
+    full = make_video(tmp_path / "full.avi", n=40, noise=True)
+    cut = truncated_copy(full, tmp_path / "cut.avi", 0.5)
+    got: list[DecodedFrame] = []
+    with pytest.raises(VideoError) as err:
+        got.extend(iter_frames(cut))
+    assert 5 < len(got) < 40
+    assert err.value.partial and err.value.frames_decoded == len(got)
+    assert "cut.avi" in str(err.value) and "truncated" in str(err.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not a video\n" * 50, bytes(range(256)) * 40])
+def test_not_a_video_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "notes.avi"
+    path.write_bytes(content)
+    with pytest.raises(VideoError) as err:
+        list(iter_frames(path))
+    assert "notes.avi" in str(err.value) and not err.value.partial
+
+
+def test_missing_file_and_folder(tmp_path: Path) -> None:
+    with pytest.raises(VideoError, match="not found"):
+        probe_video(tmp_path / "nope.mp4")
+    with pytest.raises(VideoError, match="directory"):
+        probe_video(tmp_path)
+
+
+def make_rotated_mp4(path: Path) -> Path:
+    """A 160x120 mp4 whose track matrix says "rotate 90 degrees" (as phones write)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10, (160, 120))
+    assert writer.isOpened()
+    for _ in range(5):
+        frame = np.zeros((120, 160, 3), np.uint8)
+        frame[:40, :80] = 255  # top-left block
+        writer.write(frame)
+    writer.release()
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    assert at > 0 and data[at + 4] == 0  # version 0 header: matrix at +44
+    data[at + 44 : at + 80] = struct.pack(">9i", 0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _check_rotated(path: Path) -> None:
+    info = probe_video(path)
+    assert info.rotation == 90 and (info.width, info.height) == (120, 160)
+    frames = list(iter_frames(path))
+    assert len(frames) == 5
+    frame = frames[0].frame_bgr
+    assert frame.shape == (160, 120, 3)
+    assert frame[:70, 90:].mean() > 200 and frame[100:, :].mean() < 30  # block now top-right
+
+
+def test_rotation_metadata_is_applied(tmp_path: Path) -> None:
+    _check_rotated(make_rotated_mp4(tmp_path / "phone.mp4"))
+
+
+def test_rotation_applied_by_hand_when_opencv_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = cv2.VideoCapture
+
+    class NoAutoRotate:
+        """A capture that refuses CAP_PROP_ORIENTATION_AUTO (like older builds)."""
+
+        def __init__(self, *args: Any) -> None:
+            self._cap = real(*args)
+            self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+
+        def set(self, prop: int, value: float) -> bool:
+            if prop == cv2.CAP_PROP_ORIENTATION_AUTO:
+                return False
+            return bool(self._cap.set(prop, value))
+
+        def get(self, prop: int) -> float:
+            if prop == cv2.CAP_PROP_ORIENTATION_AUTO:
+                return 0.0
+            return float(self._cap.get(prop))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._cap, name)
+
+    monkeypatch.setattr("emotion_core.video.cv2.VideoCapture", NoAutoRotate)
+    _check_rotated(make_rotated_mp4(tmp_path / "phone.mp4"))
+
+
+# --- analysis into sessions ------------------------------------------------------------------
+
+
+def test_analysis_rows_match_decoded_frames(video: Path, tmp_path: Path) -> None:
+    calls: list[tuple[int, int, float]] = []
+    clf = FakeClassifier()
+    res = analyze_video(
+        video, tmp_path / "sessions", "Ana Test", classifier=clf,
+        progress=lambda d, t, e: calls.append((d, t, e)), batch_frames=10,
+    )  # fmt: skip
+    assert res.complete and res.frames == 24 and res.faces == 0
+    assert "no face" in res.message
+    assert res.video_seconds == pytest.approx(2.0) and res.speed > 0
+    rows = read_rows(res.session_dir)
+    assert len(rows) == 24 and (rows["face_id"] == -1).all()
+    assert list(rows["frame"]) == list(range(24))
+    assert (np.diff(rows["t_s"].to_numpy()) > 0).all()
+    meta = json.loads((res.session_dir / "meta.json").read_text())
+    assert meta["complete"] is True and meta["frames"] == 24 and meta["source"] == "clip.avi"
+    assert meta["candidate"] == "Ana Test" and meta["model_name"] == "fake"
+    assert [c[0] for c in calls] == [10, 20, 24] and all(c[1] == 24 for c in calls)
+    assert clf.calls == 0  # no faces: nothing to classify
+
+
+def test_analysis_every_n(video: Path, tmp_path: Path) -> None:
+    res = analyze_video(video, tmp_path, "x", every=3, classifier=FakeClassifier())
+    rows = read_rows(res.session_dir)
+    assert res.frames == 8 and len(rows) == 8
+    np.testing.assert_allclose(rows["t_s"], np.arange(8) * 3 / 12.0, atol=2e-3)
+
+
+def test_truncated_video_keeps_partial_session_marked_incomplete(tmp_path: Path) -> None:
+    full = make_video(tmp_path / "full.avi", n=40, noise=True)
+    cut = truncated_copy(full, tmp_path / "cut.avi", 0.5)
+    decoded = 0
+    try:
+        for _ in iter_frames(cut):
+            decoded += 1
+    except VideoError:
+        pass
+    res = analyze_video(cut, tmp_path / "s", "x", classifier=FakeClassifier(), batch_frames=4)
+    assert not res.complete and "truncated" in res.message and "cut.avi" in res.message
+    assert res.frames == decoded
+    session = load_session(res.session_dir)
+    assert session.info.complete is False and len(session.frames) == decoded
+    assert res.video_seconds == pytest.approx(decoded / 12.0, abs=0.01)
+
+
+def test_cancel_keeps_partial_session(video: Path, tmp_path: Path) -> None:
+    cancel = threading.Event()
+    res = analyze_video(
+        video, tmp_path, "x", classifier=FakeClassifier(), batch_frames=5,
+        progress=lambda d, t, e: cancel.set(), cancel=cancel,
+    )  # fmt: skip
+    assert not res.complete and "cancel" in res.message
+    assert res.frames == 5 and len(read_rows(res.session_dir)) == 5
+    assert load_session(res.session_dir).info.complete is False
+
+
+def test_unreadable_video_creates_no_session(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    sessions = tmp_path / "sessions"
+    with pytest.raises(VideoError, match="bad.mp4"):
+        analyze_video(bad, sessions, "x", classifier=FakeClassifier())
+    assert not sessions.exists() or not any(sessions.iterdir())
+
+
+def test_real_clip_analysis_finds_the_face(tmp_path: Path) -> None:
+    clip = VIDEOS / "1543684773.avi"
+    if not clip.exists():
+        pytest.skip(f"real clips not available ({VIDEOS} is absent)")
+    clf = FakeClassifier()
+    res = analyze_video(clip, tmp_path, "x", classifier=clf)
+    rows = read_rows(res.session_dir)
+    assert res.complete and len(rows) == res.frames == 67
+    faces = rows[rows["face_id"] >= 0]
+    assert len(faces) >= 0.8 * 67 and set(faces["face_id"]) == {0}
+    assert (faces["label"] == "happy").all()
+    assert clf.calls <= 67 // 16 + 1  # frames batched together
+
+
+# --- command lines ---------------------------------------------------------------------------
+
+
+def test_analyze_cli_success_and_errors(
+    video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        "emotion_core.inference.load_classifier", lambda name=None: FakeClassifier()
+    )
+    assert av_mod.main([str(video), "--out", str(tmp_path / "s"), "--every", "2"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    m = re.fullmatch(r"session=(\S+) frames=12 faces=0 speed=[0-9.]+x", out)
+    assert m and Path(m.group(1)).is_dir()
+    notvideo = tmp_path / "x.mp4"
+    notvideo.write_text("hello")
+    for args in ([str(notvideo)], [str(tmp_path / "missing.avi")], [str(video), "--every", "0"]):
+        assert av_mod.main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_bench_cli(
+    video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(bench, "load_model", lambda name, file: FakeClassifier())
+    out_json = tmp_path / "b.json"
+    assert bench.main([str(video), "--json", str(out_json), "--max-frames", "10"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"model_load_s=[0-9.]+", lines[0])
+    assert re.fullmatch(r"fps=[0-9.]+ p50_ms=[0-9.]+ p95_ms=[0-9.]+ frames=10 faces=0", lines[-1])
+    assert json.loads(out_json.read_text())["frames"] == 10
+    assert bench.main(["model"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"model=fake p50_ms_per_face=[0-9.]+ p95_ms=[0-9.]+ batch8_ms=[0-9.]+", last
+    )
+    assert bench.main([str(tmp_path / "missing.avi")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_bench_cli_without_a_model(
+    video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("emotion_core.inference.MODELS_DIR", tmp_path / "no-models")
+    assert bench.main(["model"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "registry" in err and "Traceback" not in err

@@ -1,0 +1,306 @@
+"""Shared Streamlit UI: the nervousness-rule sidebar used by the Analysis and Live pages.
+
+The current rule lives in ``st.session_state[RULE_KEY]`` as a dict (NervousnessRule.to_dict()),
+so it survives page switches; the sidebar widgets (keys starting with ``rule_``) are rebuilt
+from it whenever a page renders them. On first use the rule comes from the saved settings file
+(emotion_core.settings), falling back to the built-in default.
+
+Live page usage::
+
+    rule = ui_common.rule_sidebar()
+    result = evaluate_rule_on_counts(rule, counts, mean_probs, frames_with_face, elapsed_s)
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from typing import Any
+
+import streamlit as st
+
+from emotion_core.classes import CLASSES
+from emotion_core.nervousness import (
+    DEFAULT_RULE,
+    DISCLAIMER,
+    LOGICS,
+    PRESETS,
+    NervousnessResult,
+    NervousnessRule,
+    RuleError,
+)
+from emotion_core.sessions import Session, SessionError, load_session_csv
+from emotion_core.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    save_settings,
+    settings_path,
+)
+from emotion_core.stats import BASIS_LABELS, BootstrapConfig
+
+RULE_KEY = "nervousness_rule"
+STATS_KEY = "analysis_stats_settings"
+SETTINGS_ERROR_KEY = "settings_error"
+CUSTOM = "custom"
+W_PRESET = "rule_preset"
+W_EMOTIONS = "rule_emotions"
+W_LOGIC = "rule_logic"
+W_BASIS = "rule_basis"
+W_SUM = "rule_sum_threshold_pct"
+W_MIN_DUR = "rule_min_duration_s"
+W_THR_PREFIX = "rule_thr_pct_"
+W_NBOOT = "stats_n_boot"
+W_BLOCK = "stats_block_s"
+W_CONF = "stats_confidence"
+W_AUTO = "stats_auto_block_factor"
+MAX_UPLOAD_MB = 20
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
+VERDICT_ICONS = {
+    "nervous": ":orange[nervous]",
+    "not nervous": ":green[not nervous]",
+    "inconclusive": ":gray[inconclusive]",
+    "not enough data": ":gray[not enough data]",
+}
+
+
+def _saved_settings() -> Settings:
+    """Settings from the file; on a bad file remember the error and use defaults."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        st.session_state[SETTINGS_ERROR_KEY] = str(exc)
+        return Settings()
+
+
+def init_rule_state() -> None:
+    """Put the saved default rule into session_state if no rule is there yet."""
+    if RULE_KEY not in st.session_state:
+        st.session_state[RULE_KEY] = _saved_settings().rule.to_dict()
+
+
+def current_rule() -> NervousnessRule:
+    """The rule in session_state (initialised from the settings file on first use)."""
+    init_rule_state()
+    try:
+        return NervousnessRule.from_dict(st.session_state[RULE_KEY])
+    except RuleError:
+        st.session_state[RULE_KEY] = DEFAULT_RULE.to_dict()
+        return DEFAULT_RULE
+
+
+def set_rule(rule: NervousnessRule) -> None:
+    """Make rule current (used by both pages)."""
+    st.session_state[RULE_KEY] = rule.to_dict()
+
+
+def _preset_of(rule: NervousnessRule) -> str:
+    preset = PRESETS.get(rule.name)
+    return rule.name if preset is not None and preset == rule else CUSTOM
+
+
+def _seed_widget(key: str, value: Any) -> None:
+    """Give a widget its starting value through session_state (only if it has none)."""
+    if key not in st.session_state:
+        st.session_state[key] = value
+
+
+def _custom_rule_widgets(base: NervousnessRule) -> NervousnessRule | None:
+    """Widgets for a custom rule, seeded from base; None (with an error shown) if invalid."""
+    sb = st.sidebar
+    _seed_widget(W_EMOTIONS, list(base.emotions))
+    _seed_widget(W_LOGIC, base.logic)
+    _seed_widget(W_BASIS, base.basis)
+    _seed_widget(W_SUM, round(base.sum_threshold * 100, 1))
+    _seed_widget(W_MIN_DUR, float(base.min_duration_s))
+    emotions = sb.multiselect("Emotions", list(CLASSES), key=W_EMOTIONS)
+    logic = sb.radio(
+        "Logic",
+        list(LOGICS),
+        key=W_LOGIC,
+        horizontal=True,
+        help="any: one emotion over its threshold is enough; all: every emotion must be over; "
+        "sum: the emotions' combined value must exceed one threshold.",
+    )
+    basis = sb.radio(
+        "Basis",
+        ["share", "mean_prob"],
+        key=W_BASIS,
+        format_func=lambda b: BASIS_LABELS[b],
+    )
+    pairs: list[tuple[str, float]] = []
+    for emotion in emotions:
+        try:
+            start = base.threshold_for(emotion)
+        except KeyError:
+            start = 0.30
+        key = W_THR_PREFIX + emotion
+        _seed_widget(key, round(start * 100, 1))
+        if logic != "sum":
+            pct = sb.number_input(
+                f"{emotion} threshold (%)", min_value=0.0, max_value=100.0, step=1.0, key=key
+            )
+            pairs.append((emotion, float(pct) / 100.0))
+        else:
+            pairs.append((emotion, float(st.session_state[key]) / 100.0))
+    sum_pct = float(st.session_state[W_SUM])
+    if logic == "sum":
+        sum_pct = sb.number_input(
+            "Combined threshold (%)", min_value=0.0, max_value=100.0, step=1.0, key=W_SUM
+        )
+    min_dur = sb.number_input(
+        "Minimum duration before a verdict (s)",
+        min_value=0.0,
+        max_value=3600.0,
+        step=1.0,
+        key=W_MIN_DUR,
+    )
+    if not emotions:
+        sb.error("Choose at least one emotion; the previous rule stays in force.")
+        return None
+    try:
+        return NervousnessRule(
+            name=CUSTOM,
+            thresholds=tuple(pairs),
+            logic=logic,  # type: ignore[arg-type]  # validated by NervousnessRule
+            basis=basis,  # type: ignore[arg-type]
+            sum_threshold=min(float(sum_pct) / 100.0, float(len(pairs))),
+            min_duration_s=float(min_dur),
+            description="Custom rule set in the sidebar.",
+        )
+    except RuleError as exc:
+        sb.error(f"Invalid rule: {exc}; the previous rule stays in force.")
+        return None
+
+
+def rule_sidebar(show_save: bool = True) -> NervousnessRule:
+    """Render the rule controls in the sidebar and return the (possibly changed) current rule.
+
+    Preset picker (seed, negative-affect, custom); custom shows emotions, logic, basis,
+    thresholds and the minimum duration. "Save as default" writes the settings file.
+    """
+    current = current_rule()
+    sb = st.sidebar
+    sb.header("Nervousness rule")
+    sb.caption(f"⚠️ {DISCLAIMER}")
+    if SETTINGS_ERROR_KEY in st.session_state:
+        sb.warning(
+            f"Saved settings ignored: {st.session_state[SETTINGS_ERROR_KEY]}. Using defaults."
+        )
+    options = [*PRESETS, CUSTOM]
+    _seed_widget(W_PRESET, _preset_of(current))
+    choice = sb.selectbox(
+        "Preset",
+        options,
+        key=W_PRESET,
+        help="seed: the original app's rule; negative-affect: fear+sad+surprise+angry combined; "
+        "custom: your own.",
+    )
+    if choice == CUSTOM:
+        new_rule = _custom_rule_widgets(current)
+        rule = new_rule if new_rule is not None else current
+    else:
+        rule = PRESETS[choice]
+        # Forget custom widget values so "custom" starts from the preset next time.
+        for key in [k for k in st.session_state if str(k).startswith(W_THR_PREFIX)]:
+            del st.session_state[key]
+        for key in (W_EMOTIONS, W_LOGIC, W_BASIS, W_SUM, W_MIN_DUR):
+            st.session_state.pop(key, None)
+    if rule.to_dict() != st.session_state.get(RULE_KEY):
+        set_rule(rule)
+    sb.caption(rule.describe())
+    if rule.description and choice != CUSTOM:
+        sb.caption(rule.description)
+    if show_save and sb.button("Save as default", key="rule_save_default"):
+        stats = st.session_state.get(STATS_KEY)
+        try:
+            saved = load_settings()
+        except SettingsError:
+            saved = Settings()
+        if isinstance(stats, dict):
+            saved = Settings(rule, **stats)
+        else:
+            saved = replace(saved, rule=rule)
+        try:
+            path = save_settings(saved)
+        except SettingsError as exc:
+            sb.error(str(exc))
+        else:
+            st.session_state.pop(SETTINGS_ERROR_KEY, None)
+            sb.success(f"Saved as default in {path}")
+    return rule
+
+
+def stats_sidebar() -> BootstrapConfig:
+    """Bootstrap settings (replicates, block length, interval level) in a sidebar expander."""
+    saved = _saved_settings()
+    _seed_widget(W_NBOOT, int(saved.n_boot))
+    _seed_widget(W_BLOCK, float(saved.block_s))
+    conf_options = [0.8, 0.9, 0.95, 0.99]
+    _seed_widget(W_CONF, saved.confidence if saved.confidence in conf_options else 0.95)
+    _seed_widget(W_AUTO, float(saved.auto_block_factor))
+    with st.sidebar.expander("Statistics settings"):
+        n_boot = st.number_input(
+            "Bootstrap replicates / permutations",
+            min_value=50,
+            max_value=10000,
+            step=50,
+            key=W_NBOOT,
+        )
+        block_s = st.number_input(
+            "Block length (s)",
+            min_value=0.1,
+            max_value=60.0,
+            step=0.5,
+            key=W_BLOCK,
+            help="Time windows kept intact when resampling; frames of video are strongly "
+            "correlated, so resampling single frames would give falsely narrow intervals.",
+        )
+        confidence = st.select_slider("Interval level", options=conf_options, key=W_CONF)
+        auto = st.number_input(
+            "Lengthen blocks to N autocorrelation times (0 = off)",
+            min_value=0.0,
+            max_value=20.0,
+            step=1.0,
+            key=W_AUTO,
+            help="Blocks at least this many integrated autocorrelation times of the data long, "
+            "so neighbouring blocks are nearly independent and intervals/p-values are honest. "
+            "Lower values give more blocks (more power) but can overstate certainty.",
+        )
+    values = {
+        "n_boot": int(n_boot),
+        "block_s": float(block_s),
+        "confidence": float(confidence),
+        "auto_block_factor": float(auto),
+    }
+    st.session_state[STATS_KEY] = values
+    return BootstrapConfig(**values)  # type: ignore[arg-type]
+
+
+def read_uploaded_session(name: str, data: bytes, max_bytes: int | None = None) -> Session:
+    """Parse an uploaded frames CSV; SessionError naming the file for any problem (incl. size).
+
+    max_bytes defaults to MAX_UPLOAD_BYTES (read at call time).
+    """
+    max_bytes = MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
+    if len(data) > max_bytes:
+        raise SessionError(
+            f"{name}: file is {len(data) / 1e6:.1f} MB, over the {max_bytes / 1024 / 1024:.0f} "
+            "MB upload limit"
+        )
+    return load_session_csv(io.BytesIO(data), name)
+
+
+def render_verdict(result: NervousnessResult, container: Any = None) -> None:
+    """Verdict, summary, reasons and the disclaimer (shared look for both pages)."""
+    c = container if container is not None else st
+    c.markdown(f"**Nervousness indicator (heuristic):** {VERDICT_ICONS[result.verdict]}")
+    c.caption(result.summary)
+    if result.reasons:
+        c.markdown("\n".join(f"- {r.text}" for r in result.reasons))
+    c.caption(f"⚠️ {result.disclaimer} See README.md, section 'Responsible use'.")
+
+
+def settings_file_hint() -> str:
+    """Where "Save as default" writes (for captions)."""
+    return str(settings_path())
