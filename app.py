@@ -6,11 +6,49 @@ from __future__ import annotations
 # load it before any page can import TensorFlow.
 import pylibsrtp  # noqa: F401  isort: skip
 
+import os
+from pathlib import Path
+
 import streamlit as st
+
+from emotion_core import __version__
+from emotion_core.registry import ModelError, default_model_name, list_models, read_card
 
 st.set_page_config(page_title="Emotion analytics", page_icon="🙂")
 st.title("Emotion analytics")
+st.caption(f"version {__version__}")
 st.markdown(
-    "- **Live**: analyse the webcam and record an interview session (with consent).\n"
-    "- **Analysis**: statistics, comparisons and reports of recorded sessions."
+    "Recognises facial expressions in a webcam stream or a recorded video with our own CNN, "
+    "records interview sessions (with consent) and turns them into statistics with honest "
+    "uncertainty, including a configurable, heuristic *nervousness indicator*."
+)
+
+st.page_link("pages/1_Live.py", label="Live: analyse the webcam and record a session", icon="🎥")
+st.page_link("pages/2_Analysis.py", label="Analysis: statistics, comparisons, reports", icon="📊")
+st.page_link("pages/3_Training.py", label="Training: train, evaluate, activate", icon="🧠")
+
+st.subheader("Active model")
+models_dir = Path(os.environ.get("EMOTION_MODELS_DIR", Path(__file__).parent / "models"))
+try:
+    card = read_card(default_model_name(models_dir), models_dir)
+except ModelError as exc:
+    st.error(f"No usable default model: {exc}")
+else:
+    cols = st.columns(4)
+    cols[0].metric("Model", card.name)
+    cols[1].metric("Val. accuracy", f"{card.val_accuracy:.1%}" if card.val_accuracy else "n/a")
+    cols[2].metric("Macro-F1", f"{card.val_macro_f1:.3f}" if card.val_macro_f1 else "n/a")
+    cols[3].metric("CPU ms/face", f"{card.cpu_ms_per_face}" if card.cpu_ms_per_face else "n/a")
+    st.caption(
+        f"Architecture {card.arch}, {card.params:,} parameters, trained on {card.training_data} "
+        f"({card.training_split}; validated on {card.validation_split}). "
+        f"{len(list_models(models_dir))} model(s) in the registry."
+    )
+
+st.warning(
+    "**Responsible use.** Facial expressions are not reliable indicators of inner states, and "
+    "the nervousness indicator is a heuristic, not a measurement of anxiety and not a hiring "
+    "signal. Emotion recognition in workplaces and education is prohibited in the EU (AI Act "
+    "Art. 5(1)(f)). Record people only with their informed consent. See README.md, section "
+    "'Responsible use'."
 )

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,15 +133,24 @@ def validate_dataset(
             continue
         loaded[role] = dataset
         counts[dataset.split] = dataset.class_counts()
+        skipped_classes: dict[str, int] = {}
         for key, n in dataset.skipped.items():
             if key.startswith("class:"):
-                unknown[key.removeprefix("class:")] = unknown.get(key.removeprefix("class:"), 0) + n
+                name = key.removeprefix("class:")
+                skipped_classes[name] = n
+                unknown[name] = unknown.get(name, 0) + n
             elif key == "undecodable":
                 undecodable += n
                 warnings.append(
                     f"{n} {role} image(s) could not be decoded (corrupt or not an image) "
                     "and will be skipped."
                 )
+        if skipped_classes:
+            listed = ", ".join(f"{k!r} ({n} images)" for k, n in sorted(skipped_classes.items()))
+            warnings.append(
+                f"Unknown class folders skipped in the {role} split: {listed}. "
+                f"Known classes: {', '.join(CLASSES)}."
+            )
         low = {c: n for c, n in dataset.class_counts().items() if n < min_per_class}
         if low:
             listed = ", ".join(f"{c} ({n})" for c, n in low.items())
@@ -149,11 +158,6 @@ def validate_dataset(
                 f"Few {role} images (< {min_per_class}) in: {listed}. "
                 "The model will hardly learn (or be measured on) these classes."
             )
-    if unknown:
-        listed = ", ".join(f"{name!r} ({n} images)" for name, n in sorted(unknown.items()))
-        warnings.append(
-            f"Unknown class folders skipped: {listed}. Known classes: {', '.join(CLASSES)}."
-        )
     train, val = loaded.get("training"), loaded.get("validation")
     if train is not None and val is not None and _same_images(train.images, val.images):
         warnings.append(
@@ -467,8 +471,9 @@ class TrainingJobRunner:
             self._refuse_if_busy(force)
             return self._launch(run_dir, config, resume=False)
 
-    def resume(self, run_id: str, force: bool = False) -> RunHandle:
-        """Relaunch a cancelled/interrupted/failed run with --resume in the same folder."""
+    def resume(self, run_id: str, force: bool = False, epochs: int | None = None) -> RunHandle:
+        """Relaunch a cancelled/interrupted/failed run with --resume in the same folder
+        (optionally with a new total number of epochs)."""
         info = self.info(run_id)
         if info.state not in RESUMABLE_STATES:
             raise JobError(
@@ -481,6 +486,8 @@ class TrainingJobRunner:
         if not saved:
             raise JobError(f"run {run_id!r} has no launch.json or hparams.json to resume from")
         config = config_from_dict(saved)
+        if epochs is not None:
+            config = replace(config, epochs=epochs)
         with self._start_lock():
             self._refuse_if_busy(force)
             return self._launch(info.path, config, resume=True)

@@ -24,7 +24,6 @@ except ImportError:  # streamlit-webrtc not installed: nothing to protect
     pass
 
 import os  # isort: skip
-import time
 from typing import Any
 
 import altair as alt
@@ -53,13 +52,6 @@ RUN_KEY = "train_run"
 PENDING_RUN_KEY = "train_pending_run"
 FLASH_KEY = "train_flash"
 SUMMARY_KEY = "train_dataset_summary"
-STATE_LABELS = {
-    "running": "🔄 running",
-    "finished": "✅ finished",
-    "failed": "❌ failed",
-    "cancelled": "⏹ cancelled",
-    "interrupted": "⚠️ interrupted",
-}
 
 
 def models_dir() -> Path:
@@ -123,16 +115,16 @@ def show_flash() -> None:
 def curves_chart(metrics: pd.DataFrame, metric: str) -> alt.Chart:
     """Train and validation `metric` ('loss' or 'accuracy') per epoch."""
     cols = [c for c in (metric, f"val_{metric}") if c in metrics.columns]
-    long = metrics.melt(id_vars=["epoch"], value_vars=cols, var_name="series", value_name=metric)
+    long = metrics.melt(id_vars=["epoch"], value_vars=cols, var_name="series", value_name="value")
     long["split"] = long["series"].map(lambda s: "validation" if s.startswith("val_") else "train")
     return (
         alt.Chart(long.dropna(), title=metric.capitalize())
         .mark_line(point=True)
         .encode(
-            x=alt.X("epoch:Q", title="epoch"),
-            y=alt.Y(f"{metric}:Q", title=metric, scale=alt.Scale(zero=False)),
+            x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(format="d", tickMinStep=1)),
+            y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
             color=alt.Color("split:N", title=None),
-            tooltip=["epoch:Q", "split:N", alt.Tooltip(f"{metric}:Q", format=".4f")],
+            tooltip=["epoch:Q", "split:N", alt.Tooltip("value:Q", title=metric, format=".4f")],
         )
         .properties(height=220)
     )
@@ -256,7 +248,7 @@ def show_card(card: ModelCard) -> None:
     acc = f"{card.val_accuracy:.1%}" if card.val_accuracy is not None else "—"
     f1 = f"{card.val_macro_f1:.3f}" if card.val_macro_f1 is not None else "—"
     c1, c2 = st.columns(2)
-    c1.metric("Validation accuracy", acc)
+    c1.metric("Accuracy", acc)
     c2.metric("Macro-F1", f1)
     st.caption(
         f"**{card.name}** · {card.arch} · {card.params:,} parameters · {card.epochs} epochs"
@@ -270,7 +262,7 @@ def show_card(card: ModelCard) -> None:
 
 def show_evaluation(evaluation: dict[str, Any]) -> None:
     c1, c2, c3 = st.columns(3)
-    c1.metric("Validation accuracy", f"{evaluation.get('accuracy', 0.0):.1%}")
+    c1.metric("Accuracy", f"{evaluation.get('accuracy', 0.0):.1%}")
     c2.metric("Macro-F1", f"{evaluation.get('macro_f1', 0.0):.3f}")
     c3.metric("Images", f"{evaluation.get('n', 0):,}")
     per_class = evaluation.get("per_class") or {}
@@ -284,7 +276,7 @@ def show_evaluation(evaluation: dict[str, Any]) -> None:
 
 
 def state_banner(info: RunInfo) -> None:
-    head = f"Run **{info.run_id}** {STATE_LABELS.get(info.state, info.state)}"
+    head = f"Run **{info.run_id}** {info.state}"
     head += f" after {info.epoch}/{info.epochs} epochs." if info.epochs else "."
     if info.state == "finished":
         st.success(head)
@@ -337,8 +329,10 @@ def ended_panel(progress: RunProgress, busy: RunInfo | None) -> None:
         st.caption("No best.keras checkpoint: nothing to activate.")
         return
     st.markdown("#### Activate")
-    st.caption("Registers this run's best checkpoint (batch norm folded, temperature calibrated) "
-               "under a new name and makes it the default model; the Live page switches to it.")
+    st.caption(
+        "Registers this run's best checkpoint (batch norm folded, temperature calibrated) "
+        "under a new name and makes it the default model; the Live page switches to it."
+    )
     name = st.text_input("Model name", value=_suggest_name(info), key="train_activate_name",
                          help="Letters, digits, '_', '.', '-'; must not exist yet.")  # fmt: skip
     if st.button("Activate as default model", key="train_activate", type="primary"):
@@ -456,7 +450,7 @@ def new_run_form(busy: RunInfo | None) -> None:
 
 def main() -> None:
     st.title("Training")
-    st.caption(device().summary)
+    device_slot = st.empty()  # filled last: the first check imports TensorFlow (seconds)
     show_flash()
     jobs = runner()
     runs = jobs.list_runs()
@@ -472,7 +466,7 @@ def main() -> None:
             st.session_state[RUN_KEY] = (busy or runs[0]).run_id
         run_id = st.selectbox(
             "Run", list(by_id), key=RUN_KEY,
-            format_func=lambda rid: f"{rid} — {STATE_LABELS.get(by_id[rid].state, '')}",
+            format_func=lambda rid: f"{rid} — {by_id[rid].state}",
         )  # fmt: skip
         info = by_id[run_id]
         if info.running:
@@ -489,6 +483,7 @@ def main() -> None:
 
     st.subheader("New training run")
     new_run_form(busy)
+    device_slot.caption(device().summary)
 
 
 main()

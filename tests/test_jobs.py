@@ -1,0 +1,264 @@
+"""emotion_core.jobs without Streamlit: real `python -m emotion_core.train` processes (arch
+"tiny") on a synthetic class-folder dataset in a temporary models dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from emotion_core import jobs, registry
+from emotion_core.classes import CLASSES
+from emotion_core.jobs import JobError, TrainingJobRunner, validate_dataset
+from emotion_core.registry import ModelCard, ModelError
+from emotion_core.train import TrainConfig, parse_args
+
+pytestmark = pytest.mark.slow
+
+
+def write_dataset(root: Path, per_class: int = 10, classes: tuple[str, ...] = CLASSES) -> Path:
+    """48x48 PNGs in root/train/<class>/ and root/val/<class>/ (brightness depends on class)."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for i, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(per_class):
+                image = (rng.random((48, 48)) * 60 + 20 + 25 * (i % 7)).astype(np.uint8)
+                cv2.imwrite(str(folder / f"{k}.png"), image)
+    return root
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 120.0, poll_s: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+def metrics_epochs(run_dir: Path) -> list[int]:
+    return [int(e) for e in jobs.read_metrics(run_dir / "metrics.csv")["epoch"]]
+
+
+def tiny(data: Path, **kwargs: Any) -> TrainConfig:
+    base = TrainConfig(data=str(data), arch="tiny", epochs=2, batch_size=16, patience=0,
+                       augment=False, warmup_epochs=0)  # fmt: skip
+    return replace(base, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftover_jobs() -> Iterator[None]:
+    """Never leave a training process behind when a test fails half-way."""
+    yield
+    for proc in list(jobs._PROCS.values()):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    jobs._reap()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> tuple[Path, str, list]:
+    """One finished 2-epoch run: (models dir, run id, states seen while polling)."""
+    models = tmp_path_factory.mktemp("models")
+    runner = TrainingJobRunner(models / "runs")
+    handle = runner.start(tiny(dataset), run_id="done")
+    seen: list[tuple[str, int]] = []
+
+    def ended() -> bool:
+        info = runner.info(handle.run_id)
+        seen.append((info.state, info.epoch))
+        return not info.running
+
+    wait_for(ended, 180)
+    return models, handle.run_id, seen
+
+
+# ---------------------------------------------------------------- no processes
+
+
+def test_validate_dataset_counts_and_problems(tmp_path: Path, dataset: Path) -> None:
+    good = validate_dataset(dataset)
+    assert good.ok and not good.problems
+    assert good.counts["Training"] == {c: 10 for c in CLASSES}
+    assert good.total("PublicTest") == 70
+    assert list(good.table().loc["total"]) == [70, 70]
+
+    assert "no such file or folder" in validate_dataset(tmp_path / "nope").errors[0]
+    assert validate_dataset("  ").errors == ("No dataset path given.",)
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    empty = validate_dataset(tmp_path / "empty")
+    assert not empty.ok and "No usable training images" in empty.errors[0]
+
+    odd = write_dataset(tmp_path / "odd", per_class=3, classes=("happy", "sad", "contempt"))
+    (odd / "train" / "happy" / "broken.png").write_bytes(b"not a png")
+    summary = validate_dataset(odd)
+    assert summary.ok  # warnings only
+    text = " ".join(summary.warnings)
+    assert "'contempt' (3 images)" in text and summary.unknown_classes == {"contempt": 6}
+    assert summary.undecodable == 1 and "could not be decoded" in text
+    assert "Few training images (< 10)" in text and "angry (0)" in text
+
+    flat = write_dataset(tmp_path / "flat")
+    for child in (flat / "train").iterdir():
+        child.rename(flat / child.name)
+    for split in ("train", "val"):
+        shutil.rmtree(flat / split)
+    assert any("same images" in w for w in validate_dataset(flat).warnings)
+
+
+def test_config_round_trips_through_the_cli(tmp_path: Path) -> None:
+    config = TrainConfig(
+        data="/d", arch="vgg-s", epochs=7, batch_size=32, learning_rate=0.003, optimizer="adamw",
+        class_weighting=True, augment=False, init_model="/m.keras", max_train_samples=50,
+        time_budget_s=60.0,
+    )  # fmt: skip
+    parsed, out, resume, *_ = parse_args([*jobs.config_to_args(config), "--out", str(tmp_path)])
+    assert parsed == config and out == tmp_path and not resume
+    assert jobs.config_from_dict(json.loads(json.dumps(config.__dict__))) == config
+
+
+def test_dead_running_status_is_interrupted(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    run = tmp_path / "runs" / "old"
+    run.mkdir(parents=True)
+    status = {
+        "kind": "epoch", "state": "running", "epoch": 3, "epochs": 10, "batch": 5, "steps": 5,
+        "metrics": {"val_accuracy": 0.4}, "eta_s": 50, "pid": proc.pid,
+    }  # fmt: skip
+    (run / "status.json").write_text(json.dumps(status))
+    (run / "stdout.log").write_text("[epoch] epoch 3/10\n")
+    runner = TrainingJobRunner(tmp_path / "runs")
+    info = runner.info("old")
+    assert info.state == "interrupted" and info.resumable and info.eta_s is None
+    assert "stopped without finishing" in info.message and "[epoch] epoch 3/10" in info.message
+    assert runner.running_job() is None
+    with pytest.raises(JobError, match="not running"):
+        runner.cancel("old")
+    with pytest.raises(JobError, match="invalid run id"):
+        runner.info("../x")
+
+
+# ---------------------------------------------------------------- real training processes
+
+
+def test_start_progress_finished_with_evaluation(finished: tuple[Path, str, list]) -> None:
+    models, run_id, seen = finished
+    runner = TrainingJobRunner(models / "runs")
+    assert ("running", 0) in seen  # the job was visible as running before it ended
+    info = runner.info(run_id)
+    assert info.state == "finished" and info.progress == 1.0 and info.epoch == 2
+    progress = runner.read_progress(run_id)
+    assert list(progress.metrics["epoch"]) == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(progress.metrics.columns)
+    assert progress.evaluation is not None and progress.evaluation["n"] == 70
+    assert "[epoch] epoch 2/2" in progress.log_tail
+    assert progress.hparams is not None and progress.hparams["arch"] == "tiny"
+    assert [r.run_id for r in runner.list_runs()] == [run_id]
+    assert runner.running_job() is None
+    with pytest.raises(JobError, match="finished"):
+        runner.resume(run_id)
+    with pytest.raises(JobError, match="already exists"):
+        runner.start(tiny(Path(progress.hparams["data"])), run_id=run_id)
+
+
+def test_one_job_at_a_time_cancel_resume_and_crash(tmp_path: Path, dataset: Path) -> None:
+    runner = TrainingJobRunner(tmp_path / "models" / "runs")
+    long = runner.start(tiny(dataset, epochs=500, batch_size=2), run_id="long")
+    wait_for(lambda: metrics_epochs(long.run_dir), 120)  # at least one epoch done
+    assert runner.running_job() is not None and runner.running_job().run_id == "long"
+    assert (runner.runs_dir / jobs.LOCK_FILE).exists()
+    with pytest.raises(JobError, match="still running"):
+        runner.start(tiny(dataset))
+    with pytest.raises(JobError, match="still running"):
+        runner.activate("long", "m1")
+    # force: a second job may start (this one fails at once: its data path does not exist)
+    runner.start(tiny(tmp_path / "no-such-data"), run_id="bad", force=True)
+
+    runner.cancel("long")
+    info = runner.wait("long", 120)
+    assert info.state == "cancelled" and info.resumable
+    assert (long.run_dir / "last.keras").exists()
+    stopped_at = max(metrics_epochs(long.run_dir))
+    assert stopped_at < 500
+
+    failed = runner.wait("bad", 120)
+    assert failed.state == "failed" and "no-such-data" in failed.message
+
+    runner.resume("long")
+    wait_for(lambda: max(metrics_epochs(long.run_dir)) >= stopped_at + 2, 120)
+    epochs = metrics_epochs(long.run_dir)
+    assert epochs == list(range(1, len(epochs) + 1))  # continued, not restarted
+    assert json.loads((long.run_dir / "launch.json").read_text())["launches"] == 2
+
+    os.kill(runner.info("long").pid or 0, signal.SIGKILL)  # a crash (like the OOM killer)
+    crashed = runner.wait("long", 60)
+    assert crashed.state == "failed" and crashed.resumable
+    assert "SIGKILL" in crashed.message and "Last output" in crashed.message
+    assert not (runner.runs_dir / jobs.LOCK_FILE).exists()
+
+
+def test_activate_switches_default_and_bad_names_change_nothing(
+    finished: tuple[Path, str, list], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models, run_id, _ = finished
+    best = models / "runs" / run_id / "best.keras"
+    registry.register_model(best, ModelCard(name="old-default", arch="tiny"), models, True)
+    version = registry.registry_version(models)
+    runner = TrainingJobRunner(models / "runs")
+
+    for bad in ("bad name!", "../evil", "old-default", ""):
+        with pytest.raises(ModelError):
+            runner.activate(run_id, bad)
+    assert registry.default_model_name(models) == "old-default"
+    assert registry.registry_version(models) == version
+
+    def publish_then_fail(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
+        registry.register_model(best, ModelCard(name=name, arch="tiny"), kwargs["models_dir"],
+                                make_default=True)  # fmt: skip
+        raise RuntimeError("calibration exploded")
+
+    monkeypatch.setattr(jobs, "_publish_run", lambda: publish_then_fail)
+    with pytest.raises(JobError, match="calibration exploded"):
+        runner.activate(run_id, "half-done")
+    assert registry.default_model_name(models) == "old-default"
+    assert not (models / "half-done.keras").exists() and not (models / "half-done.json").exists()
+    monkeypatch.undo()
+
+    card = runner.activate(run_id, "new-model")
+    assert registry.default_model_name(models) == "new-model"
+    assert card.name == "new-model" and card.arch == "tiny" and card.val_accuracy is not None
+    assert registry.read_card("new-model", models).val_accuracy == card.val_accuracy
+    assert {c.name for c in registry.list_models(models)} == {"old-default", "new-model"}
+    with pytest.raises(ModelError, match="already exists"):
+        runner.activate(run_id, "new-model")
+    assert registry.default_model_name(models) == "new-model"
+
+
+def test_plain_card_from_run_files(finished: tuple[Path, str, list]) -> None:
+    models, run_id, _ = finished
+    card = TrainingJobRunner(models / "runs").card_for_run(run_id, "plain")
+    assert card.arch == "tiny" and card.epochs == 2 and card.params > 0
+    assert card.val_accuracy is not None and set(card.per_class) == set(CLASSES)
+    assert card.training_time_s is not None and "done" in card.notes

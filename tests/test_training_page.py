@@ -1,0 +1,227 @@
+"""pages/3_Training.py under streamlit's AppTest, with models (and runs) in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from emotion_core import jobs, registry
+from emotion_core.classes import CLASSES
+from emotion_core.evaluate import report_from_probs
+from emotion_core.registry import ModelCard
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "3_Training.py")
+pytestmark = pytest.mark.slow
+
+
+def write_dataset(root: Path, per_class: int = 10, classes: tuple[str, ...] = CLASSES) -> Path:
+    """48x48 PNGs in root/train/<class>/ and root/val/<class>/."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for i, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(per_class):
+                image = (rng.random((48, 48)) * 60 + 20 + 25 * (i % 7)).astype(np.uint8)
+                cv2.imwrite(str(folder / f"{k}.png"), image)
+    return root
+
+
+def save_tiny_model(path: Path) -> Path:
+    from emotion_core.zoo import make_tiny_model
+
+    make_tiny_model().save(path)
+    return path
+
+
+def write_run(runs: Path, run_id: str, status: dict[str, Any], data: Path,
+              model: Path | None = None) -> Path:  # fmt: skip
+    """A run folder as train.py leaves it (without running training)."""
+    run = runs / run_id
+    run.mkdir(parents=True)
+    hparams = {"data": str(data), "arch": "tiny", "epochs": 2, "params": 79,
+               "classes": list(CLASSES), "command": "python -m emotion_core.train"}  # fmt: skip
+    (run / "hparams.json").write_text(json.dumps(hparams))
+    (run / "status.json").write_text(json.dumps({"epochs": 2, "metrics": {}, **status}))
+    (run / "metrics.csv").write_text(
+        "epoch,loss,accuracy,val_loss,val_accuracy,lr,elapsed_s\n"
+        "1,1.9,0.20,1.8,0.25,0.01,3.0\n2,1.7,0.30,1.7,0.35,0.01,6.0\n"
+    )
+    (run / "resume.json").write_text(json.dumps({"epoch": 2, "best": 0.35, "elapsed_s": 6.0}))
+    (run / "stdout.log").write_text("[epoch] epoch 2/2 accuracy=0.3000\n")
+    if model is not None:
+        (run / "best.keras").write_bytes(model.read_bytes())
+        labels = np.arange(70) % 7
+        probs = np.random.default_rng(1).dirichlet(np.ones(7), 70)
+        (run / "eval.json").write_text(json.dumps(report_from_probs(probs, labels)))
+    return run
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setenv("EMOTION_MODELS_DIR", str(models))
+    model = save_tiny_model(tmp_path / "tiny.keras")
+    registry.register_model(
+        model, ModelCard(name="old-default", arch="tiny", val_accuracy=0.5), models, True
+    )
+    yield {"models": models, "runs": models / "runs", "data": write_dataset(tmp_path / "data"),
+           "model": model, "tmp": tmp_path}  # fmt: skip
+    for proc in list(jobs._PROCS.values()):  # never leave a training process behind
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    jobs._reap()
+
+
+def run_page(at: AppTest | None = None) -> AppTest:
+    if at is None:  # NOTE: not `at or ...`: an AppTest that has not run yet is falsy
+        at = AppTest.from_file(PAGE, default_timeout=90)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest, kind: str) -> str:
+    return "\n".join(str(e.value) for e in getattr(at, kind))
+
+
+def charts(at: AppTest) -> list[Any]:
+    return list(at.get("arrow_vega_lite_chart")) + list(at.get("vega_lite_chart"))
+
+
+def check(at: AppTest, path: Path | str) -> AppTest:
+    at.text_input(key="train_data").set_value(str(path))
+    at.button(key="train_check").click()
+    return run_page(at)
+
+
+def test_dataset_check_good_and_bad(env: dict[str, Any]) -> None:
+    at = run_page()
+    assert "No training runs yet" in texts(at, "info")
+    assert "training runs on the CPU" in texts(at, "caption") or "GPU" in texts(at, "caption")
+    assert {"tiny", "fer-fast"} <= set(at.selectbox(key="train_arch").options)
+
+    check(at, env["tmp"] / "missing")
+    assert "no such file or folder" in texts(at, "error")
+    (env["tmp"] / "empty" / "train").mkdir(parents=True)
+    check(at, env["tmp"] / "empty")
+    assert "No usable training images" in texts(at, "error")
+    at.button(key="train_start").click()
+    run_page(at)
+    assert "Training not started" in texts(at, "error")
+    assert not env["runs"].exists() or not any(env["runs"].iterdir())
+
+    odd = write_dataset(env["tmp"] / "odd", per_class=3, classes=("happy", "sad", "contempt"))
+    (odd / "train" / "sad" / "corrupt.png").write_bytes(b"\x89PNG broken")
+    check(at, odd)
+    warnings = texts(at, "warning")
+    assert "'contempt'" in warnings and "could not be decoded" in warnings
+    assert "Few training images" in warnings and not at.error
+
+    check(at, env["data"])
+    assert "Dataset OK" in texts(at, "success") and not at.error and not at.warning
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["Training", "PublicTest"]
+    assert table.loc["happy", "Training"] == 10
+
+
+def test_start_watch_reattach_and_cancel(env: dict[str, Any]) -> None:
+    at = run_page()
+    at.text_input(key="train_data").set_value(str(env["data"]))
+    at.selectbox(key="train_arch").set_value("tiny")
+    at.number_input(key="train_epochs").set_value(500)
+    at.selectbox(key="train_batch").set_value(16)
+    at.checkbox(key="train_augment").uncheck()
+    at.button(key="train_start").click()
+    run_page(at)
+    assert "Started run" in texts(at, "success")
+    run_id = at.selectbox(key="train_run").value
+    assert jobs.TrainingJobRunner(env["runs"]).info(run_id).running
+    assert at.button(key="train_start").disabled  # one job at a time...
+    at.checkbox(key="train_force").check()
+    run_page(at)
+    assert not at.button(key="train_start").disabled  # ...unless confirmed
+
+    # Another tab (a fresh session) reattaches and sees the curves once an epoch is done.
+    deadline = time.monotonic() + 120
+    while True:
+        other = run_page()
+        if len(charts(other)) >= 2:
+            break
+        assert time.monotonic() < deadline, "no training curves after 120 s"
+        time.sleep(0.5)
+    assert other.selectbox(key="train_run").value == run_id
+    assert other.get("progress") and "Epoch" in str(other.get("progress")[0].proto)
+    assert "[epoch] epoch 1/500" in texts(other, "code")
+
+    other.button(key="train_cancel").click()
+    run_page(other)
+    info = jobs.TrainingJobRunner(env["runs"]).wait(run_id, 120)
+    assert info.state == "cancelled"
+    run_page(at)
+    assert "cancelled" in texts(at, "warning")
+    assert at.button(key="train_resume") is not None
+    assert registry.default_model_name(env["models"]) == "old-default"
+
+
+def test_evaluation_and_activation_switch_the_default(env: dict[str, Any]) -> None:
+    write_run(env["runs"], "done", {"kind": "end", "state": "finished"}, env["data"], env["model"])
+    at = run_page()
+    assert "finished" in texts(at, "success")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images"] == "70" and "%" in metrics["Accuracy"]
+    assert len(charts(at)) == 3  # loss, accuracy, confusion matrix
+    assert any("old-default" in c for c in texts(at, "caption").splitlines())
+    version = registry.registry_version(env["models"])
+
+    for bad in ("bad name!", "old-default"):
+        at.text_input(key="train_activate_name").set_value(bad)
+        at.button(key="train_activate").click()
+        run_page(at)
+        assert "Not activated" in texts(at, "error")
+        assert registry.default_model_name(env["models"]) == "old-default"
+    assert registry.registry_version(env["models"]) == version
+
+    at.text_input(key="train_activate_name").set_value("fresh-model")
+    at.button(key="train_activate").click()
+    run_page(at)
+    assert not at.error
+    assert "fresh-model" in texts(at, "success")
+    assert registry.default_model_name(env["models"]) == "fresh-model"
+    assert registry.registry_version(env["models"]) != version
+    assert any("fresh-model" in c for c in texts(at, "caption").splitlines())
+
+
+def test_failed_and_interrupted_runs_are_reported(env: dict[str, Any]) -> None:
+    write_run(env["runs"], "broken", {"kind": "end", "state": "failed",
+              "message": "/x/data: folder not found"}, env["data"])  # fmt: skip
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_run(env["runs"], "stopped", {"kind": "epoch", "state": "running", "epoch": 2,
+              "pid": dead.pid}, env["data"], env["model"])  # fmt: skip
+    at = run_page()
+    at.selectbox(key="train_run").set_value("broken")
+    run_page(at)
+    assert "folder not found" in texts(at, "error")
+    assert "nothing to activate" in texts(at, "caption")
+    at.selectbox(key="train_run").set_value("stopped")
+    run_page(at)
+    assert "interrupted" in texts(at, "warning") and "stopped without finishing" in texts(
+        at, "warning"
+    )
+    assert not at.button(key="train_resume").disabled
+    assert registry.default_model_name(env["models"]) == "old-default"
