@@ -21,7 +21,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -45,9 +47,10 @@ METRIC_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr")
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _TRAIN_MODULE = "emotion_core.train"
 
-# Popen objects of the jobs this process launched, by resolved run folder: polling them reaps
+# Popen objects of the jobs this process launched, by pid: polling them reaps
 # finished children (no zombies) and gives their exit code.
-_PROCS: dict[str, subprocess.Popen[bytes]] = {}
+_PROCS: dict[int, tuple[Path, subprocess.Popen[bytes]]] = {}  # pid -> (run folder, process)
+_PROCS_LOCK = threading.Lock()
 
 
 class JobError(Exception):
@@ -320,21 +323,36 @@ def _pid_alive(pid: int | None) -> bool:
     return _TRAIN_MODULE in cmdline  # otherwise the pid was reused by something else
 
 
-def _reap() -> None:
-    """Poll the children this process launched; record exit codes in exit.json."""
-    for key, proc in list(_PROCS.items()):
-        code = proc.poll()
-        if code is None:
-            continue
-        del _PROCS[key]
-        run_dir = Path(key)
+def _reap(wait_pid: int | None = None) -> None:
+    """Poll the children this process launched; record exit codes in exit.json.
+
+    wait_pid: a child that looks dead (a killed multi-threaded process shows as a zombie before
+    all its threads are gone, and only then can it be reaped): wait up to 10 s for it.
+    """
+    entry = _PROCS.get(wait_pid) if wait_pid else None
+    if entry is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            entry[1].wait(timeout=10)
+    with _PROCS_LOCK:
+        ended = [(pid, entry) for pid, entry in _PROCS.items() if entry[1].poll() is not None]
+        for pid, _ in ended:
+            del _PROCS[pid]
+    for pid, (run_dir, proc) in ended:
         with contextlib.suppress(OSError):
-            write_json_atomic(
-                run_dir / "exit.json", {"pid": proc.pid, "returncode": code, "at": time.time()}
-            )
+            if _int(_read_json(run_dir / "launch.json").get("pid")) == pid:  # not a stale launch
+                write_json_atomic(
+                    run_dir / "exit.json", {"pid": pid, "returncode": proc.returncode,
+                                            "at": time.time()}
+                )  # fmt: skip
             lock = run_dir.parent / LOCK_FILE
-            if _read_json(lock).get("pid") == proc.pid:
+            if _read_json(lock).get("pid") == pid:
                 lock.unlink(missing_ok=True)
+
+
+def launched_processes() -> list[subprocess.Popen[bytes]]:
+    """The training processes this Python process started that have not been reaped yet."""
+    with _PROCS_LOCK:
+        return [proc for _, proc in _PROCS.values()]
 
 
 def describe_exit(code: int) -> str:
@@ -548,7 +566,8 @@ class TrainingJobRunner:
                 )  # fmt: skip
             except OSError as exc:
                 raise JobError(f"cannot start {self.python}: {exc}") from exc
-        _PROCS[str(run_dir.resolve())] = proc
+        with _PROCS_LOCK:
+            _PROCS[proc.pid] = (run_dir, proc)
         launch = _read_json(run_dir / "launch.json")
         write_json_atomic(run_dir / "launch.json", {
             "run_id": run_dir.name, "pid": proc.pid, "command": command,
@@ -634,14 +653,14 @@ class TrainingJobRunner:
             state, message = "running", message if raw_state else "starting (loading data)"
         else:
             state, message = self._dead_state(path, pid)
-        epochs = _int(status.get("epochs")) or _int(config.get("epochs"))
+        epochs = (_int(status.get("epochs")) if status_current else 0) or _int(config.get("epochs"))
         done = _int(_read_json(path / "resume.json").get("epoch"))
         progress = self._progress(status if status_current else {}, state, done, epochs, config)
         epoch = max(_int(status.get("epoch")) if status_current else 0, done)
         eta = status.get("eta_s") if state == "running" and status_current else None
         started = launch.get("started_at")
         if started is None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):
                 started = min(p.stat().st_mtime for p in path.iterdir())
         return RunInfo(
             run_id=path.name, path=path, state=state, epoch=epoch, epochs=epochs,
@@ -673,6 +692,7 @@ class TrainingJobRunner:
     @staticmethod
     def _dead_state(path: Path, pid: int | None) -> tuple[str, str]:
         """State and message of a run whose process is gone without a final status."""
+        _reap(wait_pid=pid)  # it may have died a moment ago: record its exit code first
         exit_info = _read_json(path / "exit.json")
         code = exit_info.get("returncode") if _int(exit_info.get("pid")) == pid else None
         log = tail_text(path / "stdout.log", lines=15)
@@ -787,6 +807,25 @@ class TrainingJobRunner:
                 f"activating run {run_id!r} failed: {type(exc).__name__}: {exc}"
             ) from exc
         return card
+
+
+def arch_for_init_model(model_path: Path, arch: str) -> str:
+    """The architecture to record when fine-tuning a registered model whose card says `arch`.
+
+    publish_run registers the batch-norm-folded inference network when the zoo has one, while
+    its card keeps the training name (e.g. 'fer-fast'); a run fine-tuned from such a file must
+    say 'fer-fast-folded', or publishing it would try to fold it a second time.
+    """
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            config = archive.read("config.json").decode(errors="replace")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return arch
+    if arch.endswith("-folded") or "BatchNormalization" in config:
+        return arch
+    from emotion_core.zoo import ARCHITECTURES
+
+    return f"{arch}-folded" if f"{arch}-folded" in ARCHITECTURES else arch
 
 
 def _publish_run() -> Callable[..., ModelCard] | None:

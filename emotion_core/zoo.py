@@ -100,9 +100,9 @@ class FaceAugment(layers.Layer):
         }
 
 
-def make_augmentation(strength: float = 1.0) -> layers.Layer:
+def make_augmentation(strength: float = 1.0, erase_p: float = 0.5) -> layers.Layer:
     """Flip, ~10 degree rotation, 10% shift and zoom, random erasing (training only)."""
-    return FaceAugment(10.0 * strength, 0.1 * strength, 0.1 * strength, 0.5, name="augment")
+    return FaceAugment(10.0 * strength, 0.1 * strength, 0.1 * strength, erase_p, name="augment")
 
 
 def make_seed_model(
@@ -177,7 +177,8 @@ def make_fast_model(
     batch norm is folded into conv/dense weights by fold_batchnorm): same outputs, ~2x faster.
     """
     inputs = keras.Input(shape=input_shape, name="face")
-    x = make_augmentation()(inputs) if augment and not folded else inputs
+    # NOTE: a small network underfits FER-2013 under heavy regularisation, so erasing is rarer.
+    x = make_augmentation(erase_p=0.25)(inputs) if augment and not folded else inputs
     x = _conv_bn_relu(x, stem, folded)
     x = layers.MaxPooling2D(2)(x)
     for width, n_convs in zip(widths, convs_per_stage, strict=True):
@@ -185,16 +186,16 @@ def make_fast_model(
             x = _conv_bn_relu(x, width, folded)
         x = layers.MaxPooling2D(2)(x)
         if not folded:
-            x = layers.Dropout(0.1)(x)
+            x = layers.Dropout(0.05)(x)
     x = layers.Flatten()(x)
     if folded:
         x = layers.Dense(256, activation="relu")(x)
     else:
-        x = layers.Dropout(0.5)(x)
+        x = layers.Dropout(0.3)(x)
         x = layers.Dense(256, use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         x = layers.Activation("relu")(x)
-        x = layers.Dropout(0.5)(x)
+        x = layers.Dropout(0.3)(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probs", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
 

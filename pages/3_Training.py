@@ -24,6 +24,7 @@ except ImportError:  # streamlit-webrtc not installed: nothing to protect
     pass
 
 import os  # isort: skip
+import time
 from typing import Any
 
 import altair as alt
@@ -39,6 +40,7 @@ from emotion_core.jobs import (
     RunInfo,
     RunProgress,
     TrainingJobRunner,
+    arch_for_init_model,
     detect_device,
     summarize_runs,
     validate_dataset,
@@ -160,7 +162,9 @@ def confusion_chart(matrix: list[list[int]], classes: list[str]) -> alt.LayerCha
         text=alt.Text("share:Q", format=".2f"),
         color=alt.condition("datum.share > 0.5", alt.value("white"), alt.value("black")),
     )
-    return (heat + text).properties(height=320, title="Confusion matrix (rows sum to 1)")
+    return (heat + text).properties(
+        width=alt.Step(44), height=alt.Step(36), title="Confusion matrix (rows sum to 1)"
+    )
 
 
 # ---------------------------------------------------------------- dataset
@@ -261,10 +265,10 @@ def show_card(card: ModelCard) -> None:
 
 
 def show_evaluation(evaluation: dict[str, Any]) -> None:
-    c1, c2, c3 = st.columns(3)
+    c1, c2 = st.columns(2)
     c1.metric("Accuracy", f"{evaluation.get('accuracy', 0.0):.1%}")
     c2.metric("Macro-F1", f"{evaluation.get('macro_f1', 0.0):.3f}")
-    c3.metric("Images", f"{evaluation.get('n', 0):,}")
+    st.caption(f"best.keras on {evaluation.get('n', 0):,} validation images")
     per_class = evaluation.get("per_class") or {}
     if per_class:
         table = pd.DataFrame(per_class).T
@@ -273,6 +277,13 @@ def show_evaluation(evaluation: dict[str, Any]) -> None:
     if matrix:
         classes = list(evaluation.get("classes") or CLASSES)
         st.altair_chart(confusion_chart(matrix, classes), width="stretch")
+
+
+def run_label(info: RunInfo) -> str:
+    """Selectbox label: only what does not change while the page is open (widget labels can
+    stay stale in the browser; the state is shown below instead)."""
+    started = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started)) if info.started else ""
+    return f"{info.run_id} ({info.arch or '?'}{', started ' + started if started else ''})"
 
 
 def state_banner(info: RunInfo) -> None:
@@ -347,6 +358,7 @@ def ended_panel(progress: RunProgress, busy: RunInfo | None) -> None:
             acc = f"{card.val_accuracy:.1%}" if card.val_accuracy is not None else "?"
             flash("success", f"Model **{card.name}** (validation accuracy {acc}) is now the "
                              "default; the Live page uses it from now on.")  # fmt: skip
+            st.session_state.pop("train_activate_name", None)  # next time: a fresh suggestion
             st.rerun()
 
 
@@ -427,13 +439,14 @@ def new_run_form(busy: RunInfo | None) -> None:
         if not summary.ok:
             st.error("Training not started: fix the dataset problems above.")
             return
+        init_path = registry.model_path(init_card.name, models_dir()) if init_card else None
         config = TrainConfig(
             data=str(resolve_data_path(data_text)),
-            arch=init_card.arch if init_card is not None else arch,
+            arch=arch_for_init_model(init_path, init_card.arch) if init_card and init_path
+            else arch,
             epochs=epochs, batch_size=batch, learning_rate=lr, augment=augment,
             class_weighting=weighting, patience=patience, max_train_samples=max_samples,
-            init_model=str(registry.model_path(init_card.name, models_dir()))
-            if init_card is not None else "",
+            init_model=str(init_path) if init_path else "",
         )  # fmt: skip
         try:
             handle = jobs.start(config, force=force)
@@ -466,7 +479,7 @@ def main() -> None:
             st.session_state[RUN_KEY] = (busy or runs[0]).run_id
         run_id = st.selectbox(
             "Run", list(by_id), key=RUN_KEY,
-            format_func=lambda rid: f"{rid} — {by_id[rid].state}",
+            format_func=lambda rid: run_label(by_id[rid]),
         )  # fmt: skip
         info = by_id[run_id]
         if info.running:

@@ -74,7 +74,8 @@ def test_missing_split_and_missing_file(tmp_path):
 
 
 def test_folder_layout_with_synonyms_and_unknown_class(tmp_path, caplog):
-    root = synthetic_folders(tmp_path / "imgs", per_class=2, names={"angry": "Anger", "happy": "HAPPINESS"})
+    renames = {"angry": "Anger", "happy": "HAPPINESS"}
+    root = synthetic_folders(tmp_path / "imgs", per_class=2, names=renames)
     extra = root / "train" / "contempt"
     extra.mkdir()
     for i in range(3):

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -65,7 +66,7 @@ def tiny(data: Path, **kwargs: Any) -> TrainConfig:
 def _kill_leftover_jobs() -> Iterator[None]:
     """Never leave a training process behind when a test fails half-way."""
     yield
-    for proc in list(jobs._PROCS.values()):
+    for proc in jobs.launched_processes():
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
@@ -262,3 +263,14 @@ def test_plain_card_from_run_files(finished: tuple[Path, str, list]) -> None:
     assert card.arch == "tiny" and card.epochs == 2 and card.params > 0
     assert card.val_accuracy is not None and set(card.per_class) == set(CLASSES)
     assert card.training_time_s is not None and "done" in card.notes
+
+
+def test_arch_for_init_model_spots_folded_files(tmp_path: Path) -> None:
+    files = {"bn": '{"class_name": "BatchNormalization"}', "folded": '{"class_name": "Conv2D"}'}
+    for name, config in files.items():
+        with zipfile.ZipFile(tmp_path / f"{name}.keras", "w") as archive:
+            archive.writestr("config.json", config)
+    assert jobs.arch_for_init_model(tmp_path / "bn.keras", "fer-fast") == "fer-fast"
+    assert jobs.arch_for_init_model(tmp_path / "folded.keras", "fer-fast") == "fer-fast-folded"
+    assert jobs.arch_for_init_model(tmp_path / "folded.keras", "tiny") == "tiny"
+    assert jobs.arch_for_init_model(tmp_path / "missing.keras", "vgg-s") == "vgg-s"

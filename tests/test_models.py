@@ -71,8 +71,9 @@ def test_fold_batchnorm_preserves_outputs():
     for layer in trained.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             g, b, m, v = layer.get_weights()
-            layer.set_weights([rng.random(g.shape) + 0.5, rng.normal(size=b.shape),
-                               rng.normal(size=m.shape) * 0.1, rng.random(v.shape) + 0.5])  # fmt: skip
+            new = [rng.random(g.shape) + 0.5, rng.normal(size=b.shape)]
+            new += [rng.normal(size=m.shape) * 0.1, rng.random(v.shape) + 0.5]
+            layer.set_weights(new)
     folded = fold_batchnorm(trained, make_model(arch="fer-fast-folded"))
     x = rng.random((3, 48, 48, 1), dtype=np.float32)
     np.testing.assert_allclose(

@@ -80,7 +80,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, A
     )
     yield {"models": models, "runs": models / "runs", "data": write_dataset(tmp_path / "data"),
            "model": model, "tmp": tmp_path}  # fmt: skip
-    for proc in list(jobs._PROCS.values()):  # never leave a training process behind
+    for proc in jobs.launched_processes():  # never leave a training process behind
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
@@ -183,7 +183,7 @@ def test_evaluation_and_activation_switch_the_default(env: dict[str, Any]) -> No
     at = run_page()
     assert "finished" in texts(at, "success")
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Images"] == "70" and "%" in metrics["Accuracy"]
+    assert "%" in metrics["Accuracy"] and "70 validation images" in texts(at, "caption")
     assert len(charts(at)) == 3  # loss, accuracy, confusion matrix
     assert any("old-default" in c for c in texts(at, "caption").splitlines())
     version = registry.registry_version(env["models"])
@@ -225,3 +225,23 @@ def test_failed_and_interrupted_runs_are_reported(env: dict[str, Any]) -> None:
     )
     assert not at.button(key="train_resume").disabled
     assert registry.default_model_name(env["models"]) == "old-default"
+
+
+def test_fine_tune_from_a_registered_model(env: dict[str, Any]) -> None:
+    at = run_page()
+    at.text_input(key="train_data").set_value(str(env["data"]))
+    at.number_input(key="train_epochs").set_value(1)
+    at.selectbox(key="train_batch").set_value(16)
+    at.checkbox(key="train_augment").uncheck()
+    at.radio(key="train_init").set_value("a registered model (fine-tune)")
+    run_page(at)
+    assert at.selectbox(key="train_init_model").value == "old-default"
+    at.button(key="train_start").click()
+    run_page(at)
+    run_id = at.selectbox(key="train_run").value
+    launch = json.loads((env["runs"] / run_id / "launch.json").read_text())
+    assert launch["config"]["init_model"] == str((env["models"] / "old-default.keras").resolve())
+    assert launch["config"]["arch"] == "tiny" and "--init-model" in launch["command"]
+    assert jobs.TrainingJobRunner(env["runs"]).wait(run_id, 120).state == "finished"
+    run_page(at)
+    assert "finished" in texts(at, "success")
