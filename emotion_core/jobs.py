@@ -35,8 +35,9 @@ import pandas as pd
 from emotion_core import registry
 from emotion_core.classes import CLASSES
 from emotion_core.data import DataError, load_dataset
+from emotion_core.fileio import atomic_write_json
 from emotion_core.registry import ModelCard, ModelError, validate_name
-from emotion_core.train import TrainConfig, write_json_atomic
+from emotion_core.train import TrainConfig
 
 STATES: tuple[str, ...] = ("running", "finished", "failed", "cancelled", "interrupted")
 FINAL_STATES = frozenset({"finished", "failed", "cancelled"})
@@ -340,7 +341,7 @@ def _reap(wait_pid: int | None = None) -> None:
     for pid, (run_dir, proc) in ended:
         with contextlib.suppress(OSError):
             if _int(_read_json(run_dir / "launch.json").get("pid")) == pid:  # not a stale launch
-                write_json_atomic(
+                atomic_write_json(
                     run_dir / "exit.json", {"pid": pid, "returncode": proc.returncode,
                                             "at": time.time()}
                 )  # fmt: skip
@@ -569,13 +570,13 @@ class TrainingJobRunner:
         with _PROCS_LOCK:
             _PROCS[proc.pid] = (run_dir, proc)
         launch = _read_json(run_dir / "launch.json")
-        write_json_atomic(run_dir / "launch.json", {
+        atomic_write_json(run_dir / "launch.json", {
             "run_id": run_dir.name, "pid": proc.pid, "command": command,
             "config": asdict(config), "resume": resume,
             "started_at": launch.get("started_at", time.time()), "launched_at": time.time(),
             "launches": _int(launch.get("launches")) + 1,
         })  # fmt: skip
-        write_json_atomic(self.runs_dir / LOCK_FILE, {"run_id": run_dir.name, "pid": proc.pid})
+        atomic_write_json(self.runs_dir / LOCK_FILE, {"run_id": run_dir.name, "pid": proc.pid})
         return RunHandle(run_dir.name, run_dir, proc.pid, tuple(command))
 
     # ------------------------------------------------------------ watching
@@ -800,7 +801,7 @@ class TrainingJobRunner:
                 if before is None:
                     registry_file.unlink(missing_ok=True)
                 else:
-                    write_json_atomic(registry_file, json.loads(before))
+                    atomic_write_json(registry_file, json.loads(before))
             if isinstance(exc, ModelError | JobError) or not isinstance(exc, Exception):
                 raise
             raise JobError(

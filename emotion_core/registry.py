@@ -14,12 +14,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from emotion_core.classes import CLASSES
+from emotion_core.fileio import atomic_write_json
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("EMOTION_MODELS_DIR", PROJECT_ROOT / "models"))
@@ -91,20 +91,6 @@ def card_hash(card: ModelCard) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _atomic_write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def read_card(name: str, models_dir: Path | None = None) -> ModelCard:
     """Read models/<name>.json."""
     models_dir = models_dir or MODELS_DIR
@@ -166,7 +152,7 @@ def set_default(name: str, models_dir: Path | None = None) -> None:
     if not (models_dir / f"{name}.keras").exists():
         raise ModelError(f"{models_dir / name}.keras: no such model")
     read_card(name, models_dir)
-    _atomic_write_json(models_dir / REGISTRY_FILE, {"default": name})
+    atomic_write_json(models_dir / REGISTRY_FILE, {"default": name})
 
 
 def register_model(
@@ -183,7 +169,7 @@ def register_model(
         tmp = target.with_suffix(".keras.tmp")
         shutil.copyfile(keras_path, tmp)
         os.replace(tmp, target)
-    _atomic_write_json(models_dir / f"{card.name}.json", card.to_dict())
+    atomic_write_json(models_dir / f"{card.name}.json", card.to_dict())
     if make_default:
         set_default(card.name, models_dir)
     return target

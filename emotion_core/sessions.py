@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import threading
 import time
 import unicodedata
@@ -31,6 +30,7 @@ import pandas as pd
 
 from emotion_core import __version__
 from emotion_core.classes import CLASSES
+from emotion_core.fileio import atomic_write_json
 from emotion_core.registry import PROJECT_ROOT
 from emotion_core.results import FrameResult
 
@@ -86,20 +86,6 @@ def slugify(name: str) -> str:
 
 def _now_iso() -> str:
     return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
-
-
-def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temp file in the same folder, fsync it, then os.replace it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _create_session_dir(sessions_dir: Path, slug: str) -> tuple[str, Path]:
@@ -181,7 +167,7 @@ class SessionRecorder:
         self._closed = False
         self._error: str | None = None
         try:
-            _atomic_write_json(self.meta_path, self.meta)
+            atomic_write_json(self.meta_path, self.meta)
             # NOTE: kept open for the recorder's lifetime; close() closes it.
             self._fh: IO[str] = open(  # noqa: SIM115
                 self.frames_path, "a", encoding="utf-8", newline=""
@@ -295,7 +281,7 @@ class SessionRecorder:
             self.meta["ended_at"] = _now_iso()
             self.meta["complete"] = bool(complete) and first_error is None
             try:
-                _atomic_write_json(self.meta_path, self.meta)
+                atomic_write_json(self.meta_path, self.meta)
             except OSError as exc:
                 raise SessionError(
                     f"{self.meta_path}: could not finalise the session ({exc}); the rows already"

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from emotion_core.fileio import atomic_write_json
 from emotion_core.nervousness import DEFAULT_RULE, NervousnessRule, RuleError
 from emotion_core.registry import PROJECT_ROOT
 from emotion_core.stats import BootstrapConfig
@@ -112,17 +112,7 @@ def save_settings(settings: Settings, path: Path | None = None) -> Path:
     """Write settings atomically (temp file + rename); returns the path written."""
     path = Path(path) if path is not None else settings_path()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(settings.to_dict(), fh, indent=2)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_json(path, settings.to_dict())
     except OSError as exc:
         raise SettingsError(f"{path}: cannot write settings ({exc})") from exc
     return path

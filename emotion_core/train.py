@@ -28,6 +28,7 @@ import numpy as np
 
 from emotion_core.classes import CLASSES
 from emotion_core.data import DataError, Dataset, load_dataset
+from emotion_core.fileio import atomic_write_json
 from emotion_core.preprocess import preprocess_batch
 
 # ---------------------------------------------------------------- configuration
@@ -97,7 +98,7 @@ class StatusFileWriter:
             return
         self._last = now
         data = asdict(event) | {"pid": os.getpid(), "updated_at": now}
-        write_json_atomic(self.path, data)
+        atomic_write_json(self.path, data)
 
 
 class ConsoleProgress:
@@ -112,16 +113,6 @@ class ConsoleProgress:
             f"[{event.kind}] epoch {event.epoch}/{event.epochs} {metrics}{eta} {event.message}",
             flush=True,
         )
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temp file + rename so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------- data
 
 
 def load_training_data(
@@ -291,7 +282,7 @@ def _make_callbacks(
                 "elapsed_s": self._elapsed(),
             }
             _append_metrics(run_dir / "metrics.csv", row)
-            write_json_atomic(
+            atomic_write_json(
                 run_dir / "resume.json",
                 {"epoch": epoch + 1, "best": self.best, "elapsed_s": self._elapsed()},
             )
@@ -366,7 +357,7 @@ def train(
         for stale in ("metrics.csv", "resume.json", "last.keras", "best.keras", "eval.json"):
             (run_dir / stale).unlink(missing_ok=True)
         model = build_model(config, steps)
-    write_json_atomic(
+    atomic_write_json(
         run_dir / "hparams.json",
         asdict(config)
         | {
@@ -412,7 +403,7 @@ def train(
         "best_val_macro_f1": report["macro_f1"] if report else None,
     }
     if report:
-        write_json_atomic(run_dir / "eval.json", report)
+        atomic_write_json(run_dir / "eval.json", report)
     _emit_simple(
         listeners,
         "end",
@@ -551,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, ValueError, OSError) as exc:
         message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, DataError) else str(exc)
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
+        atomic_write_json(
             run_dir / "status.json",
             {
                 "kind": "end",

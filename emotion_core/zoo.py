@@ -133,6 +133,20 @@ def _conv_bn_relu(x: Any, filters: int, folded: bool = False) -> Any:
     return layers.Activation("relu")(x)
 
 
+def _dense_head(x: Any, num_classes: int, dropout: float, folded: bool = False) -> Any:
+    """Flatten -> (dropout) Dense 256 BN ReLU (dropout) -> softmax (folded: no BN/dropout)."""
+    x = layers.Flatten()(x)
+    if folded:
+        x = layers.Dense(256, activation="relu")(x)
+    else:
+        x = layers.Dropout(dropout)(x)
+        x = layers.Dense(256, use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.Dropout(dropout)(x)
+    return layers.Dense(num_classes, activation="softmax", name="probs", dtype="float32")(x)
+
+
 def make_vgg_model(
     input_shape: tuple[int, int, int] = INPUT_SHAPE,
     num_classes: int = NUM_CLASSES,
@@ -150,14 +164,7 @@ def make_vgg_model(
             x = _conv_bn_relu(x, width * 2**stage)
         x = layers.MaxPooling2D(2)(x)
         x = layers.Dropout(0.1)(x)
-    x = layers.Flatten()(x)
-    x = layers.Dropout(0.5)(x)
-    x = layers.Dense(256, use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.Activation("relu")(x)
-    x = layers.Dropout(0.5)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probs", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, _dense_head(x, num_classes, dropout=0.5), name=name)
 
 
 def make_fast_model(
@@ -187,17 +194,7 @@ def make_fast_model(
         x = layers.MaxPooling2D(2)(x)
         if not folded:
             x = layers.Dropout(0.05)(x)
-    x = layers.Flatten()(x)
-    if folded:
-        x = layers.Dense(256, activation="relu")(x)
-    else:
-        x = layers.Dropout(0.3)(x)
-        x = layers.Dense(256, use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
-        x = layers.Activation("relu")(x)
-        x = layers.Dropout(0.3)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probs", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, _dense_head(x, num_classes, 0.3, folded), name=name)
 
 
 def make_tiny_model(

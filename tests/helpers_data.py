@@ -56,3 +56,16 @@ def synthetic_folders(root: Path, per_class: int = 4, names: dict[str, str] | No
             folder.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(folder / f"{i}.png"), img)
     return root
+
+
+def write_dataset(root: Path, per_class: int = 10, classes: tuple[str, ...] = CLASSES) -> Path:
+    """48x48 PNGs in root/train/<class>/ and root/val/<class>/ (brightness depends on class)."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for i, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(per_class):
+                image = (rng.random((48, 48)) * 60 + 20 + 25 * (i % 7)).astype(np.uint8)
+                cv2.imwrite(str(folder / f"{k}.png"), image)
+    return root

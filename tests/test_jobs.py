@@ -16,9 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
+from helpers_data import write_dataset
 
 from emotion_core import jobs, registry
 from emotion_core.classes import CLASSES
@@ -27,19 +26,6 @@ from emotion_core.registry import ModelCard, ModelError
 from emotion_core.train import TrainConfig, parse_args
 
 pytestmark = pytest.mark.slow
-
-
-def write_dataset(root: Path, per_class: int = 10, classes: tuple[str, ...] = CLASSES) -> Path:
-    """48x48 PNGs in root/train/<class>/ and root/val/<class>/ (brightness depends on class)."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for i, name in enumerate(classes):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for k in range(per_class):
-                image = (rng.random((48, 48)) * 60 + 20 + 25 * (i % 7)).astype(np.uint8)
-                cv2.imwrite(str(folder / f"{k}.png"), image)
-    return root
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 120.0, poll_s: float = 0.2) -> Any:

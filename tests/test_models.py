@@ -208,14 +208,14 @@ def test_registry_round_trip_and_mismatch(tmp_path):
 
 
 def test_corrupt_model_file_is_clear(tmp_path):
+    from emotion_core.fileio import atomic_write_json
     from emotion_core.inference import load_classifier
-    from emotion_core.registry import _atomic_write_json
 
     models = tmp_path / "models"
     models.mkdir()
     (models / "junk.keras").write_bytes(b"this is not a zip")
-    _atomic_write_json(models / "junk.json", ModelCard(name="junk", arch="tiny").to_dict())
-    _atomic_write_json(models / "registry.json", {"default": "junk"})
+    atomic_write_json(models / "junk.json", ModelCard(name="junk", arch="tiny").to_dict())
+    atomic_write_json(models / "registry.json", {"default": "junk"})
     with pytest.raises(ModelError, match="junk.keras: not a loadable Keras model"):
         load_classifier(models_dir=models)
     (models / "registry.json").write_text("{oops")

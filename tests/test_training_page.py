@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
+from helpers_data import write_dataset
 from streamlit.testing.v1 import AppTest
 
 from emotion_core import jobs, registry
@@ -24,19 +24,6 @@ from emotion_core.registry import ModelCard
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "3_Training.py")
 pytestmark = pytest.mark.slow
-
-
-def write_dataset(root: Path, per_class: int = 10, classes: tuple[str, ...] = CLASSES) -> Path:
-    """48x48 PNGs in root/train/<class>/ and root/val/<class>/."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for i, name in enumerate(classes):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for k in range(per_class):
-                image = (rng.random((48, 48)) * 60 + 20 + 25 * (i % 7)).astype(np.uint8)
-                cv2.imwrite(str(folder / f"{k}.png"), image)
-    return root
 
 
 def save_tiny_model(path: Path) -> Path:
