@@ -25,6 +25,7 @@ st.markdown(
 
 st.page_link("pages/1_Live.py", label="Live: analyse the webcam and record a session", icon="🎥")
 st.page_link("pages/2_Analysis.py", label="Analysis: statistics, comparisons, reports", icon="📊")
+st.page_link("pages/4_Video.py", label="Video: analyse a recorded interview", icon="🎬")
 st.page_link("pages/3_Training.py", label="Training: train, evaluate, activate", icon="🧠")
 
 st.subheader("Active model")

@@ -60,6 +60,7 @@ from emotion_core.stats import (
 SELECT_KEY = "an_selected"
 DETAIL_KEY = "an_detail"
 MESSAGE_KEY = "an_message"
+PRESELECT_KEY = "analysis_preselect"  # a session id other pages set before switching here
 COLOR_SCALE = alt.Scale(domain=list(CLASSES), range=[CLASS_COLORS[c] for c in CLASSES])
 
 
@@ -266,7 +267,13 @@ def sessions_section(sessions_dir: Path) -> list[Loaded]:
         st.error(f"Cannot load session {info.session_id}: {info.error}")
 
     by_id = {i.session_id: i for i in ok}
-    if SELECT_KEY not in st.session_state:
+    # A session chosen elsewhere (Video page, or a ?session=ID link) is selected once.
+    preselect = st.session_state.pop(PRESELECT_KEY, None) or st.query_params.get("session")
+    if "session" in st.query_params:
+        del st.query_params["session"]
+    if preselect in by_id:
+        st.session_state[SELECT_KEY] = [preselect]
+    elif SELECT_KEY not in st.session_state:
         st.session_state[SELECT_KEY] = [ok[0].session_id] if ok else []
     else:
         st.session_state[SELECT_KEY] = [s for s in st.session_state[SELECT_KEY] if s in by_id]

@@ -1,0 +1,456 @@
+"""Video analysis page: upload a recorded interview, analyse it into a session (the same format
+as a live recording) and open it on the Analysis page.
+
+Thin by design: emotion_core.analyze_video does the work on a background thread; this page only
+collects the inputs, starts the job, polls its lock-guarded progress and shows the outcome.
+Nothing here runs st.* from the worker thread.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:  # `streamlit run` adds the root; AppTest and tools may not
+    sys.path.insert(0, str(_ROOT))
+
+# NOTE: pylibsrtp (streamlit_webrtc -> aiortc) segfaults when first imported after TensorFlow,
+# and this page loads TensorFlow (the model). A browser can open this page first (app.py does
+# not run then), so load it here too, before anything imports TF.
+try:
+    import pylibsrtp  # noqa: F401  isort: skip
+except ImportError:  # streamlit-webrtc not installed: nothing to protect
+    pass
+
+import os  # isort: skip
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+from streamlit.runtime.uploaded_file_manager import UploadedFile
+
+import ui_common
+from emotion_core import registry
+from emotion_core.analyze_video import AnalysisResult, analyze_video
+from emotion_core.detect import DetectorError
+from emotion_core.inference import EmotionClassifier, load_classifier
+from emotion_core.registry import ModelCard, ModelError
+from emotion_core.sessions import SessionError, sessions_dir_default
+from emotion_core.video import VideoError, probe_video
+
+VIDEO_TYPES = ["mp4", "avi", "mov", "webm", "mkv"]
+MAX_MB_ENV = "EMOTION_MAX_VIDEO_MB"
+DEFAULT_MAX_MB = 200
+JOB_KEY = "video_job"
+MESSAGE_KEY = "video_message"
+UPLOAD_KEY = "video_upload"
+CANDIDATE_KEY = "video_candidate"
+NOTES_KEY = "video_notes"
+CONSENT_KEY = "video_consent"
+EVERY_KEY = "video_every"
+TTA_KEY = "video_tta"
+PRESELECT_KEY = "analysis_preselect"  # read (once) by pages/2_Analysis.py
+ANALYSIS_PAGE = "pages/2_Analysis.py"
+CONSENT_LABEL = "The candidate has been told and consented"
+STORED_STATEMENT = (
+    "**What is stored:** per analysed frame, the emotion probabilities and the face box "
+    "coordinates, with timestamps, plus the candidate name, your notes, the file name, the model "
+    "and the nervousness rule used. **Never images or video:** the uploaded file is deleted once "
+    "the analysis ends. Sessions are saved as files in `{dir}`."
+)
+POLL_S = 1.0
+
+
+# ------------------------------------------------------------------------------------------
+# Settings and model
+# ------------------------------------------------------------------------------------------
+
+
+def models_dir() -> Path:
+    """$EMOTION_MODELS_DIR read now (so tests and deployments can point elsewhere)."""
+    env = os.environ.get("EMOTION_MODELS_DIR")
+    return Path(env) if env else registry.MODELS_DIR
+
+
+def max_video_mb() -> tuple[int, str | None]:
+    """The upload limit in MB ($EMOTION_MAX_VIDEO_MB, default 200, capped by the server's
+    server.maxUploadSize) and a warning when the setting could not be used as given."""
+    server_mb = int(st.get_option("server.maxUploadSize"))
+    raw = os.environ.get(MAX_MB_ENV, "").strip()
+    try:
+        wanted = int(raw) if raw else DEFAULT_MAX_MB
+        if wanted < 1:
+            raise ValueError(raw)
+    except ValueError:
+        limit = min(DEFAULT_MAX_MB, server_mb)
+        return limit, f"{MAX_MB_ENV}={raw!r} is not a positive whole number; using {limit} MB."
+    if wanted > server_mb:
+        return server_mb, (
+            f"{MAX_MB_ENV}={wanted} is above the server's upload limit; using {server_mb} MB "
+            "(raise server.maxUploadSize in .streamlit/config.toml)."
+        )
+    return wanted, None
+
+
+@st.cache_resource(show_spinner="Loading the emotion model...", max_entries=4)
+def cached_classifier(models_path: str, name: str, version: float) -> EmotionClassifier:
+    """One classifier per (models dir, model, registry version), as on the Live page."""
+    return load_classifier(name, Path(models_path))
+
+
+def check_upload(upload: UploadedFile, limit_mb: int) -> None:
+    """Raise ValueError with a sentence for the user when the upload cannot be accepted."""
+    suffix = Path(upload.name).suffix.lower().lstrip(".")
+    if suffix not in VIDEO_TYPES:
+        raise ValueError(
+            f"{upload.name}: not a supported video type (use {', '.join(VIDEO_TYPES)})."
+        )
+    if upload.size > limit_mb * 1024 * 1024:
+        raise ValueError(
+            f"{upload.name} is {upload.size / 1024 / 1024:.1f} MB, over the {limit_mb} MB upload "
+            "limit. Shorten or re-encode the video, or analyse it with "
+            "`python -m emotion_core.analyze_video`."
+        )
+    if upload.size == 0:
+        raise ValueError(f"{upload.name} is empty.")
+
+
+def safe_file_name(name: str) -> str:
+    """The upload's base name with only harmless characters (it becomes the session source)."""
+    base = re.sub(r"[^\w.\- ]", "_", Path(name).name).strip(" .")
+    return base or "video"
+
+
+# ------------------------------------------------------------------------------------------
+# The background job
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A consistent copy of a job's state for one render."""
+
+    file_name: str
+    done: int
+    total: int
+    eta_s: float
+    elapsed_s: float
+    cancelling: bool
+    finished: bool
+    result: AnalysisResult | None
+    error: str | None
+
+
+class VideoJob:
+    """One analysis running on a worker thread; kept in st.session_state.
+
+    # NOTE: the worker writes progress and the outcome under the lock; the script thread only
+    # reads JobView copies and sets `cancel`. The worker never calls st.*.
+    """
+
+    def __init__(self, file_name: str, video_path: Path) -> None:
+        self.file_name = file_name
+        self.video_path = video_path
+        self.cancel = threading.Event()
+        self.thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._ended: float | None = None
+        self._done = 0
+        self._total = 0
+        self._eta_s = 0.0
+        self._result: AnalysisResult | None = None
+        self._error: str | None = None
+
+    def report(self, done: int, total: int, eta_s: float) -> None:
+        """analyze_video's progress callback (worker thread)."""
+        with self._lock:
+            self._done, self._total, self._eta_s = done, total, eta_s
+
+    def finish(self, result: AnalysisResult | None = None, error: str | None = None) -> None:
+        """Record the outcome (worker thread)."""
+        with self._lock:
+            self._result, self._error = result, error
+            self._ended = time.monotonic()
+
+    def view(self) -> JobView:
+        with self._lock:
+            end = self._ended if self._ended is not None else time.monotonic()
+            return JobView(
+                file_name=self.file_name,
+                done=self._done,
+                total=self._total,
+                eta_s=self._eta_s,
+                elapsed_s=end - self._started,
+                cancelling=self.cancel.is_set(),
+                finished=self._ended is not None,
+                result=self._result,
+                error=self._error,
+            )
+
+    def _user_text(self, text: str) -> str:
+        """Messages name the temporary copy; show the uploaded file's name instead."""
+        return text.replace(str(self.video_path), self.file_name)
+
+    def run(self, **kwargs: Any) -> None:
+        """Thread body: analyse, record the outcome, delete the temporary copy."""
+        try:
+            self.report(0, probe_video(self.video_path).frame_count, 0.0)  # the bar's length
+            result = analyze_video(
+                self.video_path, progress=self.report, cancel=self.cancel, **kwargs
+            )
+            self.finish(result=replace(result, message=self._user_text(result.message)))
+        except VideoError as exc:
+            self.finish(error=f"Could not analyse the video - {self._user_text(str(exc))}")
+        except ModelError as exc:
+            self.finish(error=f"The emotion model could not be used: {exc}")
+        except DetectorError as exc:
+            self.finish(error=f"The face detector could not be started: {exc}")
+        except (SessionError, OSError) as exc:
+            self.finish(error=f"The session could not be saved: {self._user_text(str(exc))}")
+        except Exception as exc:  # noqa: BLE001  shown to the user instead of a dead thread
+            self.finish(
+                error=f"The analysis failed unexpectedly ({type(exc).__name__}: "
+                f"{self._user_text(str(exc))}). Any frames analysed before the failure were kept "
+                "in a session marked incomplete."
+            )
+        finally:
+            shutil.rmtree(self.video_path.parent, ignore_errors=True)
+
+
+def start_job(
+    upload: UploadedFile,
+    classifier: EmotionClassifier,
+    candidate: str,
+    notes: str,
+    every: int,
+    tta: bool,
+    thresholds: dict[str, Any],
+) -> VideoJob:
+    """Copy the upload to a temporary file and start analysing it on a worker thread."""
+    name = safe_file_name(upload.name)
+    folder = Path(tempfile.mkdtemp(prefix="emotion-video-"))
+    path = folder / name
+    try:
+        upload.seek(0)
+        with path.open("wb") as out:
+            shutil.copyfileobj(upload, out, length=8 * 1024 * 1024)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    job = VideoJob(name, path)
+    kwargs = {
+        "sessions_dir": sessions_dir_default(),
+        "candidate": candidate.strip() or Path(name).stem,
+        "every": every,
+        "tta": tta,
+        "classifier": classifier,
+        "notes": notes,
+        "thresholds": thresholds,
+    }
+    # NOTE: a daemon thread: the Streamlit script reruns constantly and must not own the loop;
+    # the job lives in session_state and the page polls it.
+    job.thread = threading.Thread(target=job.run, kwargs=kwargs, name="video-job", daemon=True)
+    job.thread.start()
+    return job
+
+
+# ------------------------------------------------------------------------------------------
+# Rendering
+# ------------------------------------------------------------------------------------------
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+@st.fragment(run_every=POLL_S)
+def progress_panel() -> None:
+    """Progress bar, ETA and Cancel while the job runs.
+
+    # NOTE: a fragment re-run every POLL_S seconds by the browser (only while it is rendered,
+    # i.e. while a job runs); when the job has ended it asks for one full rerun, which shows
+    # the outcome and stops the polling.
+    """
+    job: VideoJob | None = st.session_state.get(JOB_KEY)
+    if job is None:
+        return
+    view = job.view()
+    if view.finished:
+        st.rerun()
+    if view.total > 0:
+        fraction = min(1.0, view.done / view.total)
+        eta = f"about {_duration(view.eta_s)} left" if view.done else "starting..."
+        text = f"{view.file_name}: frame {view.done:,} of {view.total:,} - {eta}"
+    else:
+        fraction = 0.0
+        length = "starting..." if view.done == 0 else "length unknown"
+        text = f"{view.file_name}: frame {view.done:,} ({length})"
+    st.progress(fraction, text=text)
+    st.caption(f"Running for {_duration(view.elapsed_s)}.")
+    st.button(
+        "Cancel",
+        key="video_cancel",
+        icon=":material/cancel:",
+        on_click=job.cancel.set,
+        disabled=view.cancelling,
+    )
+    if view.cancelling:
+        st.info("Cancelling: the frames analysed so far are kept in an incomplete session.")
+
+
+def outcome_panel(view: JobView) -> None:
+    """The result of a finished job: summary, numbers and a way to the Analysis page."""
+    if view.error:
+        st.error(view.error)
+        st.caption("No complete session was saved. Choose another file and start again.")
+        return
+    result = view.result
+    if result is None:
+        return
+    if not result.complete:
+        st.warning(
+            f"The session is incomplete: {result.message}. The frames analysed so far were kept "
+            "and the session is marked incomplete."
+        )
+    elif result.faces == 0:
+        st.warning(
+            f"Analysis finished, but {result.message}. Check that the face is visible, frontal "
+            "and not too small, or try analysing more frames."
+        )
+    else:
+        st.success(f"Analysis finished: {result.message}.")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Frames analysed", f"{result.frames:,}")
+    c2.metric("Face detections", f"{result.faces:,}")
+    c3.metric(
+        "Speed vs real time",
+        f"{result.speed:.1f}x",
+        help=f"{result.video_seconds:.1f} s of video in {result.wall_seconds:.1f} s",
+    )
+    c4.metric("Session", "complete" if result.complete else "incomplete")
+    session_id = result.session_dir.name
+    st.caption(f"Session `{session_id}` saved in `{result.session_dir.parent}`.")
+    if st.button("Open in Analysis", key="video_open", icon=":material/analytics:"):
+        st.session_state[PRESELECT_KEY] = session_id
+        try:
+            st.switch_page(ANALYSIS_PAGE)
+        except StreamlitAPIException:  # e.g. this page run on its own, without app.py
+            st.info(f"Open the Analysis page and select session {session_id}.")
+
+
+def model_sidebar(card: ModelCard) -> None:
+    acc = f"{card.val_accuracy:.1%}" if card.val_accuracy is not None else "not measured"
+    st.sidebar.header("Model")
+    st.sidebar.markdown(f"**{card.name}** ({card.arch})  \nValidation accuracy: **{acc}**")
+
+
+def main() -> None:
+    st.set_page_config(page_title="Video analysis - Emotion analytics", page_icon="🎬")
+    st.title("🎬 Video analysis")
+    limit_mb, limit_warning = max_video_mb()
+    st.caption(
+        f"Analyse a recorded interview ({', '.join(VIDEO_TYPES)}; **at most {limit_mb} MB**) "
+        "into a session like a live recording, then study it on the Analysis page."
+    )
+    if limit_warning:
+        st.warning(limit_warning)
+
+    mdir = models_dir()
+    try:
+        card = registry.read_card(registry.default_model_name(mdir), mdir)
+        version = registry.registry_version(mdir)
+    except ModelError as exc:
+        st.error(
+            f"No emotion model is available, so videos cannot be analysed.\n\n{exc}\n\n"
+            "Train one (`python -m emotion_core.train`) or activate one on the Training page."
+        )
+        st.stop()
+    model_sidebar(card)
+
+    job: VideoJob | None = st.session_state.get(JOB_KEY)
+    running = job is not None and not job.view().finished
+    upload = st.file_uploader(
+        f"Video file (at most {limit_mb} MB)",
+        type=VIDEO_TYPES,
+        key=UPLOAD_KEY,
+        max_upload_size=limit_mb,
+        disabled=running,
+    )
+    upload_error = None
+    if upload is not None:
+        try:
+            check_upload(upload, limit_mb)
+        except ValueError as exc:
+            upload_error = str(exc)
+            st.error(upload_error)
+    st.text_input(
+        "Candidate name", key=CANDIDATE_KEY, max_chars=200, disabled=running,
+        placeholder="default: the file name",
+    )  # fmt: skip
+    st.text_area("Notes", key=NOTES_KEY, height=68, max_chars=10_000, disabled=running)
+    c1, c2 = st.columns(2)
+    every = c1.number_input(
+        "Analyse every N-th frame", min_value=1, max_value=100, value=1, step=1, key=EVERY_KEY,
+        disabled=running,
+        help="1 analyses every frame; 3 analyses a third of them, about 3x faster.",
+    )  # fmt: skip
+    tta = c2.checkbox(
+        "Mirror test-time augmentation (slower)", key=TTA_KEY, disabled=running,
+        help="Classify each face and its mirror image and average the two.",
+    )  # fmt: skip
+    consent = st.checkbox(CONSENT_LABEL, key=CONSENT_KEY, disabled=running)
+    st.caption(STORED_STATEMENT.format(dir=sessions_dir_default()))
+    ready = consent and upload is not None and upload_error is None
+    clicked = st.button(
+        "Start analysis", key="video_start", type="primary", icon=":material/play_arrow:",
+        disabled=running or not ready,
+    )  # fmt: skip
+    if not running and not consent:
+        st.caption("The analysis can start only after the candidate has consented.")
+    elif not running and upload is None:
+        st.caption("Choose a video file to analyse.")
+
+    if clicked and ready and upload is not None:
+        st.session_state.pop(MESSAGE_KEY, None)
+        try:
+            classifier = cached_classifier(str(mdir), card.name, version)
+            st.session_state[JOB_KEY] = start_job(
+                upload,
+                classifier,
+                st.session_state.get(CANDIDATE_KEY, ""),
+                st.session_state.get(NOTES_KEY, ""),
+                int(every),
+                bool(tta),
+                ui_common.current_rule().to_dict(),
+            )
+        except ModelError as exc:
+            st.session_state[MESSAGE_KEY] = f"The model could not be loaded: {exc}"
+        except OSError as exc:
+            st.session_state[MESSAGE_KEY] = f"The upload could not be stored for analysis: {exc}"
+        st.rerun()
+    message = st.session_state.get(MESSAGE_KEY)
+    if message:
+        st.error(message)
+
+    job = st.session_state.get(JOB_KEY)
+    if job is None:
+        return
+    view = job.view()
+    if not view.finished:
+        st.subheader("Progress")
+        progress_panel()
+    else:
+        st.subheader("Result")
+        outcome_panel(view)
+
+
+main()

@@ -1,0 +1,270 @@
+"""pages/4_Video.py under streamlit's AppTest: upload gating, the size limit, a real background
+analysis (tiny untrained Keras model in a temporary registry) into a temporary sessions folder,
+cancelling, bad files, and the hand-over to the Analysis page.
+
+The face video is made from the first frame of ../shared/data/videos/1543684773.avi when that
+clip exists; without it the video has no face and only the face count is not checked.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from emotion_core import analyze_video as av_mod
+from emotion_core.registry import ModelCard, register_model
+from emotion_core.sessions import list_sessions, load_session
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+PAGE = "pages/4_Video.py"
+CLIP = ROOT.parent / "shared" / "data" / "videos" / "1543684773.avi"
+CONSENT = "The candidate has been told and consented"
+MB = 1024 * 1024
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding one tiny untrained model as the default."""
+    import keras
+
+    from emotion_core.zoo import make_tiny_model
+
+    root = tmp_path_factory.mktemp("video-models")
+    keras.utils.set_random_seed(0)
+    model = make_tiny_model()
+    src = root / "tiny-video-src.keras"
+    model.save(src)
+    card = ModelCard(name="tiny-video", arch="tiny-untrained", params=model.count_params())
+    register_model(src, card, models_dir=root / "models", make_default=True)
+    return root / "models"
+
+
+@pytest.fixture
+def env(tmp_path: Path, models: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The tiny model, an empty sessions folder, a small bootstrap; returns the sessions dir."""
+    sessions = tmp_path / "sessions"
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"n_boot": 100, "block_s": 1.0, "confidence": 0.95}))
+    monkeypatch.setenv("EMOTION_MODELS_DIR", str(models))
+    monkeypatch.setenv("EMOTION_SESSIONS_DIR", str(sessions))
+    monkeypatch.setenv("EMOTION_SETTINGS_FILE", str(settings))
+    monkeypatch.delenv("EMOTION_MAX_VIDEO_MB", raising=False)
+    return sessions
+
+
+def face_frame(size: tuple[int, int]) -> np.ndarray | None:
+    """A real frontal face (the shared clip's first frame, resized), or None without the data."""
+    if not CLIP.exists():
+        return None
+    cap = cv2.VideoCapture(str(CLIP))
+    ok, frame = cap.read()
+    cap.release()
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA) if ok else None
+
+
+def make_video(path: Path, n: int = 30, face: bool = True, fps: float = 10.0) -> Path:
+    """An MJPG .avi of n frames (360x240): the face frame, or a bright square on dark grey."""
+    size = (360, 240)
+    base = face_frame(size) if face else None
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, size)
+    assert writer.isOpened()
+    for i in range(n):
+        if base is not None:
+            frame = np.roll(base, i % 3, axis=1)  # tiny motion, the face stays whole
+        else:
+            frame = np.full((size[1], size[0], 3), 30, np.uint8)
+            frame[20:60, 5 * i % 300 : 5 * i % 300 + 40] = 230
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def open_page() -> AppTest:
+    """The Video page inside the multipage app (so switch_page can find the Analysis page)."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page(PAGE)
+    return run(at)
+
+
+def run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def start_button(at: AppTest) -> Any:
+    return at.button(key="video_start")
+
+
+def fill_and_start(at: AppTest, name: str, data: bytes, candidate: str = "") -> AppTest:
+    at.file_uploader(key="video_upload").set_value((name, data, "video/x-msvideo"))
+    if candidate:
+        at.text_input(key="video_candidate").input(candidate)
+    at.checkbox(key="video_consent").check()
+    run(at)
+    assert not start_button(at).disabled
+    start_button(at).click()
+    return run(at)
+
+
+def wait_finished(at: AppTest, timeout_s: float = 40.0) -> AppTest:
+    """Wait for the worker thread (what the page's polling does), then render the outcome."""
+    job = at.session_state["video_job"]
+    job.thread.join(timeout_s)
+    assert not job.thread.is_alive(), "the analysis did not finish in time"
+    return run(at)
+
+
+def all_text(at: AppTest) -> str:
+    parts = [*at.markdown, *at.caption, *at.error, *at.warning, *at.success, *at.info]
+    return "\n".join(str(p.value) for p in parts)
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+def test_page_states_the_limit_and_gates_start(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMOTION_MAX_VIDEO_MB", "50")
+    at = open_page()
+    assert "Video analysis" in at.title[0].value
+    uploader = at.file_uploader(key="video_upload")
+    assert "50 MB" in uploader.label and "at most 50 MB" in all_text(at)
+    assert uploader.proto.max_upload_size_mb == 50
+    assert {"mp4", "avi", "mov", "webm", "mkv"} <= {t.lstrip(".") for t in uploader.allowed_type}
+    assert "Never images or video" in all_text(at)
+    assert "tiny-video" in "\n".join(str(m.value) for m in at.sidebar.markdown)
+    assert start_button(at).disabled and not at.error
+    at.checkbox(key="video_consent").check()
+    run(at)
+    assert start_button(at).disabled  # consent but no file
+    at.checkbox(key="video_consent").uncheck()
+    at.file_uploader(key="video_upload").set_value(("a.avi", b"x" * 100, "video/x-msvideo"))
+    run(at)
+    assert start_button(at).disabled  # file but no consent
+    at.checkbox(key="video_consent").check()
+    run(at)
+    assert not start_button(at).disabled
+
+
+def test_default_limit_and_oversized_upload_rejected(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = open_page()
+    assert "at most 200 MB" in all_text(at)
+    monkeypatch.setenv("EMOTION_MAX_VIDEO_MB", "1")
+    run(at)
+    at.file_uploader(key="video_upload").set_value(("big.mp4", b"\0" * (MB + 10), "video/mp4"))
+    at.checkbox(key="video_consent").check()
+    run(at)
+    assert any("over the 1 MB upload limit" in e.value for e in at.error)
+    assert start_button(at).disabled
+    assert "video_job" not in at.session_state and not env.exists()
+
+
+def test_analysis_runs_in_background_and_opens_in_analysis(env: Path, tmp_path: Path) -> None:
+    video = make_video(tmp_path / "source.avi", n=30)
+    at = open_page()
+    at.text_area(key="video_notes").input("second round")
+    run(at)
+    fill_and_start(at, "interview.avi", video.read_bytes(), candidate="Zoë Müller")
+    at = wait_finished(at)
+    assert not at.error, [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Frames analysed"] == "30" and metrics["Session"] == "complete"
+    assert float(metrics["Speed vs real time"].rstrip("x")) > 0
+
+    (info,) = list_sessions(env)
+    session = load_session(info.path)
+    assert session.info.complete and session.info.candidate == "Zoë Müller"
+    assert session.meta["source"] == "interview.avi" and session.meta["notes"] == "second round"
+    assert session.meta["model_name"] == "tiny-video" and session.meta["thresholds"]
+    assert session.frames["frame"].nunique() == 30
+    if CLIP.exists():
+        assert (session.frames["face_id"] >= 0).sum() >= 25
+        assert any("Analysis finished" in s.value for s in at.success)
+    job = at.session_state["video_job"]
+    assert not job.video_path.parent.exists()  # the uploaded copy is gone
+
+    at.button(key="video_open").click()
+    run(at)
+    assert at.title[0].value == "Session analysis"
+    assert at.multiselect(key="an_selected").value == [info.session_id]
+    assert "analysis_preselect" not in at.session_state
+
+
+def test_cancel_keeps_a_partial_session_marked_incomplete(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    real_iter = av_mod.iter_frames
+
+    def gated(path: Path, every: int = 1) -> Iterator[Any]:
+        for i, frame in enumerate(real_iter(path, every=every)):
+            if i == av_mod.BATCH_FRAMES:
+                gate.wait(30)  # hold decoding after the first batch until the test cancels
+            yield frame
+
+    monkeypatch.setattr(av_mod, "iter_frames", gated)
+    video = make_video(tmp_path / "long.avi", n=40, face=False)
+    at = open_page()
+    try:
+        fill_and_start(at, "long.avi", video.read_bytes())
+        job = at.session_state["video_job"]
+        deadline = time.monotonic() + 30
+        while job.view().done < av_mod.BATCH_FRAMES and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run(at)
+        assert at.progress and "of 40" in at.progress[0].proto.text
+        assert at.button(key="video_start").disabled  # no second job while one runs
+        at.button(key="video_cancel").click()
+        run(at)
+        assert job.cancel.is_set() and any("Cancelling" in i.value for i in at.info)
+    finally:
+        gate.set()
+    at = wait_finished(at)
+    assert any("incomplete" in w.value and "cancelled" in w.value for w in at.warning)
+    assert {m.label: m.value for m in at.metric}["Session"] == "incomplete"
+    (info,) = list_sessions(env)
+    assert info.complete is False
+    assert load_session(info.path).frames["frame"].nunique() == av_mod.BATCH_FRAMES
+    assert not start_button(at).disabled  # the page is usable again
+
+
+def test_bad_files_give_clear_messages_and_the_page_stays_usable(env: Path, tmp_path: Path) -> None:
+    at = open_page()
+    fill_and_start(at, "notes.mp4", b"this is a text file, not a video\n" * 50)
+    at = wait_finished(at)
+    (error,) = at.error
+    assert "notes.mp4" in error.value and "cannot be opened as a video" in error.value
+    assert str(tmp_path) not in error.value and "emotion-video-" not in error.value
+    assert not env.exists() or not list_sessions(env)
+
+    # A truncated file: what decoded is kept, marked incomplete. No face: a warning.
+    full = make_video(tmp_path / "full.avi", n=40, face=False)
+    cut = full.read_bytes()[: full.stat().st_size // 2]
+    at.file_uploader(key="video_upload").set_value(("cut.avi", cut, "video/x-msvideo"))
+    run(at)
+    start_button(at).click()
+    at = wait_finished(run(at))
+    (warning,) = at.warning
+    assert "incomplete" in warning.value and "truncated" in warning.value
+    assert "cut.avi" in warning.value and "emotion-video-" not in warning.value
+    assert "no face was found" in warning.value
+    (info,) = list_sessions(env)
+    assert info.complete is False and info.source == "cut.avi" and info.candidate == "cut"
