@@ -20,6 +20,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
             json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; these files are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

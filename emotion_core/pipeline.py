@@ -28,7 +28,9 @@ from emotion_core.tracking import IoUTracker
 class PipelineConfig:
     """Settings of the live and recorded-video pipeline.
 
-    detect_width: frames are shrunk to this width for face detection (0 = full size).
+    detect_width: frames are shrunk to this width for face detection (0 = full size). At 256 a
+        640-wide frame's smallest findable face is ~60 px, ample for a webcam interview, and a
+        full scan costs ~7 ms here instead of ~10 ms at 320; lower it for small, distant faces.
     scale_factor, min_neighbors: Haar detectMultiScale settings.
     min_face_px: smallest face side in full-frame pixels.
     smoothing_alpha: EMA weight of the past (0 disables smoothing).
@@ -41,7 +43,7 @@ class PipelineConfig:
         frames (or when a face is lost); 1 scans every frame.
     """
 
-    detect_width: int = 320
+    detect_width: int = 256
     scale_factor: float = 1.2
     min_neighbors: int = 5
     min_face_px: int = 48

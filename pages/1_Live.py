@@ -130,7 +130,7 @@ def pipeline_sidebar() -> PipelineConfig:
     """Detection and smoothing settings."""
     default = PipelineConfig()
     with st.sidebar.expander("Detection & smoothing"):
-        widths = [0, 240, 320, 480, 640]
+        widths = [0, 224, 256, 320, 480, 640]
         detect_width = st.select_slider(
             "Detection width (px)",
             options=widths,

@@ -15,7 +15,7 @@ from emotion_core.registry import MODELS_DIR, default_model_name, read_card
 
 # Regression guard: the shipped default scored GUARD_MEASURED on the full PublicTest split when
 # it was published (see its card); a change that loses more than a point fails here.
-GUARD_MEASURED = 0.0
+GUARD_MEASURED = 0.6584
 GUARD = GUARD_MEASURED - 0.01
 
 pytestmark = [
