@@ -14,11 +14,14 @@ Live page usage::
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
+from emotion_core import inference, registry
 from emotion_core.classes import CLASSES
 from emotion_core.nervousness import (
     DEFAULT_RULE,
@@ -304,3 +307,32 @@ def render_verdict(result: NervousnessResult, container: Any = None) -> None:
 def settings_file_hint() -> str:
     """Where "Save as default" writes (for captions)."""
     return str(settings_path())
+
+
+def models_dir() -> Path:
+    """$EMOTION_MODELS_DIR read now (so tests and deployments can point elsewhere)."""
+    env = os.environ.get("EMOTION_MODELS_DIR")
+    return Path(env) if env else registry.MODELS_DIR
+
+
+@st.cache_resource(show_spinner="Loading the emotion model...", max_entries=4)
+def cached_classifier(models_path: str, name: str, version: float) -> inference.EmotionClassifier:
+    """One classifier per (models dir, model, registry version), shared by every page: activating
+    a new default model changes the key, so it is picked up without a restart."""
+    return inference.load_classifier(name, Path(models_path))
+
+
+def default_model_or_stop(purpose: str) -> tuple[registry.ModelCard, float]:
+    """The default model's card and the registry version; without a usable default model, an
+    error saying what cannot be done (`purpose`) and how to get a model, then st.stop()."""
+    mdir = models_dir()
+    try:
+        card = registry.read_card(registry.default_model_name(mdir), mdir)
+        return card, registry.registry_version(mdir)
+    except registry.ModelError as exc:
+        st.error(
+            f"No emotion model is available, so {purpose}.\n\n{exc}\n\n"
+            "Train one (`python -m emotion_core.train`) or activate one on the Training page."
+        )
+        st.stop()
+        raise  # st.stop() raises; this keeps type checkers sure nothing is returned

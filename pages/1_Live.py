@@ -40,7 +40,6 @@ import pandas as pd
 import ui_common
 from emotion_core import registry
 from emotion_core.classes import CLASSES
-from emotion_core.inference import EmotionClassifier, load_classifier
 from emotion_core.live import LiveAggregator, LiveProcessor, LiveSnapshot, parse_ice_servers
 from emotion_core.nervousness import NervousnessRule, evaluate_rule_on_counts
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
@@ -63,19 +62,6 @@ STORED_STATEMENT = (
 )
 POLL_S = 0.5
 COLOR_SCALE = alt.Scale(domain=list(CLASSES), range=[CLASS_COLORS[c] for c in CLASSES])
-
-
-def models_dir() -> Path:
-    """$EMOTION_MODELS_DIR read now (so tests and deployments can point elsewhere)."""
-    env = os.environ.get("EMOTION_MODELS_DIR")
-    return Path(env) if env else registry.MODELS_DIR
-
-
-@st.cache_resource(show_spinner="Loading the emotion model...", max_entries=4)
-def cached_classifier(models_path: str, name: str, version: float) -> EmotionClassifier:
-    """One classifier per (models dir, model, registry version): activating a new default
-    model changes the key, so it is picked up without a restart."""
-    return load_classifier(name, Path(models_path))
 
 
 def ice_servers() -> tuple[list[dict[str, Any]], str | None]:
@@ -375,16 +361,8 @@ def main() -> None:
     st.title("🎥 Live")
     aggregator, processor = live_objects()
 
-    mdir = models_dir()
-    try:
-        card = registry.read_card(registry.default_model_name(mdir), mdir)
-        version = registry.registry_version(mdir)
-    except ModelError as exc:
-        st.error(
-            f"No emotion model is available, so live analysis cannot start.\n\n{exc}\n\n"
-            "Train one (`python -m emotion_core.train`) or activate one on the Models page."
-        )
-        st.stop()
+    mdir = ui_common.models_dir()
+    card, version = ui_common.default_model_or_stop("live analysis cannot start")
 
     model_sidebar(card)
     config = pipeline_sidebar()
@@ -412,7 +390,7 @@ def main() -> None:
         recording_controls(card, rule, recording)
 
     try:
-        classifier = cached_classifier(str(mdir), card.name, version)
+        classifier = ui_common.cached_classifier(str(mdir), card.name, version)
     except ModelError as exc:
         processor.set_pipeline(None)
         st.error(f"The model could not be loaded: {exc}")

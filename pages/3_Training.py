@@ -23,7 +23,6 @@ try:
 except ImportError:  # streamlit-webrtc not installed: nothing to protect
     pass
 
-import os  # isort: skip
 import time
 from typing import Any
 
@@ -31,6 +30,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+import ui_common
 from emotion_core import registry
 from emotion_core.classes import CLASSES
 from emotion_core.jobs import (
@@ -56,15 +56,9 @@ FLASH_KEY = "train_flash"
 SUMMARY_KEY = "train_dataset_summary"
 
 
-def models_dir() -> Path:
-    """$EMOTION_MODELS_DIR read now (so tests and deployments can point elsewhere)."""
-    env = os.environ.get("EMOTION_MODELS_DIR")
-    return Path(env) if env else registry.MODELS_DIR
-
-
 def runner() -> TrainingJobRunner:
     """A runner on <models dir>/runs (cheap: all state is on disk)."""
-    models = models_dir()
+    models = ui_common.models_dir()
     return TrainingJobRunner(models / "runs", models_dir=models)
 
 
@@ -242,8 +236,8 @@ def live_panel(run_id: str) -> None:
 def default_card() -> tuple[ModelCard | None, str]:
     """The current default model's card, or None and why."""
     try:
-        name = registry.default_model_name(models_dir())
-        return registry.read_card(name, models_dir()), ""
+        name = registry.default_model_name(ui_common.models_dir())
+        return registry.read_card(name, ui_common.models_dir()), ""
     except ModelError as exc:
         return None, str(exc)
 
@@ -363,7 +357,7 @@ def ended_panel(progress: RunProgress, busy: RunInfo | None) -> None:
 
 
 def _suggest_name(info: RunInfo) -> str:
-    taken = {c.name for c in registry.list_models(models_dir())}
+    taken = {c.name for c in registry.list_models(ui_common.models_dir())}
     base = "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in info.run_id)[:70]
     name, n = base, 1
     while name in taken:
@@ -408,7 +402,7 @@ def new_run_form(busy: RunInfo | None) -> None:
                           horizontal=True, key="train_init")  # fmt: skip
     init_card: ModelCard | None = None
     if start_from != "scratch":
-        cards = registry.list_models(models_dir())
+        cards = registry.list_models(ui_common.models_dir())
         if cards:
             names = [c.name for c in cards]
             chosen = st.selectbox("Model to fine-tune", names, key="train_init_model")
@@ -439,7 +433,9 @@ def new_run_form(busy: RunInfo | None) -> None:
         if not summary.ok:
             st.error("Training not started: fix the dataset problems above.")
             return
-        init_path = registry.model_path(init_card.name, models_dir()) if init_card else None
+        init_path = (
+            registry.model_path(init_card.name, ui_common.models_dir()) if init_card else None
+        )
         config = TrainConfig(
             data=str(resolve_data_path(data_text)),
             arch=arch_for_init_model(init_path, init_card.arch) if init_card and init_path

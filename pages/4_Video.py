@@ -37,10 +37,9 @@ from streamlit.errors import StreamlitAPIException
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 import ui_common
-from emotion_core import registry
 from emotion_core.analyze_video import AnalysisResult, analyze_video
 from emotion_core.detect import DetectorError
-from emotion_core.inference import EmotionClassifier, load_classifier
+from emotion_core.inference import EmotionClassifier
 from emotion_core.registry import ModelCard, ModelError
 from emotion_core.sessions import SessionError, sessions_dir_default
 from emotion_core.video import VideoError, probe_video
@@ -73,12 +72,6 @@ POLL_S = 1.0
 # ------------------------------------------------------------------------------------------
 
 
-def models_dir() -> Path:
-    """$EMOTION_MODELS_DIR read now (so tests and deployments can point elsewhere)."""
-    env = os.environ.get("EMOTION_MODELS_DIR")
-    return Path(env) if env else registry.MODELS_DIR
-
-
 def max_video_mb() -> tuple[int, str | None]:
     """The upload limit in MB ($EMOTION_MAX_VIDEO_MB, default 200, capped by the server's
     server.maxUploadSize) and a warning when the setting could not be used as given."""
@@ -97,12 +90,6 @@ def max_video_mb() -> tuple[int, str | None]:
             "(raise server.maxUploadSize in .streamlit/config.toml)."
         )
     return wanted, None
-
-
-@st.cache_resource(show_spinner="Loading the emotion model...", max_entries=4)
-def cached_classifier(models_path: str, name: str, version: float) -> EmotionClassifier:
-    """One classifier per (models dir, model, registry version), as on the Live page."""
-    return load_classifier(name, Path(models_path))
 
 
 def check_upload(upload: UploadedFile, limit_mb: int) -> None:
@@ -364,16 +351,8 @@ def main() -> None:
     if limit_warning:
         st.warning(limit_warning)
 
-    mdir = models_dir()
-    try:
-        card = registry.read_card(registry.default_model_name(mdir), mdir)
-        version = registry.registry_version(mdir)
-    except ModelError as exc:
-        st.error(
-            f"No emotion model is available, so videos cannot be analysed.\n\n{exc}\n\n"
-            "Train one (`python -m emotion_core.train`) or activate one on the Training page."
-        )
-        st.stop()
+    mdir = ui_common.models_dir()
+    card, version = ui_common.default_model_or_stop("videos cannot be analysed")
     model_sidebar(card)
 
     job: VideoJob | None = st.session_state.get(JOB_KEY)
@@ -422,7 +401,7 @@ def main() -> None:
     if clicked and ready and upload is not None:
         st.session_state.pop(MESSAGE_KEY, None)
         try:
-            classifier = cached_classifier(str(mdir), card.name, version)
+            classifier = ui_common.cached_classifier(str(mdir), card.name, version)
             st.session_state[JOB_KEY] = start_job(
                 upload,
                 classifier,
