@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-# NOTE: pylibsrtp (streamlit_webrtc -> aiortc) segfaults when first imported after TensorFlow;
-# load it before any page can import TensorFlow.
-import pylibsrtp  # noqa: F401  isort: skip
-
 import os
 from pathlib import Path
 

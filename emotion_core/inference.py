@@ -6,7 +6,6 @@ the Keras backend) costs ~1-3 ms for one face, which is what the live path needs
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -42,23 +41,8 @@ def softmax_with_temperature(probs: np.ndarray, temperature: float) -> np.ndarra
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def _import_webrtc_crypto_first() -> None:
-    # NOTE: pylibsrtp (used by streamlit-webrtc through aiortc) segfaults when it is first
-    # imported after TensorFlow (clashing crypto symbols). The app is one process shared by all
-    # pages, so load it before TensorFlow whenever it is installed. It is not a UI import.
-    # Too late once TensorFlow is loaded (e.g. in `python -m emotion_core.train`): importing it
-    # then IS the segfault, so skip it.
-    if "tensorflow" in sys.modules and "pylibsrtp" not in sys.modules:
-        return
-    try:
-        import pylibsrtp  # noqa: F401
-    except ImportError:
-        pass
-
-
 def load_keras_model(path: Path) -> Any:
     """Load a .keras file in safe mode; raise ModelError naming the file on any failure."""
-    _import_webrtc_crypto_first()
     import keras
 
     import emotion_core.zoo  # noqa: F401  registers FaceAugment for checkpoints that contain it

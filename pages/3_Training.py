@@ -15,14 +15,6 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # `streamlit run` adds the root; AppTest and tools may not
     sys.path.insert(0, str(_ROOT))
 
-# NOTE: pylibsrtp (streamlit_webrtc -> aiortc) segfaults when first imported after TensorFlow,
-# and this page loads TensorFlow (model zoo, device check, activation). A browser can open this
-# page first (app.py does not run then), so load it here too, before anything imports TF.
-try:
-    import pylibsrtp  # noqa: F401  isort: skip
-except ImportError:  # streamlit-webrtc not installed: nothing to protect
-    pass
-
 import time
 from typing import Any
 
