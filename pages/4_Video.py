@@ -1,9 +1,8 @@
 """Video analysis page: upload a recorded interview, analyse it into a session (the same format
 as a live recording) and open it on the Analysis page.
 
-Thin by design: emotion_core.analyze_video does the work on a background thread; this page only
+Thin by design: emotion_core.video_job runs the analysis on a worker thread; this page only
 collects the inputs, starts the job, polls its lock-guarded progress and shows the outcome.
-Nothing here runs st.* from the worker thread.
 """
 
 from __future__ import annotations
@@ -16,12 +15,6 @@ if str(_ROOT) not in sys.path:  # `streamlit run` adds the root; AppTest and too
     sys.path.insert(0, str(_ROOT))
 
 import os  # isort: skip
-import re
-import shutil
-import tempfile
-import threading
-import time
-from dataclasses import dataclass, replace
 from typing import Any
 
 import streamlit as st
@@ -29,14 +22,17 @@ from streamlit.errors import StreamlitAPIException
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 import ui_common
-from emotion_core.analyze_video import AnalysisResult, analyze_video
-from emotion_core.detect import DetectorError
 from emotion_core.inference import EmotionClassifier
 from emotion_core.registry import ModelCard, ModelError
-from emotion_core.sessions import SessionError, sessions_dir_default
-from emotion_core.video import VideoError, probe_video
+from emotion_core.sessions import sessions_dir_default
+from emotion_core.video_job import (
+    VIDEO_TYPES,
+    JobView,
+    VideoJob,
+    check_video_file,
+    start_video_job,
+)
 
-VIDEO_TYPES = ["mp4", "avi", "mov", "webm", "mkv"]
 MAX_MB_ENV = "EMOTION_MAX_VIDEO_MB"
 DEFAULT_MAX_MB = 200
 JOB_KEY = "video_job"
@@ -59,11 +55,6 @@ STORED_STATEMENT = (
 POLL_S = 1.0
 
 
-# ------------------------------------------------------------------------------------------
-# Settings and model
-# ------------------------------------------------------------------------------------------
-
-
 def max_video_mb() -> tuple[int, str | None]:
     """The upload limit in MB ($EMOTION_MAX_VIDEO_MB, default 200, capped by the server's
     server.maxUploadSize) and a warning when the setting could not be used as given."""
@@ -84,126 +75,6 @@ def max_video_mb() -> tuple[int, str | None]:
     return wanted, None
 
 
-def check_upload(upload: UploadedFile, limit_mb: int) -> None:
-    """Raise ValueError with a sentence for the user when the upload cannot be accepted."""
-    suffix = Path(upload.name).suffix.lower().lstrip(".")
-    if suffix not in VIDEO_TYPES:
-        raise ValueError(
-            f"{upload.name}: not a supported video type (use {', '.join(VIDEO_TYPES)})."
-        )
-    if upload.size > limit_mb * 1024 * 1024:
-        raise ValueError(
-            f"{upload.name} is {upload.size / 1024 / 1024:.1f} MB, over the {limit_mb} MB upload "
-            "limit. Shorten or re-encode the video, or analyse it with "
-            "`python -m emotion_core.analyze_video`."
-        )
-    if upload.size == 0:
-        raise ValueError(f"{upload.name} is empty.")
-
-
-def safe_file_name(name: str) -> str:
-    """The upload's base name with only harmless characters (it becomes the session source)."""
-    base = re.sub(r"[^\w.\- ]", "_", Path(name).name).strip(" .")
-    return base or "video"
-
-
-# ------------------------------------------------------------------------------------------
-# The background job
-# ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JobView:
-    """A consistent copy of a job's state for one render."""
-
-    file_name: str
-    done: int
-    total: int
-    eta_s: float
-    elapsed_s: float
-    cancelling: bool
-    finished: bool
-    result: AnalysisResult | None
-    error: str | None
-
-
-class VideoJob:
-    """One analysis running on a worker thread; kept in st.session_state.
-
-    # NOTE: the worker writes progress and the outcome under the lock; the script thread only
-    # reads JobView copies and sets `cancel`. The worker never calls st.*.
-    """
-
-    def __init__(self, file_name: str, video_path: Path) -> None:
-        self.file_name = file_name
-        self.video_path = video_path
-        self.cancel = threading.Event()
-        self.thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._started = time.monotonic()
-        self._ended: float | None = None
-        self._done = 0
-        self._total = 0
-        self._eta_s = 0.0
-        self._result: AnalysisResult | None = None
-        self._error: str | None = None
-
-    def report(self, done: int, total: int, eta_s: float) -> None:
-        """analyze_video's progress callback (worker thread)."""
-        with self._lock:
-            self._done, self._total, self._eta_s = done, total, eta_s
-
-    def finish(self, result: AnalysisResult | None = None, error: str | None = None) -> None:
-        """Record the outcome (worker thread)."""
-        with self._lock:
-            self._result, self._error = result, error
-            self._ended = time.monotonic()
-
-    def view(self) -> JobView:
-        with self._lock:
-            end = self._ended if self._ended is not None else time.monotonic()
-            return JobView(
-                file_name=self.file_name,
-                done=self._done,
-                total=self._total,
-                eta_s=self._eta_s,
-                elapsed_s=end - self._started,
-                cancelling=self.cancel.is_set(),
-                finished=self._ended is not None,
-                result=self._result,
-                error=self._error,
-            )
-
-    def _user_text(self, text: str) -> str:
-        """Messages name the temporary copy; show the uploaded file's name instead."""
-        return text.replace(str(self.video_path), self.file_name)
-
-    def run(self, **kwargs: Any) -> None:
-        """Thread body: analyse, record the outcome, delete the temporary copy."""
-        try:
-            self.report(0, probe_video(self.video_path).frame_count, 0.0)  # the bar's length
-            result = analyze_video(
-                self.video_path, progress=self.report, cancel=self.cancel, **kwargs
-            )
-            self.finish(result=replace(result, message=self._user_text(result.message)))
-        except VideoError as exc:
-            self.finish(error=f"Could not analyse the video - {self._user_text(str(exc))}")
-        except ModelError as exc:
-            self.finish(error=f"The emotion model could not be used: {exc}")
-        except DetectorError as exc:
-            self.finish(error=f"The face detector could not be started: {exc}")
-        except (SessionError, OSError) as exc:
-            self.finish(error=f"The session could not be saved: {self._user_text(str(exc))}")
-        except Exception as exc:  # noqa: BLE001  shown to the user instead of a dead thread
-            self.finish(
-                error=f"The analysis failed unexpectedly ({type(exc).__name__}: "
-                f"{self._user_text(str(exc))}). Any frames analysed before the failure were kept "
-                "in a session marked incomplete."
-            )
-        finally:
-            shutil.rmtree(self.video_path.parent, ignore_errors=True)
-
-
 def start_job(
     upload: UploadedFile,
     classifier: EmotionClassifier,
@@ -213,32 +84,11 @@ def start_job(
     tta: bool,
     thresholds: dict[str, Any],
 ) -> VideoJob:
-    """Copy the upload to a temporary file and start analysing it on a worker thread."""
-    name = safe_file_name(upload.name)
-    folder = Path(tempfile.mkdtemp(prefix="emotion-video-"))
-    path = folder / name
-    try:
-        upload.seek(0)
-        with path.open("wb") as out:
-            shutil.copyfileobj(upload, out, length=8 * 1024 * 1024)
-    except OSError:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    job = VideoJob(name, path)
-    kwargs = {
-        "sessions_dir": sessions_dir_default(),
-        "candidate": candidate.strip() or Path(name).stem,
-        "every": every,
-        "tta": tta,
-        "classifier": classifier,
-        "notes": notes,
-        "thresholds": thresholds,
-    }
-    # NOTE: a daemon thread: the Streamlit script reruns constantly and must not own the loop;
-    # the job lives in session_state and the page polls it.
-    job.thread = threading.Thread(target=job.run, kwargs=kwargs, name="video-job", daemon=True)
-    job.thread.start()
-    return job
+    """Start analysing the upload on a worker thread (emotion_core.video_job)."""
+    return start_video_job(
+        upload, upload.name, classifier, sessions_dir_default(),
+        candidate=candidate, notes=notes, every=every, tta=tta, thresholds=thresholds,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------
@@ -359,7 +209,7 @@ def main() -> None:
     upload_error = None
     if upload is not None:
         try:
-            check_upload(upload, limit_mb)
+            check_video_file(upload.name, upload.size, limit_mb)
         except ValueError as exc:
             upload_error = str(exc)
             st.error(upload_error)

@@ -3,10 +3,12 @@ into sessions, on small generated videos (plus one real clip when ../shared/data
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import struct
 import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from emotion_core.analyze_video import analyze_video
 from emotion_core.classes import CLASSES
 from emotion_core.sessions import load_session
 from emotion_core.video import DecodedFrame, VideoError, iter_frames, probe_video, read_frames
+from emotion_core.video_job import check_video_file, safe_file_name, start_video_job
 
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 
@@ -285,6 +288,80 @@ def test_unreadable_video_creates_no_session(tmp_path: Path) -> None:
     with pytest.raises(VideoError, match="bad.mp4"):
         analyze_video(bad, sessions, "x", classifier=FakeClassifier())
     assert not sessions.exists() or not any(sessions.iterdir())
+
+
+# --- background jobs (emotion_core.video_job) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "problem"),
+    [("notes.txt", 10, "not a supported video type"), ("a.mp4", 0, "empty"),
+     ("big.MOV", 3 * 1024 * 1024, "over the 2 MB")],
+)  # fmt: skip
+def test_video_file_checks(name: str, size: int, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        check_video_file(name, size, limit_mb=2)
+    check_video_file("ok.Mp4", 1024, limit_mb=2)  # accepted: no exception
+
+
+def test_safe_file_name_drops_folders_and_odd_characters() -> None:
+    assert safe_file_name("../../etc/pass wd;rm.mp4") == "pass wd_rm.mp4"
+    assert safe_file_name("...") == "video"
+
+
+def test_video_job_runs_in_background_and_cleans_up(video: Path, tmp_path: Path) -> None:
+    with video.open("rb") as source:
+        source.read(100)  # the job must copy from the start
+        job = start_video_job(
+            source, "../Ana's clip.avi", FakeClassifier(), tmp_path / "s", every=2,
+            thresholds={"rule": "seed"},
+        )  # fmt: skip
+    view = job.wait(timeout=60)
+    assert view.finished and view.error is None and view.result is not None
+    assert view.file_name == "Ana_s clip.avi"
+    assert (view.done, view.total) == (24, 24) and view.result.frames == 12  # every 2nd frame
+    info = load_session(view.result.session_dir).info
+    assert info.candidate == "Ana_s clip" and info.complete
+    assert not job.video_path.parent.exists()  # the temporary copy is gone
+
+
+def test_video_job_reports_a_bad_file_as_a_sentence(tmp_path: Path) -> None:
+    source = io.BytesIO(b"not a video at all")
+    job = start_video_job(source, "broken.mp4", FakeClassifier(), tmp_path / "s")
+    view = job.wait(timeout=60)
+    assert view.finished and view.result is None
+    assert view.error is not None and view.error.startswith("Could not analyse the video")
+    assert "broken.mp4" in view.error and str(job.video_path) not in view.error
+    assert not job.video_path.parent.exists()
+
+
+def test_video_job_cancel_keeps_an_incomplete_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    real_iter = av_mod.iter_frames
+
+    def gated(path: Path, every: int = 1) -> Any:
+        for i, frame in enumerate(real_iter(path, every=every)):
+            if i == av_mod.BATCH_FRAMES:
+                gate.wait(30)  # hold decoding after the first batch until the test cancels
+            yield frame
+
+    monkeypatch.setattr(av_mod, "iter_frames", gated)
+    video = make_video(tmp_path / "long.avi", n=2 * av_mod.BATCH_FRAMES)
+    with video.open("rb") as source:
+        job = start_video_job(source, "long.avi", FakeClassifier(), tmp_path / "s")
+    try:
+        deadline = time.monotonic() + 30
+        while job.view().done < av_mod.BATCH_FRAMES and time.monotonic() < deadline:
+            time.sleep(0.02)
+        job.cancel.set()
+    finally:
+        gate.set()
+    view = job.wait(timeout=60)
+    assert view.cancelling and view.result is not None and not view.result.complete
+    assert view.result.frames == av_mod.BATCH_FRAMES
+    assert load_session(view.result.session_dir).info.complete is False
 
 
 def test_real_clip_analysis_finds_the_face(tmp_path: Path) -> None:

@@ -1,0 +1,189 @@
+"""A recorded-video analysis running on a worker thread, for a UI that polls it.
+
+The Video page (or any other front end) checks an upload with `check_video_file`, starts a job
+with `start_video_job` and renders `VideoJob.view()` copies until `finished`. The job copies the
+upload to a private temporary folder, runs `analyze_video` on it and deletes the copy at the end.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from emotion_core.analyze_video import AnalysisResult, analyze_video
+from emotion_core.detect import DetectorError
+from emotion_core.inference import Classifier
+from emotion_core.registry import ModelError
+from emotion_core.sessions import SessionError
+from emotion_core.video import VideoError, probe_video
+
+VIDEO_TYPES = ("mp4", "avi", "mov", "webm", "mkv")
+COPY_CHUNK = 8 * 1024 * 1024
+
+
+def safe_file_name(name: str) -> str:
+    """The base name with only harmless characters (it becomes the session's source)."""
+    base = re.sub(r"[^\w.\- ]", "_", Path(name).name).strip(" .")
+    return base or "video"
+
+
+def check_video_file(name: str, size: int, limit_mb: int) -> None:
+    """Raise ValueError with a sentence for the user when a file cannot be accepted
+    (unsupported type, empty, over `limit_mb` MB)."""
+    suffix = Path(name).suffix.lower().lstrip(".")
+    if suffix not in VIDEO_TYPES:
+        raise ValueError(f"{name}: not a supported video type (use {', '.join(VIDEO_TYPES)}).")
+    if size > limit_mb * 1024 * 1024:
+        raise ValueError(
+            f"{name} is {size / 1024 / 1024:.1f} MB, over the {limit_mb} MB upload "
+            "limit. Shorten or re-encode the video, or analyse it with "
+            "`python -m emotion_core.analyze_video`."
+        )
+    if size == 0:
+        raise ValueError(f"{name} is empty.")
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A consistent copy of a job's state for one render. total is 0 while unknown."""
+
+    file_name: str
+    done: int
+    total: int
+    eta_s: float
+    elapsed_s: float
+    cancelling: bool
+    finished: bool
+    result: AnalysisResult | None
+    error: str | None
+
+
+class VideoJob:
+    """One analysis of the video at `video_path` (a private copy, deleted when the job ends).
+
+    # NOTE: the worker thread writes progress and the outcome under the lock; readers only get
+    # JobView copies and may set `cancel`. Nothing here touches a UI.
+    """
+
+    def __init__(self, file_name: str, video_path: Path) -> None:
+        self.file_name = file_name
+        self.video_path = video_path
+        self.cancel = threading.Event()
+        self.thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._ended: float | None = None
+        self._done = 0
+        self._total = 0
+        self._eta_s = 0.0
+        self._result: AnalysisResult | None = None
+        self._error: str | None = None
+
+    def report(self, done: int, total: int, eta_s: float) -> None:
+        """analyze_video's progress callback (worker thread)."""
+        with self._lock:
+            self._done, self._total, self._eta_s = done, total, eta_s
+
+    def finish(self, result: AnalysisResult | None = None, error: str | None = None) -> None:
+        """Record the outcome (worker thread)."""
+        with self._lock:
+            self._result, self._error = result, error
+            self._ended = time.monotonic()
+
+    def view(self) -> JobView:
+        with self._lock:
+            end = self._ended if self._ended is not None else time.monotonic()
+            return JobView(
+                file_name=self.file_name,
+                done=self._done,
+                total=self._total,
+                eta_s=self._eta_s,
+                elapsed_s=end - self._started,
+                cancelling=self.cancel.is_set(),
+                finished=self._ended is not None,
+                result=self._result,
+                error=self._error,
+            )
+
+    def wait(self, timeout: float | None = None) -> JobView:
+        """Block until the worker ends (or `timeout` seconds pass); the current view."""
+        if self.thread is not None:
+            self.thread.join(timeout)
+        return self.view()
+
+    def _user_text(self, text: str) -> str:
+        """Messages name the temporary copy; show the original file's name instead."""
+        return text.replace(str(self.video_path), self.file_name)
+
+    def run(self, **analysis: Any) -> None:
+        """Thread body: analyse (keyword arguments go to analyze_video), record the outcome,
+        delete the temporary copy. Every failure becomes `error`, a sentence for the user."""
+        try:
+            self.report(0, probe_video(self.video_path).frame_count, 0.0)  # the bar's length
+            result = analyze_video(
+                self.video_path, progress=self.report, cancel=self.cancel, **analysis
+            )
+            self.finish(result=replace(result, message=self._user_text(result.message)))
+        except VideoError as exc:
+            self.finish(error=f"Could not analyse the video - {self._user_text(str(exc))}")
+        except ModelError as exc:
+            self.finish(error=f"The emotion model could not be used: {exc}")
+        except DetectorError as exc:
+            self.finish(error=f"The face detector could not be started: {exc}")
+        except (SessionError, OSError) as exc:
+            self.finish(error=f"The session could not be saved: {self._user_text(str(exc))}")
+        except Exception as exc:  # noqa: BLE001  shown to the user instead of a dead thread
+            self.finish(
+                error=f"The analysis failed unexpectedly ({type(exc).__name__}: "
+                f"{self._user_text(str(exc))}). Any frames analysed before the failure were kept "
+                "in a session marked incomplete."
+            )
+        finally:
+            shutil.rmtree(self.video_path.parent, ignore_errors=True)
+
+
+def start_video_job(
+    source: BinaryIO,
+    file_name: str,
+    classifier: Classifier,
+    sessions_dir: Path,
+    candidate: str = "",
+    notes: str = "",
+    every: int = 1,
+    tta: bool = False,
+    thresholds: dict[str, Any] | None = None,
+) -> VideoJob:
+    """Copy `source` (an open binary file, read from the start) to a temporary file and start
+    analysing it on a daemon thread. The candidate defaults to the file name's stem.
+    Raises OSError when the copy cannot be written (nothing is left behind then)."""
+    name = safe_file_name(file_name)
+    folder = Path(tempfile.mkdtemp(prefix="emotion-video-"))
+    path = folder / name
+    try:
+        source.seek(0)
+        with path.open("wb") as out:
+            shutil.copyfileobj(source, out, length=COPY_CHUNK)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    job = VideoJob(name, path)
+    analysis = {
+        "sessions_dir": sessions_dir,
+        "candidate": candidate.strip() or Path(name).stem,
+        "every": every,
+        "tta": tta,
+        "classifier": classifier,
+        "notes": notes,
+        "thresholds": thresholds,
+    }
+    # NOTE: a daemon thread: a UI script reruns constantly and must not own the loop; the
+    # caller keeps the job (e.g. in session state) and polls view().
+    job.thread = threading.Thread(target=job.run, kwargs=analysis, name="video-job", daemon=True)
+    job.thread.start()
+    return job
