@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
-import importlib.util
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -724,51 +721,12 @@ class TrainingJobRunner:
 
     # ------------------------------------------------------------ activation
 
-    def card_for_run(self, run_id: str, name: str) -> ModelCard:
-        """A model card filled from the run's hparams.json, eval.json and status."""
-        path = self.run_dir(run_id)
-        hparams = _read_json(path / "hparams.json")
-        evaluation = _read_json(path / "eval.json")
-        if not hparams:
-            raise JobError(f"run {run_id!r} has no hparams.json")
-        metrics = read_metrics(path / "metrics.csv")
-        train_time = (
-            float(metrics["elapsed_s"].max()) if "elapsed_s" in metrics and len(metrics) else None
-        )
-        per_class = {
-            c: {k: float(v) for k, v in row.items() if isinstance(v, int | float)}
-            for c, row in (evaluation.get("per_class") or {}).items()
-        }
-        device = detect_device()
-        return ModelCard(
-            name=name,
-            arch=str(hparams.get("arch", "")),
-            classes=tuple(hparams.get("classes") or CLASSES),
-            training_data=str(hparams.get("data", "")),
-            training_split=str(hparams.get("train_split", "Training")),
-            validation_split=str(hparams.get("val_split", "PublicTest")),
-            epochs=_int(_read_json(path / "resume.json").get("epoch")) or len(metrics),
-            val_accuracy=evaluation.get("accuracy"),
-            val_macro_f1=evaluation.get("macro_f1"),
-            per_class=per_class,
-            ece_before=evaluation.get("ece"),
-            params=_int(hparams.get("params")),
-            hardware=f"{platform.machine()} {platform.system()}; "
-            + (", ".join(device.gpus) if device.gpus else "CPU"),
-            training_time_s=train_time,
-            date=time.strftime("%Y-%m-%d"),
-            command=str(hparams.get("command", "")),
-            notes=f"training run {run_id}"
-            + (f", fine-tuned from {hparams['init_model']}" if hparams.get("init_model") else ""),
-        )
-
     def activate(self, run_id: str, name: str) -> ModelCard:
         """Register the run's best.keras as model `name` and make it the default.
 
         Uses emotion_core.publish.publish_run (batch-norm folding, temperature calibration,
-        CPU timing) when that module exists, else a plain registration with a card from the
-        run's files. Never overwrites another model; on any error the registry (and the
-        previous default) is left as it was. Raises ModelError or JobError.
+        CPU timing, the card). Never overwrites another model; on any error the registry (and
+        the previous default) is left as it was. Raises ModelError or JobError.
         """
         validate_name(name)
         info = self.info(run_id)
@@ -786,13 +744,9 @@ class TrainingJobRunner:
         registry_file = models_dir / registry.REGISTRY_FILE
         before = registry_file.read_bytes() if registry_file.exists() else None
         try:
-            publish = _publish_run()
-            if publish is not None:
-                card: ModelCard = publish(info.path, name, make_default=True, models_dir=models_dir)
-            else:
-                card = self.card_for_run(run_id, name)
-                _check_loadable(best, card)
-                registry.register_model(best, card, models_dir, make_default=True)
+            card: ModelCard = _publish_run()(
+                info.path, name, make_default=True, models_dir=models_dir
+            )
         except BaseException as exc:
             for target in targets:
                 target.unlink(missing_ok=True)
@@ -829,20 +783,11 @@ def arch_for_init_model(model_path: Path, arch: str) -> str:
     return f"{arch}-folded" if f"{arch}-folded" in ARCHITECTURES else arch
 
 
-def _publish_run() -> Callable[..., ModelCard] | None:
-    """emotion_core.publish.publish_run when that module exists, else None."""
-    if importlib.util.find_spec("emotion_core.publish") is None:
-        return None
-    module = importlib.import_module("emotion_core.publish")
-    fn = getattr(module, "publish_run", None)
-    return fn if callable(fn) else None
+def _publish_run() -> Callable[..., ModelCard]:
+    """emotion_core.publish.publish_run, imported late (it loads Keras)."""
+    from emotion_core.publish import publish_run
 
-
-def _check_loadable(path: Path, card: ModelCard) -> None:
-    """Load the .keras file and check its shapes against the card (ModelError if not)."""
-    from emotion_core.inference import check_model_matches_card, load_keras_model
-
-    check_model_matches_card(load_keras_model(path), card, path)
+    return publish_run
 
 
 def summarize_runs(runs: Sequence[RunInfo]) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def publish_run(
     probs_tta = predict_all(classifier, x_val, tta=True)
     plain, tta = report_from_probs(probs, val.labels), report_from_probs(probs_tta, val.labels)
     temperature = fit_temperature(probs, val.labels)
-    metrics = _read_metrics(run_dir)
+    stages = training_lineage(run_dir)
     card = ModelCard(
         name=name,
         arch=hparams.get("arch", "unknown"),
@@ -95,7 +96,7 @@ def publish_run(
         training_data=str(hparams["data"]),
         training_split=hparams.get("train_split", "Training"),
         validation_split=val.split,
-        epochs=len(metrics),
+        epochs=sum(stage.epochs for stage in stages),
         val_accuracy=round(plain["accuracy"], 4),
         val_macro_f1=round(plain["macro_f1"], 4),
         val_accuracy_tta=round(tta["accuracy"], 4),
@@ -109,16 +110,60 @@ def publish_run(
         params=int(model.count_params()),
         cpu_ms_per_face=round(cpu_ms_per_face(model), 2),
         hardware=hparams.get("hardware", platform.processor() or platform.machine()),
-        training_time_s=round(float(metrics[-1]["elapsed_s"]), 1) if metrics else None,
+        training_time_s=round(sum(stage.seconds for stage in stages), 1) or None,
         date=time.strftime("%Y-%m-%d"),
-        command=hparams.get("command", ""),
-        notes=notes,
+        command=" && ".join(stage.command for stage in stages if stage.command),
+        notes=" ".join(filter(None, [notes, _stages_note(stages)])),
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.keras"
         model.save(path)
         register_model(path, card, models_dir, make_default=make_default)
     return card
+
+
+@dataclass(frozen=True)
+class TrainingStage:
+    """One training run: its folder, epochs done, training seconds and command."""
+
+    run_dir: Path
+    epochs: int
+    seconds: float
+    command: str
+
+
+def training_lineage(run_dir: Path, max_depth: int = 20) -> list[TrainingStage]:
+    """The run and the runs it was fine-tuned from (--init-model RUN/best.keras or last.keras),
+    oldest first. A parent whose folder has no hparams.json (e.g. a registered model) ends the
+    chain."""
+    stages: list[TrainingStage] = []
+    seen: set[Path] = set()
+    current: Path | None = Path(run_dir)
+    while current is not None and current.resolve() not in seen and len(stages) < max_depth:
+        seen.add(current.resolve())
+        try:
+            hparams = json.loads((current / "hparams.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            break
+        metrics = _read_metrics(current)
+        seconds = float(metrics[-1]["elapsed_s"]) if metrics else 0.0
+        stages.append(
+            TrainingStage(current, len(metrics), seconds, str(hparams.get("command", "")))
+        )
+        parent = Path(str(hparams.get("init_model") or ""))
+        current = parent.parent if parent.name in ("best.keras", "last.keras") else None
+    return stages[::-1]
+
+
+def _stages_note(stages: Sequence[TrainingStage]) -> str:
+    if len(stages) < 2:
+        return ""
+    parts = [f"{s.run_dir.name} ({s.epochs} epochs, {s.seconds / 60:.0f} min)" for s in stages]
+    return (
+        f"Trained in {len(stages)} stages, each fine-tuning the previous one: "
+        + ", then ".join(parts)
+        + "."
+    )
 
 
 def _read_metrics(run_dir: Path) -> list[dict[str, str]]:

@@ -16,6 +16,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -366,7 +367,7 @@ def train(
             "val_counts": val_set.class_counts(),
             "backend": keras.backend.backend(),
             "params": int(model.count_params()),
-            "command": " ".join(sys.argv),
+            "command": _command_line(),
         },
     )
 
@@ -524,6 +525,13 @@ _FLAG_FIELDS = {
     "--label-smoothing": "label_smoothing",
     "--weight-decay": "weight_decay",
 }
+
+
+def _command_line() -> str:
+    """How this process was started, as a command to paste (the CLI form when run as a module)."""
+    if Path(sys.argv[0]).name == "train.py":
+        return shlex.join(["python", "-m", "emotion_core.train", *sys.argv[1:]])
+    return shlex.join(sys.argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

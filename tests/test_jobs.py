@@ -243,14 +243,6 @@ def test_activate_switches_default_and_bad_names_change_nothing(
     assert registry.default_model_name(models) == "new-model"
 
 
-def test_plain_card_from_run_files(finished: tuple[Path, str, list]) -> None:
-    models, run_id, _ = finished
-    card = TrainingJobRunner(models / "runs").card_for_run(run_id, "plain")
-    assert card.arch == "tiny" and card.epochs == 2 and card.params > 0
-    assert card.val_accuracy is not None and set(card.per_class) == set(CLASSES)
-    assert card.training_time_s is not None and "done" in card.notes
-
-
 def test_arch_for_init_model_spots_folded_files(tmp_path: Path) -> None:
     files = {"bn": '{"class_name": "BatchNormalization"}', "folded": '{"class_name": "Conv2D"}'}
     for name, config in files.items():

@@ -134,6 +134,24 @@ def test_cancel_file_stops_training(tmp_path):
     assert (run / "last.keras").exists()
 
 
+def test_publish_counts_every_stage_of_a_fine_tuned_run(tmp_path):
+    from emotion_core.publish import publish_run, training_lineage
+
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    first, second = tmp_path / "runs" / "first", tmp_path / "runs" / "second"
+    train(_tiny_config(csv, epochs=2), first)
+    train(_tiny_config(csv, epochs=1, init_model=str(first / "best.keras")), second)
+    stages = training_lineage(second)
+    assert [(s.run_dir, s.epochs) for s in stages] == [(first, 2), (second, 1)]
+    assert all(s.seconds > 0 for s in stages)
+    card = publish_run(second, "two-stage", models_dir=tmp_path / "models")
+    assert card.epochs == 3
+    assert card.training_time_s == pytest.approx(sum(s.seconds for s in stages), abs=0.1)
+    assert "2 stages" in card.notes and "first (2 epochs" in card.notes
+    (first / "hparams.json").unlink()  # a parent without its folder's files ends the chain
+    assert [s.run_dir for s in training_lineage(second)] == [second]
+
+
 def test_train_cli_bad_data_is_clear(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "emotion_core.train", "--data", str(tmp_path / "missing.csv"),
