@@ -412,6 +412,7 @@ def train(
         f"{summary['state']}",
         state=summary["state"],
         metrics={k: v for k, v in summary.items() if isinstance(v, float)},
+        epoch=summary["epochs_done"],
     )
     return summary
 
@@ -430,8 +431,11 @@ def _emit_simple(
     message: str,
     state: str = "running",
     metrics: dict[str, float] | None = None,
+    epoch: int = 0,
 ) -> None:
-    event = ProgressEvent(kind, 0, config.epochs, 0, 0, metrics or {}, 0.0, None, state, message)
+    event = ProgressEvent(
+        kind, epoch, config.epochs, 0, 0, metrics or {}, 0.0, None, state, message
+    )
     for listener in listeners:
         listener(event)
 

@@ -98,6 +98,7 @@ def test_train_one_epoch_writes_run_folder(tmp_path):
     assert summary["state"] == "finished" and summary["epochs_done"] == 1
     kinds = [e.kind for e in events]
     assert kinds[0] == "start" and "epoch" in kinds and kinds[-1] == "end"
+    assert events[-1].epoch == 1 and events[-1].state == "finished"
     epoch_event = next(e for e in events if e.kind == "epoch")
     assert "val_accuracy" in epoch_event.metrics and epoch_event.eta_s is not None
     hparams = json.loads((run / "hparams.json").read_text())

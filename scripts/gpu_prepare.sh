@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Prepare a training run on a lent GPU machine (JAX, no TensorFlow, no internet, <= 64 MiB per
+# call): the Keras wheel and its small pure-Python needs for the machine's Python 3.12 in .whl/,
+# and FER-2013 train + validation as a compact lossless-WebP pack in .gpu/fer.npz (~55 MB).
+# Both folders are git-ignored; carry them with the device call, then run scripts/gpu_train.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+DATA=${DATA:-../shared/data/fer2013/fer2013.csv.gz}
+mkdir -p .whl .gpu
+keras_version=$("$PY" -c "import keras; print(keras.__version__)")
+"$PY" -m pip download --quiet --dest .whl --no-deps --only-binary=:all: --python-version 3.12 \
+    --platform manylinux_2_28_x86_64 "keras==$keras_version" namex optree
+if [ ! -s .gpu/fer.npz ]; then
+    "$PY" -c "import sys; from emotion_core.data import pack_npz; \
+pack_npz(sys.argv[1], '.gpu/fer.npz', splits=('Training', 'PublicTest'), compact=True)" "$DATA"
+fi
+ls -l .whl .gpu
