@@ -16,6 +16,7 @@ import csv
 import json
 import math
 import os
+import platform
 import shlex
 import signal
 import sys
@@ -367,6 +368,7 @@ def train(
             "val_counts": val_set.class_counts(),
             "backend": keras.backend.backend(),
             "params": int(model.count_params()),
+            "hardware": _hardware(),
             "command": _command_line(),
         },
     )
@@ -529,6 +531,15 @@ _FLAG_FIELDS = {
     "--label-smoothing": "label_smoothing",
     "--weight-decay": "weight_decay",
 }
+
+
+def _hardware() -> str:
+    """Where this run trains, for the model card: CPU cores, the GPUs Keras sees, the backend."""
+    from emotion_core.jobs import detect_device
+
+    device = detect_device()
+    place = f"GPU {', '.join(device.gpus)}" if device.gpus else "CPU only"
+    return f"{os.cpu_count()}-core {platform.machine()}, {place} (Keras {device.backend} backend)"
 
 
 def _command_line() -> str:

@@ -273,3 +273,23 @@ def test_emotion_core_never_imports_ui_packages():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_temperature_that_worsens_ece_is_not_kept(monkeypatch):
+    from emotion_core import calibration
+    from emotion_core.calibration import choose_temperature
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 7, 4000)
+    logits = rng.normal(size=(4000, 7))
+    logits[np.arange(4000), labels] += 2.0
+    over = np.exp(3 * logits) / np.exp(3 * logits).sum(axis=1, keepdims=True)
+    temperature, note = choose_temperature(over, labels)  # overconfident: a real fix
+    assert temperature > 1.2 and note == ""
+    assert expected_calibration_error(apply_temperature(over, temperature), labels) < (
+        expected_calibration_error(over, labels)
+    )
+    # When the fitted temperature would make the ECE worse, 1.0 is kept and the note says why.
+    monkeypatch.setattr(calibration, "fit_temperature", lambda probs, labels: 10.0)
+    temperature, note = choose_temperature(over, labels)
+    assert temperature == 1.0 and "(10.000) made the 15-bin ECE worse" in note

@@ -14,9 +14,9 @@ from emotion_core.preprocess import preprocess_batch
 from emotion_core.registry import MODELS_DIR, default_model_name, read_card
 
 # Regression guard: the shipped default scored GUARD_MEASURED on the full PublicTest split when
-# it was published (see its card); a change that loses more than a point fails here.
-GUARD_MEASURED = 0.6584
-GUARD = GUARD_MEASURED - 0.01
+# it was published (see its card); below GUARD this test fails.
+GUARD_MEASURED = 0.6631
+GUARD = 0.66  # the foundation issue's guard (measured minus 0.31 points: 11 of 3,589 images)
 
 pytestmark = [
     pytest.mark.data,
