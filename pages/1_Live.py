@@ -33,18 +33,15 @@ import os
 import time
 from typing import Any
 
-import altair as alt
 import av
-import pandas as pd
 
 import ui_common
 from emotion_core import registry
-from emotion_core.classes import CLASSES
+from emotion_core.charts import live_distribution_chart
 from emotion_core.live import LiveAggregator, LiveProcessor, LiveSnapshot, parse_ice_servers
 from emotion_core.nervousness import NervousnessRule, evaluate_rule_on_counts
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
 from emotion_core.registry import ModelCard, ModelError
-from emotion_core.report import CLASS_COLORS
 from emotion_core.sessions import SessionError, SessionRecorder, sessions_dir_default
 
 AGGREGATOR_KEY = "live_aggregator"
@@ -61,7 +58,6 @@ STORED_STATEMENT = (
     "used. **Never images or video.** Sessions are saved as files in `{dir}`."
 )
 POLL_S = 0.5
-COLOR_SCALE = alt.Scale(domain=list(CLASSES), range=[CLASS_COLORS[c] for c in CLASSES])
 
 
 def ice_servers() -> tuple[list[dict[str, Any]], str | None]:
@@ -252,37 +248,6 @@ def recording_controls(card: ModelCard, rule: NervousnessRule, recording: bool) 
             st.caption("Open it on the Analysis page.")
 
 
-def distribution_chart(snap: LiveSnapshot) -> alt.Chart:
-    """Bar chart of the share of face-frames per top label (tooltip: mean probability)."""
-    total = max(1, sum(snap.label_counts.values()))
-    data = pd.DataFrame(
-        {
-            "emotion": list(CLASSES),
-            "share": [snap.label_counts.get(c, 0) / total for c in CLASSES],
-            "mean probability": [snap.mean_probs.get(c, 0.0) for c in CLASSES],
-            "faces": [snap.label_counts.get(c, 0) for c in CLASSES],
-        }
-    )
-    return (
-        alt.Chart(data, title="Emotion distribution (share of face-frames)")
-        .mark_bar()
-        .encode(
-            x=alt.X("emotion:N", sort=list(CLASSES), title=None),
-            y=alt.Y(
-                "share:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]), title="share"
-            ),
-            color=alt.Color("emotion:N", scale=COLOR_SCALE, legend=None),
-            tooltip=[
-                "emotion",
-                alt.Tooltip("share:Q", format=".1%"),
-                alt.Tooltip("mean probability:Q", format=".1%"),
-                "faces",
-            ],
-        )
-        .properties(height=260)
-    )
-
-
 VERDICT_SLOTS = 8  # render_verdict writes 3-4 elements; padded to a fixed count
 
 
@@ -343,7 +308,7 @@ def render_stats(snap: LiveSnapshot, rule: NervousnessRule, playing: bool) -> No
     else:
         st.empty()
     if snap.faces:
-        st.altair_chart(distribution_chart(snap), width="stretch")
+        st.altair_chart(live_distribution_chart(snap), width="stretch")
     else:
         st.caption("The emotion distribution appears once a face has been analysed.")
     result = evaluate_rule_on_counts(

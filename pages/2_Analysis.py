@@ -17,11 +17,11 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # `streamlit run` adds the root; AppTest and tools may not
     sys.path.insert(0, str(_ROOT))
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 import ui_common
+from emotion_core.charts import comparison_chart, distribution_ci_chart, timeline_chart
 from emotion_core.classes import CLASSES
 from emotion_core.nervousness import (
     NervousnessRule,
@@ -30,7 +30,6 @@ from emotion_core.nervousness import (
 )
 from emotion_core.registry import ModelCard, ModelError, read_card
 from emotion_core.report import (
-    CLASS_COLORS,
     RESPONSIBLE_USE,
     build_html_report,
     per_class_frame,
@@ -61,7 +60,6 @@ SELECT_KEY = "an_selected"
 DETAIL_KEY = "an_detail"
 MESSAGE_KEY = "an_message"
 PRESELECT_KEY = "analysis_preselect"  # a session id other pages set before switching here
-COLOR_SCALE = alt.Scale(domain=list(CLASSES), range=[CLASS_COLORS[c] for c in CLASSES])
 
 
 @dataclass(frozen=True)
@@ -133,81 +131,6 @@ def _card(model_name: str) -> dict[str, Any] | None:
         return read_card(model_name).to_dict()
     except ModelError:
         return None
-
-
-# ------------------------------------------------------------------------------------------
-# Charts
-# ------------------------------------------------------------------------------------------
-
-
-def distribution_chart(df: pd.DataFrame, basis: str, rule: NervousnessRule) -> Any:
-    """Bars with CI error bars for one basis; threshold ticks when the rule uses this basis."""
-    title = BASIS_LABELS[basis]
-    base = alt.Chart(df).encode(
-        y=alt.Y("class:N", sort=list(CLASSES), title=None, axis=alt.Axis(labelOverlap=False))
-    )
-    bars = base.mark_bar().encode(
-        x=alt.X(f"{basis}:Q", scale=alt.Scale(domain=[0, 1]), title=title),
-        color=alt.Color("class:N", scale=COLOR_SCALE, legend=None),
-        tooltip=[
-            "class",
-            alt.Tooltip(f"{basis}:Q", format=".3f"),
-            alt.Tooltip(f"{basis}_lo:Q", format=".3f", title="CI low"),
-            alt.Tooltip(f"{basis}_hi:Q", format=".3f", title="CI high"),
-        ],
-    )
-    errors = base.mark_errorbar(ticks=True).encode(
-        x=alt.X(f"{basis}_lo:Q", title=title), x2=f"{basis}_hi:Q"
-    )
-    layers: list[Any] = [bars, errors]
-    if rule.basis == basis and rule.logic != "sum":
-        thr = pd.DataFrame(
-            {"class": list(rule.emotions), "threshold": [t for _, t in rule.thresholds]}
-        )
-        layers.append(
-            alt.Chart(thr)
-            .mark_tick(color="black", thickness=2, size=18)
-            .encode(
-                y=alt.Y("class:N", sort=list(CLASSES)),
-                x="threshold:Q",
-                tooltip=[alt.Tooltip("threshold:Q", format=".2f")],
-            )
-        )
-    return alt.layer(*layers).properties(height=alt.Step(28), title=title)
-
-
-def timeline_chart(long: pd.DataFrame) -> alt.Chart:
-    """Smoothed per-class probability lines with an x-interval brush named 'brush'."""
-    brush = alt.selection_interval(encodings=["x"], name="brush")
-    chart = (
-        alt.Chart(long)
-        .mark_line()
-        .encode(
-            x=alt.X("t_s:Q", title="time (s)"),
-            y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("class:N", scale=COLOR_SCALE),
-            tooltip=["t_s", "class", alt.Tooltip("probability:Q", format=".2f")],
-        )
-        .add_params(brush)
-        .properties(height=240)
-    )
-    return chart
-
-
-def comparison_chart(cmp: Comparison) -> alt.Chart:
-    """Grouped bars: one group per class, one bar per session."""
-    return (
-        alt.Chart(cmp.to_frame())
-        .mark_bar()
-        .encode(
-            x=alt.X("class:N", sort=list(CLASSES), title=None),
-            xOffset="session:N",
-            y=alt.Y("value:Q", title=BASIS_LABELS[cmp.basis]),
-            color=alt.Color("session:N"),
-            tooltip=["session", "class", alt.Tooltip("value:Q", format=".3f")],
-        )
-        .properties(height=260)
-    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -423,8 +346,8 @@ def detail_section(
         st.warning("No face in this range: nothing to show.")
     else:
         c1, c2 = st.columns(2)
-        c1.altair_chart(distribution_chart(df, "share", rule), width="stretch")
-        c2.altair_chart(distribution_chart(df, "mean_prob", rule), width="stretch")
+        c1.altair_chart(distribution_ci_chart(df, "share", rule), width="stretch")
+        c2.altair_chart(distribution_ci_chart(df, "mean_prob", rule), width="stretch")
 
     result = evaluate_distribution(rule, dist, s.duration_s)
     v_col, m_col = st.columns([3, 2])

@@ -18,12 +18,12 @@ if str(_ROOT) not in sys.path:  # `streamlit run` adds the root; AppTest and too
 import time
 from typing import Any
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 import ui_common
 from emotion_core import registry
+from emotion_core.charts import confusion_chart, curves_chart
 from emotion_core.classes import CLASSES
 from emotion_core.jobs import (
     DatasetSummary,
@@ -97,27 +97,6 @@ def show_flash() -> None:
         getattr(st, kind)(text)
 
 
-# ---------------------------------------------------------------- charts
-
-
-def curves_chart(metrics: pd.DataFrame, metric: str) -> alt.Chart:
-    """Train and validation `metric` ('loss' or 'accuracy') per epoch."""
-    cols = [c for c in (metric, f"val_{metric}") if c in metrics.columns]
-    long = metrics.melt(id_vars=["epoch"], value_vars=cols, var_name="series", value_name="value")
-    long["split"] = long["series"].map(lambda s: "validation" if s.startswith("val_") else "train")
-    return (
-        alt.Chart(long.dropna(), title=metric.capitalize())
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(format="d", tickMinStep=1)),
-            y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
-            color=alt.Color("split:N", title=None),
-            tooltip=["epoch:Q", "split:N", alt.Tooltip("value:Q", title=metric, format=".4f")],
-        )
-        .properties(height=220)
-    )
-
-
 def show_curves(metrics: pd.DataFrame) -> None:
     if metrics.empty:
         st.caption("Curves appear after the first epoch.")
@@ -125,32 +104,6 @@ def show_curves(metrics: pd.DataFrame) -> None:
     left, right = st.columns(2)
     left.altair_chart(curves_chart(metrics, "loss"), width="stretch")
     right.altair_chart(curves_chart(metrics, "accuracy"), width="stretch")
-
-
-def confusion_chart(matrix: list[list[int]], classes: list[str]) -> alt.LayerChart:
-    """Row-normalised confusion matrix heat map (rows: true class, columns: predicted)."""
-    rows = []
-    for i, true in enumerate(classes):
-        total = max(sum(matrix[i]), 1)
-        for j, pred in enumerate(classes):
-            rows.append({"true": true, "predicted": pred, "count": int(matrix[i][j]),
-                         "share": matrix[i][j] / total})  # fmt: skip
-    frame = pd.DataFrame(rows)
-    base = alt.Chart(frame).encode(
-        x=alt.X("predicted:N", sort=classes, title="predicted"),
-        y=alt.Y("true:N", sort=classes, title="true class"),
-    )
-    heat = base.mark_rect().encode(
-        color=alt.Color("share:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="share"),
-        tooltip=["true:N", "predicted:N", "count:Q", alt.Tooltip("share:Q", format=".1%")],
-    )
-    text = base.mark_text(fontSize=11).encode(
-        text=alt.Text("share:Q", format=".2f"),
-        color=alt.condition("datum.share > 0.5", alt.value("white"), alt.value("black")),
-    )
-    return (heat + text).properties(
-        width=alt.Step(44), height=alt.Step(36), title="Confusion matrix (rows sum to 1)"
-    )
 
 
 # ---------------------------------------------------------------- dataset

@@ -1,0 +1,165 @@
+"""Altair charts shared by the pages (pure functions: data in, chart spec out; no Streamlit)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import altair as alt
+import pandas as pd
+
+from emotion_core.classes import CLASSES
+from emotion_core.report import CLASS_COLORS
+from emotion_core.stats import BASIS_LABELS
+
+if TYPE_CHECKING:  # the live module loads the pipeline; charts only need the types
+    from emotion_core.live import LiveSnapshot
+    from emotion_core.nervousness import NervousnessRule
+    from emotion_core.stats import Comparison
+
+COLOR_SCALE = alt.Scale(domain=list(CLASSES), range=[CLASS_COLORS[c] for c in CLASSES])
+
+
+def distribution_ci_chart(df: pd.DataFrame, basis: str, rule: NervousnessRule) -> Any:
+    """Bars with CI error bars for one basis (df: one row per class with columns class, BASIS,
+    BASIS_lo, BASIS_hi); threshold ticks when the rule uses this basis."""
+    title = BASIS_LABELS[basis]
+    base = alt.Chart(df).encode(
+        y=alt.Y("class:N", sort=list(CLASSES), title=None, axis=alt.Axis(labelOverlap=False))
+    )
+    bars = base.mark_bar().encode(
+        x=alt.X(f"{basis}:Q", scale=alt.Scale(domain=[0, 1]), title=title),
+        color=alt.Color("class:N", scale=COLOR_SCALE, legend=None),
+        tooltip=[
+            "class",
+            alt.Tooltip(f"{basis}:Q", format=".3f"),
+            alt.Tooltip(f"{basis}_lo:Q", format=".3f", title="CI low"),
+            alt.Tooltip(f"{basis}_hi:Q", format=".3f", title="CI high"),
+        ],
+    )
+    errors = base.mark_errorbar(ticks=True).encode(
+        x=alt.X(f"{basis}_lo:Q", title=title), x2=f"{basis}_hi:Q"
+    )
+    layers: list[Any] = [bars, errors]
+    if rule.basis == basis and rule.logic != "sum":
+        thr = pd.DataFrame(
+            {"class": list(rule.emotions), "threshold": [t for _, t in rule.thresholds]}
+        )
+        layers.append(
+            alt.Chart(thr)
+            .mark_tick(color="black", thickness=2, size=18)
+            .encode(
+                y=alt.Y("class:N", sort=list(CLASSES)),
+                x="threshold:Q",
+                tooltip=[alt.Tooltip("threshold:Q", format=".2f")],
+            )
+        )
+    return alt.layer(*layers).properties(height=alt.Step(28), title=title)
+
+
+def timeline_chart(long: pd.DataFrame) -> alt.Chart:
+    """Smoothed per-class probability lines with an x-interval brush named 'brush'."""
+    brush = alt.selection_interval(encodings=["x"], name="brush")
+    chart = (
+        alt.Chart(long)
+        .mark_line()
+        .encode(
+            x=alt.X("t_s:Q", title="time (s)"),
+            y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("class:N", scale=COLOR_SCALE),
+            tooltip=["t_s", "class", alt.Tooltip("probability:Q", format=".2f")],
+        )
+        .add_params(brush)
+        .properties(height=240)
+    )
+    return chart
+
+
+def comparison_chart(cmp: Comparison) -> alt.Chart:
+    """Grouped bars: one group per class, one bar per session."""
+    return (
+        alt.Chart(cmp.to_frame())
+        .mark_bar()
+        .encode(
+            x=alt.X("class:N", sort=list(CLASSES), title=None),
+            xOffset="session:N",
+            y=alt.Y("value:Q", title=BASIS_LABELS[cmp.basis]),
+            color=alt.Color("session:N"),
+            tooltip=["session", "class", alt.Tooltip("value:Q", format=".3f")],
+        )
+        .properties(height=260)
+    )
+
+
+def live_distribution_chart(snap: LiveSnapshot) -> alt.Chart:
+    """Bar chart of the share of face-frames per top label (tooltip: mean probability)."""
+    total = max(1, sum(snap.label_counts.values()))
+    data = pd.DataFrame(
+        {
+            "emotion": list(CLASSES),
+            "share": [snap.label_counts.get(c, 0) / total for c in CLASSES],
+            "mean probability": [snap.mean_probs.get(c, 0.0) for c in CLASSES],
+            "faces": [snap.label_counts.get(c, 0) for c in CLASSES],
+        }
+    )
+    return (
+        alt.Chart(data, title="Emotion distribution (share of face-frames)")
+        .mark_bar()
+        .encode(
+            x=alt.X("emotion:N", sort=list(CLASSES), title=None),
+            y=alt.Y(
+                "share:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]), title="share"
+            ),
+            color=alt.Color("emotion:N", scale=COLOR_SCALE, legend=None),
+            tooltip=[
+                "emotion",
+                alt.Tooltip("share:Q", format=".1%"),
+                alt.Tooltip("mean probability:Q", format=".1%"),
+                "faces",
+            ],
+        )
+        .properties(height=260)
+    )
+
+
+def curves_chart(metrics: pd.DataFrame, metric: str) -> alt.Chart:
+    """Train and validation `metric` ('loss' or 'accuracy') per epoch."""
+    cols = [c for c in (metric, f"val_{metric}") if c in metrics.columns]
+    long = metrics.melt(id_vars=["epoch"], value_vars=cols, var_name="series", value_name="value")
+    long["split"] = long["series"].map(lambda s: "validation" if s.startswith("val_") else "train")
+    return (
+        alt.Chart(long.dropna(), title=metric.capitalize())
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(format="d", tickMinStep=1)),
+            y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+            color=alt.Color("split:N", title=None),
+            tooltip=["epoch:Q", "split:N", alt.Tooltip("value:Q", title=metric, format=".4f")],
+        )
+        .properties(height=220)
+    )
+
+
+def confusion_chart(matrix: list[list[int]], classes: list[str]) -> alt.LayerChart:
+    """Row-normalised confusion matrix heat map (rows: true class, columns: predicted)."""
+    rows = []
+    for i, true in enumerate(classes):
+        total = max(sum(matrix[i]), 1)
+        for j, pred in enumerate(classes):
+            rows.append({"true": true, "predicted": pred, "count": int(matrix[i][j]),
+                         "share": matrix[i][j] / total})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:N", sort=classes, title="predicted"),
+        y=alt.Y("true:N", sort=classes, title="true class"),
+    )
+    heat = base.mark_rect().encode(
+        color=alt.Color("share:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="share"),
+        tooltip=["true:N", "predicted:N", "count:Q", alt.Tooltip("share:Q", format=".1%")],
+    )
+    text = base.mark_text(fontSize=11).encode(
+        text=alt.Text("share:Q", format=".2f"),
+        color=alt.condition("datum.share > 0.5", alt.value("white"), alt.value("black")),
+    )
+    return (heat + text).properties(
+        width=alt.Step(44), height=alt.Step(36), title="Confusion matrix (rows sum to 1)"
+    )
