@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -222,6 +223,13 @@ def detect_device() -> DeviceInfo:
         return DeviceInfo(backend, gpus)
     except Exception as exc:  # noqa: BLE001  a broken backend must not break the page
         return DeviceInfo("unknown", (), f"{type(exc).__name__}: {exc}")
+
+
+def describe_hardware() -> str:
+    """This machine for a model card: CPU cores, the GPUs Keras sees, the backend."""
+    device = detect_device()
+    place = f"GPU {', '.join(device.gpus)}" if device.gpus else "CPU only"
+    return f"{os.cpu_count()}-core {platform.machine()}, {place} (Keras {device.backend} backend)"
 
 
 # ---------------------------------------------------------------- run state

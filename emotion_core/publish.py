@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -122,7 +120,7 @@ def publish_run(
         ),
         params=int(model.count_params()),
         cpu_ms_per_face=round(cpu_ms_per_face(model), 2),
-        hardware="; ".join(dict.fromkeys(stage.hardware for stage in stages)) or _this_machine(),
+        hardware="; ".join(dict.fromkeys(stage.hardware for stage in stages)),
         training_time_s=round(sum(stage.seconds for stage in stages), 1) or None,
         date=time.strftime("%Y-%m-%d"),
         command=" && ".join(stage.command for stage in stages if stage.command),
@@ -150,6 +148,8 @@ def training_lineage(run_dir: Path, max_depth: int = 20) -> list[TrainingStage]:
     """The run and the runs it was fine-tuned from (--init-model RUN/best.keras or last.keras),
     oldest first. A parent whose folder has no hparams.json (e.g. a registered model) ends the
     chain."""
+    from emotion_core.jobs import describe_hardware, read_metrics
+
     stages: list[TrainingStage] = []
     seen: set[Path] = set()
     current: Path | None = Path(run_dir)
@@ -159,20 +159,19 @@ def training_lineage(run_dir: Path, max_depth: int = 20) -> list[TrainingStage]:
             hparams = json.loads((current / "hparams.json").read_text())
         except (OSError, json.JSONDecodeError):
             break
-        metrics = _read_metrics(current)
-        seconds = float(metrics[-1]["elapsed_s"]) if metrics else 0.0
-        command = str(hparams.get("command", ""))
-        if command.split(" ", 1)[0].endswith("emotion_core/train.py"):  # runs before the fix
-            command = "python -m emotion_core.train" + command[len(command.split(" ", 1)[0]) :]
-        hardware = str(hparams.get("hardware") or _this_machine())
+        metrics = read_metrics(current / "metrics.csv")
+        seconds = (
+            float(metrics["elapsed_s"].iloc[-1]) if "elapsed_s" in metrics and len(metrics) else 0.0
+        )
+        program, _, args = str(hparams.get("command", "")).partition(" ")
+        if program.endswith("emotion_core/train.py"):  # runs recorded before the CLI form
+            program = "python -m emotion_core.train"
+        command = f"{program} {args}".strip()
+        hardware = str(hparams.get("hardware") or describe_hardware())
         stages.append(TrainingStage(current, len(metrics), seconds, command, hardware))
         parent = Path(str(hparams.get("init_model") or ""))
         current = parent.parent if parent.name in ("best.keras", "last.keras") else None
     return stages[::-1]
-
-
-def _this_machine() -> str:
-    return f"{os.cpu_count()}-core {platform.machine()} CPU"
 
 
 def _stages_note(stages: Sequence[TrainingStage]) -> str:
@@ -184,16 +183,6 @@ def _stages_note(stages: Sequence[TrainingStage]) -> str:
         + ", then ".join(parts)
         + "."
     )
-
-
-def _read_metrics(run_dir: Path) -> list[dict[str, str]]:
-    import csv
-
-    path = run_dir / "metrics.csv"
-    if not path.exists():
-        return []
-    with path.open() as fh:
-        return list(csv.DictReader(fh))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,6 @@ import csv
 import json
 import math
 import os
-import platform
 import shlex
 import signal
 import sys
@@ -359,6 +358,8 @@ def train(
         for stale in ("metrics.csv", "resume.json", "last.keras", "best.keras", "eval.json"):
             (run_dir / stale).unlink(missing_ok=True)
         model = build_model(config, steps)
+    from emotion_core.jobs import describe_hardware
+
     atomic_write_json(
         run_dir / "hparams.json",
         asdict(config)
@@ -368,7 +369,7 @@ def train(
             "val_counts": val_set.class_counts(),
             "backend": keras.backend.backend(),
             "params": int(model.count_params()),
-            "hardware": _hardware(),
+            "hardware": describe_hardware(),
             "command": _command_line(),
         },
     )
@@ -531,15 +532,6 @@ _FLAG_FIELDS = {
     "--label-smoothing": "label_smoothing",
     "--weight-decay": "weight_decay",
 }
-
-
-def _hardware() -> str:
-    """Where this run trains, for the model card: CPU cores, the GPUs Keras sees, the backend."""
-    from emotion_core.jobs import detect_device
-
-    device = detect_device()
-    place = f"GPU {', '.join(device.gpus)}" if device.gpus else "CPU only"
-    return f"{os.cpu_count()}-core {platform.machine()}, {place} (Keras {device.backend} backend)"
 
 
 def _command_line() -> str:
