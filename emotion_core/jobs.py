@@ -212,7 +212,7 @@ def detect_device() -> DeviceInfo:
         elif backend == "jax":
             import jax
 
-            gpus = tuple(str(d) for d in jax.devices() if d.platform == "gpu")
+            gpus = tuple(d.device_kind for d in jax.devices() if d.platform == "gpu")
         elif backend == "torch":
             import torch
 

@@ -31,6 +31,7 @@ from emotion_core.classes import CLASSES
 from emotion_core.data import DataError, Dataset, load_dataset
 from emotion_core.fileio import atomic_write_json
 from emotion_core.preprocess import preprocess_batch
+from emotion_core.registry import ModelError
 
 # ---------------------------------------------------------------- configuration
 
@@ -58,6 +59,9 @@ class TrainConfig:
     init_model: str = ""  # fine-tune from this .keras file instead of starting from scratch
     seed: int = 1337
     max_train_samples: int = 0  # 0 = all (small values for smoke tests)
+    teacher: str = ""  # distil from this .keras teacher or its probabilities .npz (distill.py)
+    distill_alpha: float = 0.7  # weight of the teacher's softened probabilities in the targets
+    distill_temperature: float = 4.0
 
 
 # ---------------------------------------------------------------- progress interface
@@ -148,6 +152,13 @@ def build_model(config: TrainConfig, steps_per_epoch: int) -> Any:
         model = keras.saving.load_model(config.init_model, compile=False, safe_mode=True)
     else:
         model = make_model((48, 48, 1), len(CLASSES), config.arch, augment=config.augment)
+    return _compile(model, config)
+
+
+def _compile(model: Any, config: TrainConfig) -> Any:
+    """Compile with the configured optimizer and (soft-target) cross-entropy."""
+    import keras
+
     if config.optimizer == "adamw":
         optimizer: Any = keras.optimizers.AdamW(
             config.learning_rate, weight_decay=config.weight_decay
@@ -158,7 +169,10 @@ def build_model(config: TrainConfig, steps_per_epoch: int) -> Any:
         )
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        # NOTE: with a teacher the smoothing is already inside the soft targets.
+        loss=keras.losses.CategoricalCrossentropy(
+            label_smoothing=0.0 if config.teacher else config.label_smoothing
+        ),
         metrics=["accuracy"],
     )
     return model
@@ -337,6 +351,17 @@ def train(
     steps = math.ceil(len(x_train) / config.batch_size)
     n = len(CLASSES)
     y_train_1h = keras.utils.to_categorical(y_train, n)
+    if config.teacher:
+        from emotion_core.distill import distillation_targets, load_teacher
+
+        _emit_simple(listeners, "start", config, f"teacher probabilities from {config.teacher}")
+        y_train_1h = distillation_targets(
+            y_train,
+            load_teacher(config.teacher, x_train, y_train),
+            config.distill_alpha,
+            config.distill_temperature,
+            config.label_smoothing,
+        )
     y_val_1h = keras.utils.to_categorical(y_val, n)
 
     # Model (fresh, fine-tuned, or resumed from the last checkpoint)
@@ -352,6 +377,11 @@ def train(
         state = json.loads(state_file.read_text())
         initial_epoch, prior_elapsed, best = state["epoch"], state["elapsed_s"], state["best"]
         model = keras.saving.load_model(run_dir / "last.keras", safe_mode=True)
+        if getattr(model, "optimizer", None) is None:
+            # NOTE: checkpoints slimmed for transfer (scripts/gpu_train.sh) have no optimizer
+            # state; training goes on with a fresh optimizer at the scheduled learning rate.
+            print(f"note: {run_dir / 'last.keras'} has no optimizer state; starting a new one")
+            model = _compile(model, config)
     else:
         if resume:
             print(f"note: {run_dir} has no checkpoint to resume from; starting fresh", flush=True)
@@ -487,6 +517,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, Path, bo
     p.add_argument("--init-model", default="", help="fine-tune from this .keras file")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--max-train-samples", type=int, default=0)
+    p.add_argument(
+        "--teacher", default="", help="distil: teacher .keras or its .npz (emotion_core.distill)"
+    )
+    p.add_argument("--distill-alpha", type=float, default=defaults.distill_alpha)
+    p.add_argument("--distill-temperature", type=float, default=defaults.distill_temperature)
     p.add_argument("--out", default="", help="run folder (default models/runs/<time>-<arch>)")
     p.add_argument(
         "--resume", action="store_true", help="continue from the run folder's last.keras"
@@ -512,6 +547,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, Path, bo
         init_model=a.init_model,
         seed=a.seed,
         max_train_samples=a.max_train_samples,
+        teacher=a.teacher,
+        distill_alpha=a.distill_alpha,
+        distill_temperature=a.distill_temperature,
     )
     from emotion_core.registry import MODELS_DIR
 
@@ -554,7 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         summary = train(config, run_dir, resume, [ConsoleProgress()], overrides=explicit)
-    except (DataError, ValueError, OSError) as exc:
+    except (DataError, ValueError, OSError, ModelError) as exc:
         message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, DataError) else str(exc)
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(

@@ -1,26 +1,55 @@
 #!/usr/bin/env bash
 # Run ON the lent GPU machine, from the repo root, after scripts/gpu_prepare.sh here and with
-# `.gpu` and `.whl` carried:   bash scripts/gpu_train.sh NAME BUDGET_S [train args...]
-# e.g.  bash scripts/gpu_train.sh vgg-m 480 --arch vgg-m --optimizer sgd --lr 0.01
-# Trains with the JAX backend for BUDGET_S seconds (wall-time cosine), then puts the run folder
-# (best.keras, last.keras, metrics, hparams, eval, log) under $OUT as NAME.tar.NN parts of
-# <= 15 MB. Join them here: cat NAME.tar.* | tar xf - -C models/runs/NAME
+# `.gpu` and `.whl` carried:   bash scripts/gpu_train.sh BUDGET_S SPEC_FILE
+# SPEC_FILE has one run per line, `NAME [train args...]` ('#' starts a comment), e.g.
+#   ff-adamw --arch fer-fast --optimizer adamw --lr 0.002 --weight-decay 0.01
+# All runs train AT THE SAME TIME on the one GPU (small nets leave most of it idle) with the JAX
+# backend, each for BUDGET_S seconds of wall time (its cosine anneals to it; a hard stop sends
+# SIGTERM 60 s later, which train handles by stopping and keeping its checkpoints). Then every
+# run folder (metrics, hparams, eval, log, and best.keras/last.keras without optimizer state, to
+# fit the 64 MB that comes back) is packed into runs.tar.NN parts of <= 15 MB under $OUT. Join them here:
+#   cat runs.tar.* | tar xf - -C models/runs
 set -uo pipefail
-name=$1 budget=$2
-shift 2
+budget=$1 spec=$2
 PY=${PYTHON:-python3}
+OUT=${OUT:-/tmp/out}
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site ${WHEELS:-.whl/*.whl} || exit 1
-export PYTHONPATH="/tmp/site:$PWD" KERAS_BACKEND=${KERAS_BACKEND:-jax} XLA_PYTHON_CLIENT_PREALLOCATE=false \
-    PYTHONUNBUFFERED=1 EMOTION_CACHE_DIR=/tmp/cache
+export PYTHONPATH="/tmp/site:$PWD" KERAS_BACKEND=${KERAS_BACKEND:-jax} \
+    XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1 EMOTION_CACHE_DIR=/tmp/cache
 nvidia-smi -L || echo "no NVIDIA GPU visible"
 "$PY" -c "import keras; print('keras', keras.__version__, 'backend', keras.backend.backend())" \
     || exit 1
-run=/tmp/runs/$name
-mkdir -p "$run"
-"$PY" -m emotion_core.train --data .gpu/fer.npz --epochs 100000 --patience 0 \
-    --time-budget "$budget" --out "$run" "$@" 2>&1 | tee "$run/train.log"
-status=${PIPESTATUS[0]}
-(cd "$run" && tar cf - ./*.json ./*.csv ./*.keras train.log) | split -b 15M -d - "${OUT:-/tmp/out}/$name.tar."
-ls -l "${OUT:-/tmp/out}"
+runs=/tmp/runs
+mkdir -p "$runs" "$OUT"
+names=()
+while read -r name args; do
+    [[ -z "$name" || "$name" == \#* ]] && continue
+    mkdir -p "$runs/$name"
+    # shellcheck disable=SC2086  # the spec line's arguments are split on purpose
+    timeout -s TERM -k 30 $((budget + 60)) "$PY" -m emotion_core.train --data .gpu/fer.npz \
+        --epochs 100000 --patience 0 --time-budget "$budget" --out "$runs/$name" $args \
+        >"$runs/$name/train.log" 2>&1 &
+    names+=("$name")
+    echo "started $name: $args"
+done <"$spec"
+status=0
+wait || status=$?
+for name in "${names[@]}"; do
+    echo "== $name"
+    tail -n 3 "$runs/$name/train.log"
+    tail -n 2 "$runs/$name/metrics.csv" 2>/dev/null
+done
+# Checkpoints without optimizer state (a third of the size); --init-model continues them.
+"$PY" - "$runs" <<'PYEOF'
+import pathlib, sys
+import keras
+import emotion_core.zoo  # registers FaceAugment
+for path in sorted(pathlib.Path(sys.argv[1]).glob("*/*.keras")):
+    model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    model.save(path)
+    print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
+PYEOF
+(cd "$runs" && tar cf - --exclude=CANCEL "${names[@]}") | split -b 15M -d - "$OUT/runs.tar."
+ls -l "$OUT"
 exit "$status"

@@ -15,8 +15,8 @@ from emotion_core.registry import MODELS_DIR, default_model_name, read_card
 
 # Regression guard: the shipped default scored GUARD_MEASURED on the full PublicTest split when
 # it was published (see its card); below GUARD this test fails.
-GUARD_MEASURED = 0.6631
-GUARD = 0.66  # the foundation issue's guard (measured minus 0.31 points: 11 of 3,589 images)
+GUARD_MEASURED = 0.6854
+GUARD = 0.68  # the foundation issue's bar (measured minus 0.54 points: 19 of 3,589 images)
 
 pytestmark = [
     pytest.mark.data,

@@ -1,0 +1,127 @@
+"""Knowledge distillation: a bigger teacher's softened probabilities become training targets.
+
+Offline distillation: the teacher is run once over the (un-augmented, flip-averaged) training
+faces; the student then learns `alpha * soften(teacher, T) + (1 - alpha) * smoothed one-hot`
+with ordinary cross-entropy. A teacher can be a `.keras` file or a `.npz` of its probabilities
+written by this module's CLI (small enough to carry to a GPU machine instead of the teacher):
+
+    python -m emotion_core.distill --teacher models/runs/vgg-m/best.keras \
+        --data ../shared/data/fer2013/fer2013.csv.gz --out teacher.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from emotion_core.classes import CLASSES
+from emotion_core.data import DataError
+
+
+class TeacherError(ValueError):
+    """A teacher file that cannot serve the training set (missing, wrong shape, misaligned)."""
+
+
+def teacher_probabilities(model_path: Path, faces: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Flip-averaged probabilities (N, C) of a .keras teacher on faces (N, 48, 48, 1)."""
+    from emotion_core.evaluate import predict_all
+    from emotion_core.inference import load_classifier_from_file
+
+    classifier = load_classifier_from_file(Path(model_path))
+    return predict_all(classifier, faces, tta=True, batch=batch).astype(np.float32)
+
+
+def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities (N, C) re-scaled as if their logits were divided by temperature."""
+    from emotion_core.inference import softmax_with_temperature
+
+    return softmax_with_temperature(probs.astype(np.float64), temperature).astype(np.float32)
+
+
+def distillation_targets(
+    labels: np.ndarray,
+    teacher: np.ndarray,
+    alpha: float,
+    temperature: float,
+    label_smoothing: float = 0.0,
+) -> np.ndarray:
+    """Targets (N, C): alpha * soften(teacher, T) + (1 - alpha) * label-smoothed one-hot."""
+    if not 0.0 <= alpha <= 1.0:
+        raise TeacherError(f"distillation alpha must be in [0, 1], got {alpha}")
+    if temperature <= 0:
+        raise TeacherError(f"distillation temperature must be > 0, got {temperature}")
+    num_classes = teacher.shape[1]
+    one_hot = np.eye(num_classes, dtype=np.float32)[labels]
+    one_hot = one_hot * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return alpha * soften(teacher, temperature) + (1.0 - alpha) * one_hot
+
+
+def save_teacher_file(path: Path, probs: np.ndarray, labels: np.ndarray, source: str) -> None:
+    """Write probabilities (N, C) with the labels they belong to (checked on load)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path, probs=probs.astype(np.float16), labels=labels.astype(np.int8), source=source
+    )
+
+
+def load_teacher_file(path: Path, labels: np.ndarray) -> np.ndarray:
+    """Probabilities (N, C) from a teacher .npz whose rows must match labels (N,)."""
+    path = Path(path)
+    if not path.exists():
+        raise TeacherError(f"{path}: teacher file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            probs, saved_labels = data["probs"].astype(np.float32), data["labels"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise TeacherError(f"{path}: not a teacher file ({type(exc).__name__}: {exc})") from exc
+    if probs.ndim != 2 or probs.shape[1] != len(CLASSES):
+        raise TeacherError(f"{path}: probabilities have shape {probs.shape}, need (N, 7)")
+    if len(saved_labels) != len(labels) or not np.array_equal(saved_labels, labels):
+        raise TeacherError(
+            f"{path}: made for a different training set ({len(saved_labels)} rows, "
+            f"{len(labels)} here, or the labels differ); rebuild it with python -m "
+            "emotion_core.distill"
+        )
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def load_teacher(path: str, faces: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Teacher probabilities (N, C) for the training faces, from a .npz or a .keras teacher."""
+    if path.endswith(".npz"):
+        return load_teacher_file(Path(path), labels)
+    if len(faces) != len(labels):
+        raise TeacherError(f"{len(faces)} faces but {len(labels)} labels")
+    return teacher_probabilities(Path(path), faces)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: write a teacher's probabilities on a training split to a .npz."""
+    p = argparse.ArgumentParser(prog="python -m emotion_core.distill", description=__doc__)
+    p.add_argument("--teacher", required=True, help="teacher .keras file")
+    p.add_argument("--data", required=True, help="FER-2013 CSV, folder root or .npz pack")
+    p.add_argument("--split", default="Training")
+    p.add_argument("--out", required=True, help="output .npz")
+    a = p.parse_args(argv)
+    from emotion_core.data import load_dataset
+    from emotion_core.preprocess import preprocess_batch
+    from emotion_core.registry import ModelError
+
+    try:
+        data = load_dataset(a.data, a.split)
+        probs = teacher_probabilities(Path(a.teacher), preprocess_batch(data.images))
+        save_teacher_file(Path(a.out), probs, data.labels, source=a.teacher)
+    except (DataError, ModelError, TeacherError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    agreement = float((probs.argmax(axis=1) == data.labels).mean())
+    print(f"wrote {a.out}: {len(probs)} rows, teacher agrees with the labels on {agreement:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""Knowledge distillation: target maths, teacher files, the CLI and a distilled training run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers_data import synthetic_csv
+
+from emotion_core import data as data_module
+from emotion_core.distill import (
+    TeacherError,
+    distillation_targets,
+    load_teacher_file,
+    save_teacher_file,
+    soften,
+)
+from emotion_core.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "CACHE_DIR", tmp_path / "cache")
+
+
+def _config(csv: Path, **kw) -> TrainConfig:
+    base = dict(data=str(csv), arch="tiny", epochs=1, batch_size=16, warmup_epochs=0, patience=0)
+    return TrainConfig(**(base | kw))
+
+
+def test_soften_flattens_and_keeps_the_ranking():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype=np.float32)
+    soft = soften(probs, 2.0)
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-6)
+    assert (soft.argmax(axis=1) == probs.argmax(axis=1)).all()
+    assert (soft.max(axis=1) < probs.max(axis=1)).all()
+    # T = 2 is the square root of the probabilities, renormalised.
+    expected = np.sqrt(probs[0]) / np.sqrt(probs[0]).sum()
+    np.testing.assert_allclose(soft[0], expected, rtol=1e-5)
+
+
+def test_targets_mix_teacher_and_smoothed_labels_by_hand():
+    teacher = np.array([[0.5, 0.25, 0.25]], dtype=np.float32)
+    targets = distillation_targets(np.array([1]), teacher, alpha=0.5, temperature=1.0,
+                                   label_smoothing=0.3)  # fmt: skip
+    # one-hot [0, 1, 0] smoothed by 0.3 over 3 classes -> [0.1, 0.8, 0.1]
+    np.testing.assert_allclose(targets, [[0.3, 0.525, 0.175]], rtol=1e-6)
+    assert distillation_targets(np.array([2]), teacher, 0.0, 4.0)[0].tolist() == [0, 0, 1]
+    with pytest.raises(TeacherError, match="alpha"):
+        distillation_targets(np.array([0]), teacher, 1.5, 2.0)
+    with pytest.raises(TeacherError, match="temperature"):
+        distillation_targets(np.array([0]), teacher, 0.5, 0.0)
+
+
+def test_teacher_file_round_trip_and_misaligned_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(7), size=5).astype(np.float32)
+    labels = np.array([0, 3, 6, 2, 1])
+    path = tmp_path / "teacher.npz"
+    save_teacher_file(path, probs, labels, source="x.keras")
+    np.testing.assert_allclose(load_teacher_file(path, labels), probs, atol=2e-3)
+    with pytest.raises(TeacherError, match="different training set"):
+        load_teacher_file(path, labels[:4])
+    with pytest.raises(TeacherError, match="different training set"):
+        load_teacher_file(path, labels[::-1])
+    with pytest.raises(TeacherError, match="not found"):
+        load_teacher_file(tmp_path / "missing.npz", labels)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(TeacherError, match="not a teacher file"):
+        load_teacher_file(tmp_path / "bad.npz", labels)
+
+
+def test_distilled_training_from_a_teacher_model_and_its_cli_file(tmp_path):
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    train(_config(csv, epochs=2), tmp_path / "teacher")
+    teacher = tmp_path / "teacher" / "best.keras"
+
+    summary = train(_config(csv, teacher=str(teacher)), tmp_path / "student")
+    assert summary["state"] == "finished"
+    hparams = json.loads((tmp_path / "student" / "hparams.json").read_text())
+    assert hparams["teacher"] == str(teacher) and hparams["distill_alpha"] == 0.7
+
+    out = tmp_path / "teacher.npz"
+    proc = subprocess.run(
+        [sys.executable, "-m", "emotion_core.distill", "--teacher", str(teacher),
+         "--data", str(csv), "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "70 rows" in proc.stdout
+    summary = train(_config(csv, teacher=str(out)), tmp_path / "student2")
+    assert summary["state"] == "finished"
+
+
+def test_train_cli_with_a_misaligned_teacher_is_clear(tmp_path):
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    save_teacher_file(tmp_path / "t.npz", np.full((3, 7), 1 / 7), np.zeros(3, int), "x")
+    proc = subprocess.run(
+        [sys.executable, "-m", "emotion_core.train", "--data", str(csv), "--arch", "tiny",
+         "--epochs", "1", "--teacher", str(tmp_path / "t.npz"), "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "different training set" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resume_from_a_checkpoint_without_optimizer_state(tmp_path):
+    """scripts/gpu_train.sh returns checkpoints without optimizer state; --resume goes on."""
+    import keras
+
+    import emotion_core.zoo  # noqa: F401  registers FaceAugment
+
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    run = tmp_path / "run"
+    train(_config(csv, epochs=1), run)
+    slim = keras.saving.load_model(run / "last.keras", compile=False, safe_mode=True)
+    slim.save(run / "last.keras")
+    summary = train(_config(csv, epochs=2), run, resume=True)
+    assert summary["epochs_done"] == 2
