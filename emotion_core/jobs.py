@@ -422,7 +422,36 @@ def config_to_args(config: TrainConfig) -> list[str]:
         args.append("--no-augment")
     if config.init_model:
         args += ["--init-model", config.init_model]
+    if config.teacher:
+        args += ["--teacher", config.teacher, "--distill-alpha", repr(config.distill_alpha),
+                 "--distill-temperature", repr(config.distill_temperature)]  # fmt: skip
     return args
+
+
+def teacher_candidates(models_dir: Path) -> dict[str, Path]:
+    """Models a run can distil from, label -> .keras path: registered models, then training
+    runs' best checkpoints (e.g. a bigger network trained on a GPU), newest first."""
+    from emotion_core import registry
+
+    choices = {
+        f"{card.name} (registered, {card.arch})": registry.model_path(card.name, models_dir)
+        for card in registry.list_models(models_dir)
+    }
+    runs = sorted((models_dir / "runs").glob("*/best.keras"), key=_mtime, reverse=True)
+    for best in runs:
+        try:
+            arch = json.loads((best.parent / "hparams.json").read_text()).get("arch", "?")
+        except (OSError, ValueError):
+            arch = "?"
+        choices[f"run {best.parent.name} (best.keras, {arch})"] = best
+    return choices
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

@@ -35,6 +35,7 @@ from emotion_core.jobs import (
     arch_for_init_model,
     detect_device,
     summarize_runs,
+    teacher_candidates,
     validate_dataset,
 )
 from emotion_core.registry import ModelCard, ModelError
@@ -362,6 +363,18 @@ def new_run_form(busy: RunInfo | None) -> None:
                                           key="train_max_samples"))  # fmt: skip
         patience = int(a2.number_input("Early-stopping patience (epochs, 0 = off)", 0, 1000, 30,
                                        key="train_patience"))  # fmt: skip
+        teachers = teacher_candidates(ui_common.models_dir())
+        teacher_label = st.selectbox(
+            "Distil from a teacher (optional)", ["none", *teachers], key="train_teacher",
+            help="A bigger, more accurate model (e.g. a vgg-m run trained on a GPU). Its "
+            "probabilities on the training images are mixed into the targets; computing them "
+            "takes a few minutes on CPU before the first epoch.",
+        )  # fmt: skip
+        t1, t2 = st.columns(2)
+        alpha = float(t1.number_input("Teacher weight (alpha)", 0.0, 1.0, 0.5, 0.1,
+                                      key="train_distill_alpha"))  # fmt: skip
+        temperature = float(t2.number_input("Teacher temperature", 0.5, 10.0, 2.0, 0.5,
+                                            key="train_distill_temperature"))  # fmt: skip
 
     force = False
     if busy is not None:
@@ -388,6 +401,8 @@ def new_run_form(busy: RunInfo | None) -> None:
             epochs=epochs, batch_size=batch, learning_rate=lr, augment=augment,
             class_weighting=weighting, patience=patience, max_train_samples=max_samples,
             init_model=str(init_path) if init_path else "",
+            teacher=str(teachers[teacher_label]) if teacher_label in teachers else "",
+            distill_alpha=alpha, distill_temperature=temperature,
         )  # fmt: skip
         try:
             handle = jobs.start(config, force=force)

@@ -118,7 +118,7 @@ def test_config_round_trips_through_the_cli(tmp_path: Path) -> None:
     config = TrainConfig(
         data="/d", arch="vgg-s", epochs=7, batch_size=32, learning_rate=0.003, optimizer="adamw",
         class_weighting=True, augment=False, init_model="/m.keras", max_train_samples=50,
-        time_budget_s=60.0,
+        time_budget_s=60.0, teacher="/t.npz", distill_alpha=0.4, distill_temperature=3.0,
     )  # fmt: skip
     parsed, out, resume, *_ = parse_args([*jobs.config_to_args(config), "--out", str(tmp_path)])
     assert parsed == config and out == tmp_path and not resume

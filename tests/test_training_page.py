@@ -232,3 +232,30 @@ def test_fine_tune_from_a_registered_model(env: dict[str, Any]) -> None:
     assert jobs.TrainingJobRunner(env["runs"]).wait(run_id, 120).state == "finished"
     run_page(at)
     assert "finished" in texts(at, "success")
+
+
+def test_distil_from_a_run_checkpoint(env: dict[str, Any]) -> None:
+    teacher_run = write_run(env["runs"], "big-teacher", {"state": "finished"}, env["data"],
+                            model=env["model"])  # fmt: skip
+    at = run_page()
+    label = "run big-teacher (best.keras, tiny)"
+    assert at.selectbox(key="train_teacher").options == [
+        "none",
+        "old-default (registered, tiny)",
+        label,
+    ]
+    at.text_input(key="train_data").set_value(str(env["data"]))
+    at.number_input(key="train_epochs").set_value(1)
+    at.selectbox(key="train_batch").set_value(16)
+    at.checkbox(key="train_augment").uncheck()
+    at.selectbox(key="train_teacher").set_value(label)
+    at.number_input(key="train_distill_alpha").set_value(0.6)
+    at.button(key="train_start").click()
+    run_page(at)
+    run_id = at.selectbox(key="train_run").value
+    launch = json.loads((env["runs"] / run_id / "launch.json").read_text())
+    assert launch["config"]["teacher"] == str(teacher_run / "best.keras")
+    assert launch["config"]["distill_alpha"] == 0.6 and "--teacher" in launch["command"]
+    assert jobs.TrainingJobRunner(env["runs"]).wait(run_id, 120).state == "finished"
+    hparams = json.loads((env["runs"] / run_id / "hparams.json").read_text())
+    assert hparams["teacher"] == str(teacher_run / "best.keras")
