@@ -9,32 +9,42 @@
 # run folder (metrics, hparams, eval, log, and best.keras/last.keras without optimizer state, to
 # fit the 64 MB that comes back) is packed into runs.tar.NN parts of <= 15 MB under $OUT. Join them here:
 #   cat runs.tar.* | tar xf - -C models/runs
+# Environment: PYTHON (python3), OUT, WHEELS ("" when keras is installed), DATA (.gpu/fer.npz),
+# RUNS_DIR (/tmp/runs), KERAS_BACKEND (jax).
 set -uo pipefail
 budget=$1 spec=$2
 PY=${PYTHON:-python3}
 OUT=${OUT:-/tmp/out}
-"$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site ${WHEELS:-.whl/*.whl} || exit 1
+wheels=${WHEELS-.whl/*.whl}  # WHEELS="" where keras is installed already (a local try-out)
+if [ -n "$wheels" ]; then
+    # shellcheck disable=SC2086  # a glob on purpose
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site $wheels || exit 1
+fi
 export PYTHONPATH="/tmp/site:$PWD" KERAS_BACKEND=${KERAS_BACKEND:-jax} \
     XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1 EMOTION_CACHE_DIR=/tmp/cache
 nvidia-smi -L || echo "no NVIDIA GPU visible"
 "$PY" -c "import keras; print('keras', keras.__version__, 'backend', keras.backend.backend())" \
     || exit 1
-runs=/tmp/runs
+runs=${RUNS_DIR:-/tmp/runs}
 mkdir -p "$runs" "$OUT"
-names=()
+names=() pids=()
 while read -r name args; do
     [[ -z "$name" || "$name" == \#* ]] && continue
     mkdir -p "$runs/$name"
     # shellcheck disable=SC2086  # the spec line's arguments are split on purpose
-    timeout -s TERM -k 30 $((budget + 60)) "$PY" -m emotion_core.train --data .gpu/fer.npz \
-        --epochs 100000 --patience 0 --time-budget "$budget" --out "$runs/$name" $args \
+    timeout -s TERM -k 30 $((budget + 60)) "$PY" -m emotion_core.train \
+        --data "${DATA:-.gpu/fer.npz}" --epochs 100000 --patience 0 --time-budget "$budget" \
+        --out "$runs/$name" $args \
         >"$runs/$name/train.log" 2>&1 &
+    pids+=($!)
     names+=("$name")
     echo "started $name: $args"
 done <"$spec"
 status=0
-wait || status=$?
+for pid in "${pids[@]}"; do
+    wait "$pid" || status=1  # a failed run fails the script; the others still come back
+done
 for name in "${names[@]}"; do
     echo "== $name"
     tail -n 3 "$runs/$name/train.log"

@@ -1,0 +1,56 @@
+"""scripts/gpu_train.sh, the lent-GPU recipe, tried here with the TensorFlow backend."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from helpers_data import synthetic_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def test_concurrent_runs_come_back_slim_and_a_failed_run_fails_the_script(tmp_path):
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    spec = tmp_path / "spec.txt"
+    spec.write_text(
+        "# two runs at once, and one that cannot start\n"
+        "\n"
+        "a --arch tiny --batch-size 16 --no-augment\n"
+        "b --arch tiny --batch-size 32 --optimizer sgd --lr 0.01 --no-augment\n"
+        "broken --arch no-such-net\n"
+    )
+    out = tmp_path / "out"
+    env = os.environ | {
+        "PYTHON": sys.executable, "WHEELS": "", "KERAS_BACKEND": "tensorflow", "DATA": str(csv),
+        "RUNS_DIR": str(tmp_path / "runs"), "OUT": str(out),
+        "EMOTION_CACHE_DIR": str(tmp_path / "cache"),
+    }  # fmt: skip
+    proc = subprocess.run(
+        ["bash", "scripts/gpu_train.sh", "4", str(spec)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # the broken run
+    parts = sorted(out.glob("runs.tar.*"))
+    assert parts
+    joined = tmp_path / "joined.tar"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    back = tmp_path / "back"
+    with tarfile.open(joined) as archive:
+        archive.extractall(back, filter="data")
+    import keras
+
+    import emotion_core.zoo  # noqa: F401  registers FaceAugment
+
+    for name in ("a", "b"):
+        run = back / name
+        for file in ("hparams.json", "metrics.csv", "train.log", "best.keras", "last.keras"):
+            assert (run / file).exists(), (name, file)
+        model = keras.saving.load_model(run / "last.keras", safe_mode=True)
+        assert getattr(model, "optimizer", None) is None  # slimmed for the trip back
+    assert "unknown architecture" in (back / "broken" / "train.log").read_text()
