@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from emotion_core.classes import CLASSES
+from emotion_core.train import TrainConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -69,3 +70,11 @@ def write_dataset(root: Path, per_class: int = 10, classes: tuple[str, ...] = CL
                 image = (rng.random((48, 48)) * 60 + 20 + 25 * (i % 7)).astype(np.uint8)
                 cv2.imwrite(str(folder / f"{k}.png"), image)
     return root
+
+
+def tiny_config(csv: Path, **overrides: object) -> TrainConfig:
+    """A one-epoch `tiny` training config on a synthetic CSV (overrides change any field)."""
+    base: dict[str, object] = dict(
+        data=str(csv), arch="tiny", epochs=1, batch_size=16, warmup_epochs=0, patience=0
+    )
+    return TrainConfig(**(base | overrides))  # type: ignore[arg-type]

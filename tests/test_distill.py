@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_data import synthetic_csv
+from helpers_data import synthetic_csv, tiny_config
 
-from emotion_core import data as data_module
 from emotion_core.distill import (
     TeacherError,
     distillation_targets,
@@ -19,19 +18,12 @@ from emotion_core.distill import (
     save_teacher_file,
     soften,
 )
-from emotion_core.train import TrainConfig, train
+from emotion_core.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module, "CACHE_DIR", tmp_path / "cache")
-
-
-def _config(csv: Path, **kw) -> TrainConfig:
-    base = dict(data=str(csv), arch="tiny", epochs=1, batch_size=16, warmup_epochs=0, patience=0)
-    return TrainConfig(**(base | kw))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def test_soften_flattens_and_keeps_the_ranking():
@@ -78,10 +70,10 @@ def test_teacher_file_round_trip_and_misaligned_rows(tmp_path):
 
 def test_distilled_training_from_a_teacher_model_and_its_cli_file(tmp_path):
     csv = synthetic_csv(tmp_path / "fer.csv")
-    train(_config(csv, epochs=2), tmp_path / "teacher")
+    train(tiny_config(csv, epochs=2), tmp_path / "teacher")
     teacher = tmp_path / "teacher" / "best.keras"
 
-    summary = train(_config(csv, teacher=str(teacher)), tmp_path / "student")
+    summary = train(tiny_config(csv, teacher=str(teacher)), tmp_path / "student")
     assert summary["state"] == "finished"
     hparams = json.loads((tmp_path / "student" / "hparams.json").read_text())
     assert hparams["teacher"] == str(teacher) and hparams["distill_alpha"] == 0.7
@@ -94,7 +86,7 @@ def test_distilled_training_from_a_teacher_model_and_its_cli_file(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "70 rows" in proc.stdout
-    summary = train(_config(csv, teacher=str(out)), tmp_path / "student2")
+    summary = train(tiny_config(csv, teacher=str(out)), tmp_path / "student2")
     assert summary["state"] == "finished"
 
 
@@ -118,8 +110,8 @@ def test_resume_from_a_checkpoint_without_optimizer_state(tmp_path):
 
     csv = synthetic_csv(tmp_path / "fer.csv")
     run = tmp_path / "run"
-    train(_config(csv, epochs=1), run)
+    train(tiny_config(csv, epochs=1), run)
     slim = keras.saving.load_model(run / "last.keras", compile=False, safe_mode=True)
     slim.save(run / "last.keras")
-    summary = train(_config(csv, epochs=2), run, resume=True)
+    summary = train(tiny_config(csv, epochs=2), run, resume=True)
     assert summary["epochs_done"] == 2

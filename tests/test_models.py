@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_data import synthetic_csv
+from helpers_data import synthetic_csv, tiny_config
 
-from emotion_core import data as data_module
 from emotion_core.calibration import (
     apply_temperature,
     expected_calibration_error,
@@ -20,14 +19,12 @@ from emotion_core.calibration import (
 from emotion_core.classes import CLASSES
 from emotion_core.evaluate import confusion_matrix, metrics_from_confusion, report_from_probs
 from emotion_core.registry import ModelCard, ModelError, card_hash, default_model_name
-from emotion_core.train import ProgressEvent, TrainConfig, train
+from emotion_core.train import ProgressEvent, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module, "CACHE_DIR", tmp_path / "cache")
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.mark.parametrize("arch", ["fer-fast", "seed", "vgg-s", "tiny"])
@@ -82,15 +79,10 @@ def test_fold_batchnorm_preserves_outputs():
     assert len(folded.layers) < len(trained.layers)
 
 
-def _tiny_config(csv: Path, **kw) -> TrainConfig:
-    base = dict(data=str(csv), arch="tiny", epochs=1, batch_size=16, warmup_epochs=0, patience=0)
-    return TrainConfig(**(base | kw))
-
-
 def test_train_one_epoch_writes_run_folder(tmp_path):
     csv = synthetic_csv(tmp_path / "fer.csv")
     events: list[ProgressEvent] = []
-    summary = train(_tiny_config(csv), tmp_path / "run", listeners=[events.append])
+    summary = train(tiny_config(csv), tmp_path / "run", listeners=[events.append])
     run = tmp_path / "run"
     for name in ("hparams.json", "status.json", "metrics.csv", "last.keras", "best.keras",
                  "eval.json"):  # fmt: skip
@@ -114,8 +106,8 @@ def test_train_one_epoch_writes_run_folder(tmp_path):
 def test_resume_continues_from_last_checkpoint(tmp_path):
     csv = synthetic_csv(tmp_path / "fer.csv")
     run = tmp_path / "run"
-    train(_tiny_config(csv, epochs=1), run)
-    summary = train(_tiny_config(csv, epochs=3), run, resume=True)
+    train(tiny_config(csv, epochs=1), run)
+    summary = train(tiny_config(csv, epochs=3), run, resume=True)
     assert summary["epochs_done"] == 3
     epochs = [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]]
     assert epochs == ["1", "2", "3"]
@@ -129,7 +121,7 @@ def test_cancel_file_stops_training(tmp_path):
         if event.kind == "epoch":
             (run / "CANCEL").touch()
 
-    summary = train(_tiny_config(csv, epochs=5), run, listeners=[cancel_after_first_epoch])
+    summary = train(tiny_config(csv, epochs=5), run, listeners=[cancel_after_first_epoch])
     assert summary["state"] == "cancelled"
     assert summary["epochs_done"] == 1
     assert (run / "last.keras").exists()
@@ -140,8 +132,8 @@ def test_publish_counts_every_stage_of_a_fine_tuned_run(tmp_path):
 
     csv = synthetic_csv(tmp_path / "fer.csv")
     first, second = tmp_path / "runs" / "first", tmp_path / "runs" / "second"
-    train(_tiny_config(csv, epochs=2), first)
-    train(_tiny_config(csv, epochs=1, init_model=str(first / "best.keras")), second)
+    train(tiny_config(csv, epochs=2), first)
+    train(tiny_config(csv, epochs=1, init_model=str(first / "best.keras")), second)
     stages = training_lineage(second)
     assert [(s.run_dir, s.epochs) for s in stages] == [(first, 2), (second, 1)]
     assert all(s.seconds > 0 for s in stages)
