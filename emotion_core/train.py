@@ -60,8 +60,8 @@ class TrainConfig:
     seed: int = 1337
     max_train_samples: int = 0  # 0 = all (small values for smoke tests)
     teacher: str = ""  # distil from this .keras teacher or its probabilities .npz (distill.py)
-    distill_alpha: float = 0.7  # weight of the teacher's softened probabilities in the targets
-    distill_temperature: float = 4.0
+    distill_alpha: float = 0.5  # weight of the teacher's softened probabilities in the targets
+    distill_temperature: float = 2.0
 
 
 # ---------------------------------------------------------------- progress interface
@@ -350,12 +350,12 @@ def train(
     train_set, val_set, x_train, y_train, x_val, y_val = load_training_data(config)
     steps = math.ceil(len(x_train) / config.batch_size)
     n = len(CLASSES)
-    y_train_1h = keras.utils.to_categorical(y_train, n)
+    y_train_targets = keras.utils.to_categorical(y_train, n)
     if config.teacher:
         from emotion_core.distill import distillation_targets, load_teacher
 
         _emit_simple(listeners, "start", config, f"teacher probabilities from {config.teacher}")
-        y_train_1h = distillation_targets(
+        y_train_targets = distillation_targets(
             y_train,
             load_teacher(config.teacher, x_train, y_train),
             config.distill_alpha,
@@ -412,7 +412,7 @@ def train(
     if initial_epoch < config.epochs:
         model.fit(
             x_train,
-            y_train_1h,
+            y_train_targets,
             batch_size=config.batch_size,
             epochs=config.epochs,
             initial_epoch=initial_epoch,

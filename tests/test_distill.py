@@ -76,7 +76,7 @@ def test_distilled_training_from_a_teacher_model_and_its_cli_file(tmp_path):
     summary = train(tiny_config(csv, teacher=str(teacher)), tmp_path / "student")
     assert summary["state"] == "finished"
     hparams = json.loads((tmp_path / "student" / "hparams.json").read_text())
-    assert hparams["teacher"] == str(teacher) and hparams["distill_alpha"] == 0.7
+    assert hparams["teacher"] == str(teacher) and hparams["distill_alpha"] == 0.5
 
     out = tmp_path / "teacher.npz"
     proc = subprocess.run(
