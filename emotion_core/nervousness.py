@@ -444,6 +444,18 @@ def evaluate_rule(
     raise KeyError(f"face {face_id} not in session {stats.name}")
 
 
+def per_face_table(rule: NervousnessRule, stats: SessionStats) -> list[dict[str, Any]]:
+    """One row per face: its frames, its verdict under the rule and its share of each class."""
+    rows = []
+    for face in stats.faces:
+        result = evaluate_rule(rule, stats, face.face_id)
+        shares = {c: round(float(v), 3) for c, v in zip(CLASSES, face.distribution.share)}
+        rows.append(
+            {"face": face.face_id, "frames": face.n_frames, "verdict": result.verdict} | shares
+        )
+    return rows
+
+
 def _as_vector(values: Mapping[str, float] | Sequence[float] | np.ndarray | None) -> np.ndarray:
     if values is None:
         return np.full(len(CLASSES), np.nan)

@@ -20,6 +20,7 @@ import shutil
 import threading
 import time
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -340,6 +341,29 @@ class SessionInfo:
     model_name: str = ""
     complete: bool = False
     error: str | None = None
+
+
+def session_table(infos: Sequence[SessionInfo]) -> pd.DataFrame:
+    """The sessions list as a table: one row per session, broken ones with their problem."""
+    columns = ["candidate", "date", "duration (s)", "source", "model", "complete",
+               "session id", "problem"]  # fmt: skip
+    rows = [
+        [i.candidate, (i.started_at or "")[:19].replace("T", " "), round(i.duration_s, 1),
+         i.source, i.model_name, i.complete, i.session_id, i.error or ""]
+        for i in infos
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
+def unique_labels(labels: Sequence[str]) -> list[str]:
+    """Labels made unique for charts and sentences: repeats get ' #2', ' #3', ..."""
+    seen: dict[str, int] = {}
+    unique = []
+    for label in labels:
+        n = seen.get(label, 0)
+        seen[label] = n + 1
+        unique.append(label if n == 0 else f"{label} #{n + 1}")
+    return unique
 
 
 @dataclass(frozen=True, eq=False)

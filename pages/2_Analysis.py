@@ -22,11 +22,11 @@ import streamlit as st
 
 import ui_common
 from emotion_core.charts import comparison_chart, distribution_ci_chart, timeline_chart
-from emotion_core.classes import CLASSES
 from emotion_core.nervousness import (
     NervousnessRule,
     evaluate_distribution,
     evaluate_rule,
+    per_face_table,
 )
 from emotion_core.registry import ModelCard, ModelError, read_card
 from emotion_core.report import (
@@ -43,7 +43,9 @@ from emotion_core.sessions import (
     delete_session,
     list_sessions,
     load_session,
+    session_table,
     sessions_dir_default,
+    unique_labels,
 )
 from emotion_core.stats import (
     BASIS_LABELS,
@@ -165,21 +167,7 @@ def sessions_section(sessions_dir: Path) -> list[Loaded]:
     ok = [i for i in infos if i.error is None]
     broken = [i for i in infos if i.error is not None]
     if infos:
-        table = pd.DataFrame(
-            [
-                {
-                    "candidate": i.candidate,
-                    "date": (i.started_at or "")[:19].replace("T", " "),
-                    "duration (s)": round(i.duration_s, 1),
-                    "source": i.source,
-                    "model": i.model_name,
-                    "complete": i.complete,
-                    "session id": i.session_id,
-                    "problem": i.error or "",
-                }
-                for i in infos
-            ]
-        )
+        table = session_table(infos)
         st.dataframe(table, hide_index=True, width="stretch")
     else:
         st.info(
@@ -239,14 +227,8 @@ def sessions_section(sessions_dir: Path) -> list[Loaded]:
         digest = hashlib.sha256(data).hexdigest()[:12]
         loaded.append(Loaded(f"upload:{up.name}:{digest}", f"{up.name} (upload)", session))
 
-    # Unique display names (they label charts and sentences).
-    seen: dict[str, int] = {}
-    unique = []
-    for item in loaded:
-        n = seen.get(item.name, 0)
-        seen[item.name] = n + 1
-        name = item.name if n == 0 else f"{item.name} #{n + 1}"
-        unique.append(Loaded(item.key, name, item.session))
+    names = unique_labels([item.name for item in loaded])  # they label charts and sentences
+    unique = [Loaded(item.key, name, item.session) for item, name in zip(loaded, names)]
 
     if infos:
         with st.expander("Delete a session"):
@@ -373,19 +355,8 @@ def detail_section(
             st.info(f"No per-class accuracy available for model '{name}' (model card missing).")
 
     if face_id is None and len(s.faces) > 1:
-        rows = []
-        for f in s.faces:
-            fr = evaluate_rule(rule, s, f.face_id)
-            rows.append(
-                {
-                    "face": f.face_id,
-                    "frames": f.n_frames,
-                    "verdict": fr.verdict,
-                    **{c: round(v, 3) for c, v in zip(CLASSES, f.distribution.share)},
-                }
-            )
         st.markdown("**Per face** (share of frames by top label)")
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(per_face_table(rule, s)), hide_index=True, width="stretch")
     return s, result, t_range, (card, tl)
 
 

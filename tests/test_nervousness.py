@@ -296,3 +296,14 @@ def test_summary_csv() -> None:
     assert {"share_sad_lo", "duration_s", "frames_no_face", "rule"} <= set(df.columns)
     assert "candidate" in report.summary_csv([({"candidate": "Ann"}, s, res)]).splitlines()[0]
     assert not math.isnan(float(df["duration_s"].iloc[0]))
+
+
+def test_per_face_table_gives_each_face_its_own_verdict() -> None:
+    sad = session([("sad", 100)])
+    happy = session([("happy", 100)]).assign(face_id=1)
+    s = stats.summarize_session(pd.concat([sad, happy], ignore_index=True), "two", FAST)
+    rows = {row["face"]: row for row in nv.per_face_table(nv.SEED_RULE, s)}
+    assert set(rows) == {0, 1}
+    assert rows[0]["verdict"] == "nervous" and rows[0]["sad"] == 1.0
+    assert rows[1]["verdict"] != "nervous" and rows[1]["happy"] == 1.0
+    assert rows[0]["frames"] == rows[1]["frames"] == 100

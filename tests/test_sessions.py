@@ -27,7 +27,9 @@ from emotion_core.sessions import (
     list_sessions,
     load_session,
     load_session_csv,
+    session_table,
     slugify,
+    unique_labels,
 )
 
 HEADER = ",".join(COLUMNS)
@@ -522,3 +524,19 @@ def test_delete_refuses_symlink_and_non_session_folder(tmp_path: Path) -> None:
     with pytest.raises(SessionError, match="does not look like a session"):
         delete_session("plain", root)
     assert victim.exists() and (root / "plain" / "keep.txt").exists()
+
+
+def test_session_table_and_unique_labels(tmp_path: Path) -> None:
+    from emotion_core.sessions import SessionInfo
+
+    infos = [
+        SessionInfo("a1", tmp_path / "a1", "Ann", "2026-11-26T10:00:00.123+00:00", 12.34,
+                    source="webcam", model_name="m", complete=True),
+        SessionInfo("b2", tmp_path / "b2", error="frames.csv: not a session"),
+    ]  # fmt: skip
+    table = session_table(infos)
+    assert list(table["session id"]) == ["a1", "b2"]
+    assert table.loc[0, "date"] == "2026-11-26 10:00:00" and table.loc[0, "duration (s)"] == 12.3
+    assert table.loc[1, "problem"] == "frames.csv: not a session" and table.loc[0, "problem"] == ""
+    assert list(session_table([]).columns) == list(table.columns)
+    assert unique_labels(["Ann", "Bob", "Ann", "Ann"]) == ["Ann", "Bob", "Ann #2", "Ann #3"]
