@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import re
-import shutil
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,6 +155,21 @@ def set_default(name: str, models_dir: Path | None = None) -> None:
     atomic_write_json(models_dir / REGISTRY_FILE, {"default": name})
 
 
+def deflated_copy(source: Path, target: Path) -> None:
+    """Copy a .keras file (a zip Keras writes uncompressed) with deflate: ~9% smaller for the
+    repository and for the 64 MiB a GPU call carries; Keras loads it the same."""
+    try:
+        with (
+            zipfile.ZipFile(source) as src,
+            zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst,
+        ):
+            for info in src.infolist():
+                dst.writestr(info.filename, src.read(info.filename))
+    except (zipfile.BadZipFile, OSError) as exc:
+        target.unlink(missing_ok=True)
+        raise ModelError(f"{source}: not a .keras file ({exc})") from exc
+
+
 def register_model(
     keras_path: Path, card: ModelCard, models_dir: Path | None = None, make_default: bool = False
 ) -> Path:
@@ -167,7 +182,7 @@ def register_model(
     models_dir.mkdir(parents=True, exist_ok=True)
     if target.resolve() != Path(keras_path).resolve():
         tmp = target.with_suffix(".keras.tmp")
-        shutil.copyfile(keras_path, tmp)
+        deflated_copy(Path(keras_path), tmp)
         os.replace(tmp, target)
     atomic_write_json(models_dir / f"{card.name}.json", card.to_dict())
     if make_default:

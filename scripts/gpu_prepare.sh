@@ -16,3 +16,18 @@ if [ ! -s .gpu/fer.npz ]; then
 pack_npz(sys.argv[1], '.gpu/fer.npz', splits=('Training', 'PublicTest'), compact=True)" "$DATA"
 fi
 ls -l .whl .gpu
+# A device call takes the working tree (tracked and untracked-not-ignored files) plus the carried
+# folders, 64 MiB in all: say how close this is.
+tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+limit=$((64 * 1024 * 1024))
+report() {  # label, bytes
+    echo "a call carrying $1 takes $(($2 / 1000)) kB of the $((limit / 1000)) kB allowed"
+    if [ "$2" -gt "$limit" ]; then
+        echo "WARNING: over the limit: move older models/*.keras aside for such a call" >&2
+    fi
+}
+base=$((tree + $(du -cb .gpu .whl | tail -1 | cut -f1)))
+report ".gpu and .whl (tree $((tree / 1000)) kB)" "$base"
+if [ -d .kd ]; then
+    report ".gpu, .whl and .kd" $((base + $(du -sb .kd | cut -f1)))
+fi

@@ -216,6 +216,13 @@ def test_registry_round_trip_and_mismatch(tmp_path):
         load_classifier("wrong", tmp_path / "models")
     with pytest.raises(ModelError, match="invalid model name"):
         set_default("../etc/passwd", tmp_path / "models")
+    # stored deflated (smaller), and a file that is not a .keras zip is refused
+    assert (tmp_path / "models" / "tiny-a.keras").stat().st_size < path.stat().st_size
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="junk.keras: not a .keras file"):
+        register_model(tmp_path / "junk.keras", ModelCard(name="junk", arch="tiny"),
+                       tmp_path / "models")  # fmt: skip
+    assert not (tmp_path / "models" / "junk.keras").exists()
 
 
 def test_corrupt_model_file_is_clear(tmp_path):
