@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion_core.calibration import apply_temperature
 from emotion_core.classes import CLASSES
 from emotion_core.data import DataError
 
@@ -37,9 +38,7 @@ def teacher_probabilities(model_path: Path, faces: np.ndarray, batch: int = 256)
 
 def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
     """Probabilities (N, C) re-scaled as if their logits were divided by temperature."""
-    from emotion_core.inference import softmax_with_temperature
-
-    return softmax_with_temperature(probs.astype(np.float64), temperature).astype(np.float32)
+    return apply_temperature(probs.astype(np.float64), temperature).astype(np.float32)
 
 
 def distillation_targets(

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from emotion_core.calibration import apply_temperature
 from emotion_core.registry import (
     MODELS_DIR,
     ModelCard,
@@ -35,10 +36,7 @@ def softmax_with_temperature(probs: np.ndarray, temperature: float) -> np.ndarra
     """Re-scale softmax outputs (N, C) as if their logits were divided by temperature."""
     if temperature == 1.0:
         return probs
-    logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return apply_temperature(probs, temperature)
 
 
 def load_keras_model(path: Path) -> Any:

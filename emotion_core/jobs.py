@@ -439,10 +439,7 @@ def teacher_candidates(models_dir: Path) -> dict[str, Path]:
     }
     runs = sorted((models_dir / "runs").glob("*/best.keras"), key=_mtime, reverse=True)
     for best in runs:
-        try:
-            arch = json.loads((best.parent / "hparams.json").read_text()).get("arch", "?")
-        except (OSError, ValueError):
-            arch = "?"
+        arch = _read_json(best.parent / "hparams.json").get("arch", "?")
         choices[f"run {best.parent.name} (best.keras, {arch})"] = best
     return choices
 

@@ -7,7 +7,8 @@
 # backend, each for BUDGET_S seconds of wall time (its cosine anneals to it; a hard stop sends
 # SIGTERM 60 s later, which train handles by stopping and keeping its checkpoints). Then every
 # run folder (metrics, hparams, eval, log, and best.keras/last.keras without optimizer state, to
-# fit the 64 MB that comes back) is packed into runs.tar.NN parts of <= 15 MB under $OUT. Join them here:
+# fit the 64 MB that comes back) is packed into runs.tar.NN parts of <= 15 MB under $OUT.
+# Join them here:
 #   cat runs.tar.* | tar xf - -C models/runs
 # Environment: PYTHON (python3), OUT, WHEELS ("" when keras is installed), DATA (.gpu/fer.npz),
 # RUNS_DIR (/tmp/runs), KERAS_BACKEND (jax).
@@ -53,11 +54,9 @@ done
 # Checkpoints without optimizer state (a third of the size); --init-model continues them.
 "$PY" - "$runs" <<'PYEOF'
 import pathlib, sys
-import keras
-import emotion_core.zoo  # registers FaceAugment
+from emotion_core.inference import load_keras_model
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*/*.keras")):
-    model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    model.save(path)
+    load_keras_model(path).save(path)
     print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
 PYEOF
 (cd "$runs" && tar cf - --exclude=CANCEL "${names[@]}") | split -b 15M -d - "$OUT/runs.tar."
