@@ -322,6 +322,50 @@ def cached_classifier(models_path: str, name: str, version: float) -> inference.
     return inference.load_classifier(name, Path(models_path))
 
 
+def model_sidebar(card: registry.ModelCard) -> None:
+    """Which model is in use, how good and how fast it is (both from its card)."""
+    sb = st.sidebar
+    sb.header("Model")
+    acc = f"{card.val_accuracy:.1%}" if card.val_accuracy is not None else "not measured"
+    sb.markdown(f"**{card.name}** ({card.arch})  \nValidation accuracy: **{acc}**")
+    if card.val_macro_f1 is not None:
+        sb.caption(f"Macro F1 {card.val_macro_f1:.3f} on {card.validation_split}.")
+    if card.cpu_ms_per_face is not None:
+        sb.caption(f"{card.cpu_ms_per_face:.1f} ms per face on CPU ({card.runtime} runtime).")
+    if card.date:
+        sb.caption(f"Trained {card.date}.")
+
+
+def model_choice(
+    default: registry.ModelCard, key: str, disabled: bool = False
+) -> registry.ModelCard:
+    """A sidebar choice among the registered models (the default first selected); its card."""
+    cards = {card.name: card for card in registry.list_models(models_dir())}
+    cards.setdefault(default.name, default)
+    names = sorted(cards)
+
+    def label(name: str) -> str:
+        card = cards[name]
+        acc = f"{card.val_accuracy:.1%}" if card.val_accuracy is not None else "accuracy ?"
+        speed = f", {card.cpu_ms_per_face:.1f} ms/face" if card.cpu_ms_per_face else ""
+        return f"{name} ({acc}{speed})" + (" - default" if name == default.name else "")
+
+    name = st.sidebar.selectbox(
+        "Model", names, index=names.index(default.name), format_func=label, key=key,
+        disabled=disabled, help="Registered models with their validation accuracy and CPU speed.",
+    )  # fmt: skip
+    return cards[name]
+
+
+def runtime_warning(classifier: inference.EmotionClassifier) -> None:
+    """Say so when the card's fast runtime could not be used (the Keras model runs instead)."""
+    if classifier.runtime_problem:
+        st.sidebar.warning(
+            f"The fast runtime could not be loaded, so the slower Keras model runs instead: "
+            f"{classifier.runtime_problem}"
+        )
+
+
 def default_model_or_stop(purpose: str) -> tuple[registry.ModelCard, float]:
     """The default model's card and the registry version; without a usable default model, an
     error saying what cannot be done (`purpose`) and how to get a model, then st.stop()."""

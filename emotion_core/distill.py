@@ -7,6 +7,9 @@ written by this module's CLI (small enough to carry to a GPU machine instead of 
 
     python -m emotion_core.distill --teacher models/runs/vgg-m/best.keras \
         --data ../shared/data/fer2013/fer2013.csv.gz --out teacher.npz
+
+Several --teacher options (each a .keras file or an earlier .npz) make an ensemble teacher: the
+mean of their probabilities.
 """
 
 from __future__ import annotations
@@ -98,10 +101,31 @@ def load_teacher(path: str, faces: np.ndarray, labels: np.ndarray) -> np.ndarray
     return teacher_probabilities(Path(path), faces)
 
 
+def ensemble_probabilities(
+    teachers: Sequence[str], faces: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, list[float]]:
+    """Mean of the teachers' probabilities (N, C) (each a .keras file or a teacher .npz), and
+    each teacher's agreement with the labels."""
+    if not teachers:
+        raise TeacherError("no teacher given")
+    each = [load_teacher(str(teacher), faces, labels) for teacher in teachers]
+    agreements = [float((probs.argmax(axis=1) == labels).mean()) for probs in each]
+    return np.mean(each, axis=0).astype(np.float32), agreements
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: write a teacher's probabilities on a training split to a .npz."""
-    p = argparse.ArgumentParser(prog="python -m emotion_core.distill", description=__doc__)
-    p.add_argument("--teacher", required=True, help="teacher .keras file")
+    """CLI: write a teacher's (or an ensemble's) probabilities on a training split to a .npz."""
+    p = argparse.ArgumentParser(
+        prog="python -m emotion_core.distill",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--teacher",
+        required=True,
+        action="append",
+        help="teacher .keras file or teacher .npz; repeat for an ensemble",
+    )
     p.add_argument("--data", required=True, help="FER-2013 CSV, folder root or .npz pack")
     p.add_argument("--split", default="Training")
     p.add_argument("--out", required=True, help="output .npz")
@@ -112,13 +136,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         data = load_dataset(a.data, a.split)
-        probs = teacher_probabilities(Path(a.teacher), preprocess_batch(data.images))
-        save_teacher_file(Path(a.out), probs, data.labels, source=a.teacher)
+        faces = preprocess_batch(data.images)
+        probs, agreements = ensemble_probabilities(a.teacher, faces, data.labels)
+        save_teacher_file(Path(a.out), probs, data.labels, source=" + ".join(a.teacher))
     except (DataError, ModelError, TeacherError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for teacher, teacher_agreement in zip(a.teacher, agreements, strict=True):
+        print(f"{teacher}: agrees with the labels on {teacher_agreement:.4f}")
     agreement = float((probs.argmax(axis=1) == data.labels).mean())
-    print(f"wrote {a.out}: {len(probs)} rows, teacher agrees with the labels on {agreement:.4f}")
+    what = "teacher agrees" if len(a.teacher) == 1 else f"ensemble of {len(a.teacher)} agrees"
+    print(f"wrote {a.out}: {len(probs)} rows, {what} with the labels on {agreement:.4f}")
     return 0
 
 

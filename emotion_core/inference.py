@@ -1,11 +1,14 @@
 """Loading a registered model and classifying preprocessed faces fast.
 
 `model.predict` costs ~40 ms per call on CPU; a compiled call (tf.function or jax.jit, chosen by
-the Keras backend) costs ~1-3 ms for one face, which is what the live path needs.
+the Keras backend) costs ~1-3 ms for one face; the model's TFLite file, when the card names that
+runtime (emotion_core.runtime), ~0.6 ms. EMOTION_RUNTIME=keras forces the Keras call.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +25,8 @@ from emotion_core.registry import (
     model_path,
     read_card,
 )
+
+log = logging.getLogger(__name__)
 
 
 class Classifier(Protocol):
@@ -91,15 +96,30 @@ def compile_call(model: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 
 class EmotionClassifier:
-    """A registered model ready for inference; thread-safe; applies the card's temperature."""
+    """A registered model ready for inference; thread-safe; applies the card's temperature.
 
-    def __init__(self, model: Any, card: ModelCard, calibrated: bool = True) -> None:
+    call: a ready inference function (e.g. runtime.TFLiteCall); by default the model's compiled
+    Keras call. runtime: what runs it ("keras", "tflite", ...), shown to the user;
+    runtime_problem: why the card's runtime is not the one in use ("" when it is).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        card: ModelCard,
+        calibrated: bool = True,
+        call: Callable[[np.ndarray], np.ndarray] | None = None,
+        runtime: str = "keras",
+        runtime_problem: str = "",
+    ) -> None:
         self.model = model
         self.card = card
         self.classes: tuple[str, ...] = tuple(card.classes)
         self.name = card.name
         self.temperature = card.temperature if calibrated else 1.0
-        self._call = compile_call(model)
+        self.runtime = runtime
+        self.runtime_problem = runtime_problem
+        self._call = call if call is not None else compile_call(model)
         # NOTE: the webrtc callback runs in a worker thread while the page (and video analysis)
         # may classify too; TF functions are thread-safe but tracing is not, so calls are locked.
         self._lock = threading.Lock()
@@ -121,16 +141,42 @@ class EmotionClassifier:
 
 
 def load_classifier(
-    name: str | None = None, models_dir: Path | None = None, calibrated: bool = True
+    name: str | None = None,
+    models_dir: Path | None = None,
+    calibrated: bool = True,
+    keras_only: bool = False,
 ) -> EmotionClassifier:
-    """Load a registered model (the default when name is None) with its card checked."""
+    """Load a registered model (the default when name is None) with its card checked, on the
+    card's runtime (keras_only: on the Keras call, e.g. to compare speeds)."""
     models_dir = models_dir or MODELS_DIR
     name = name or default_model_name(models_dir)
     card = read_card(name, models_dir)
+    fast, problem = (None, "") if keras_only else _load_runtime(card, models_dir)
+    if fast is not None:
+        return EmotionClassifier(None, card, calibrated, call=fast, runtime=card.runtime)
     path = model_path(name, models_dir)
     model = load_keras_model(path)
     check_model_matches_card(model, card, path)
-    return EmotionClassifier(model, card, calibrated=calibrated)
+    return EmotionClassifier(model, card, calibrated=calibrated, runtime_problem=problem)
+
+
+def _load_runtime(
+    card: ModelCard, models_dir: Path
+) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
+    """The card's TFLite call, or None for the Keras one (card says keras, EMOTION_RUNTIME=keras,
+    or the .tflite file is missing or broken: then also the problem, logged, since the .keras
+    file still works)."""
+    if not card.runtime.startswith("tflite") or os.environ.get("EMOTION_RUNTIME") == "keras":
+        return None, ""
+    from emotion_core.runtime import TFLiteCall, check_call_matches_card, tflite_path
+
+    try:
+        call = TFLiteCall.from_file(tflite_path(card.name, models_dir))
+        check_call_matches_card(call, card)
+    except ModelError as exc:
+        log.warning("%s; using the Keras model instead", exc)
+        return None, str(exc)
+    return call, ""
 
 
 def load_classifier_from_file(path: Path, card: ModelCard | None = None) -> EmotionClassifier:

@@ -1,13 +1,15 @@
 """Publish a training run into the model registry: fold, calibrate, measure, write the card.
 
     python -m emotion_core.publish RUN_DIR --name NAME [--default] [--checkpoint best|last]
-        [--notes TEXT]
+        [--runtime tflite|tflite-dynamic|keras] [--notes TEXT]
 
 Steps: load the run's best.keras (or last.keras); fold batch norm into the inference form when
-the architecture has one (same outputs, ~2x faster on CPU); evaluate on the run's validation
-split with and without flip TTA; fit a temperature on that split (kept only when it does not
-worsen the 15-bin ECE) and report ECE before and after; time one face through the compiled CPU
-call; register the .keras file with its JSON card.
+the architecture has one (same outputs, ~2x faster on CPU); export it for the runtime the app
+will use (default: float32 TFLite, same outputs, several times faster on CPU); evaluate that
+runtime on the run's validation split with and without flip TTA; fit a temperature on that split
+(kept only when it does not worsen the 15-bin ECE) and report ECE before and after; time one face
+through the runtime (and the Keras call, for comparison); register the .keras file, the .tflite
+file and the JSON card.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from emotion_core.preprocess import preprocess_batch
 from emotion_core.registry import ModelCard, ModelError, register_model, validate_name
 
 CHECKPOINTS = ("best", "last")
+RUNTIMES = ("tflite", "tflite-dynamic", "keras")
 
 
 def inference_form(model: Any, arch: str) -> Any:
@@ -53,20 +56,17 @@ def inference_form(model: Any, arch: str) -> Any:
     return folded
 
 
-def cpu_ms_per_face(model: Any, repeats: int = 200) -> float:
-    """Median wall ms of one (1, 48, 48, 1) face through the compiled call."""
+def runtime_call(model: Any, runtime: str) -> tuple[Any, bytes | None]:
+    """The inference function the app will run for `runtime`, and the .tflite bytes if any."""
     from emotion_core.inference import compile_call
+    from emotion_core.runtime import TFLiteCall, export_tflite
 
-    call = compile_call(model)
-    face = np.random.default_rng(1).random((1, 48, 48, 1), dtype=np.float32)
-    for _ in range(20):
-        call(face)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call(face)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
+    if runtime not in RUNTIMES:
+        raise ModelError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    if runtime == "keras":
+        return compile_call(model), None
+    content = export_tflite(model, "dynamic" if runtime == "tflite-dynamic" else "none")
+    return TFLiteCall(content, "exported model"), content
 
 
 def publish_run(
@@ -76,10 +76,13 @@ def publish_run(
     models_dir: Path | None = None,
     notes: str = "",
     checkpoint: str = "best",
+    runtime: str = "tflite",
 ) -> ModelCard:
     """Register run_dir/<checkpoint>.keras (best: best validation accuracy; last: the final
-    epoch, free of selection on the validation split) as models/<name>.keras with its card."""
-    from emotion_core.inference import EmotionClassifier, load_keras_model
+    epoch, free of selection on the validation split) as models/<name>.keras with its card,
+    and the network for `runtime` (see RUNTIMES) beside it; every figure is the runtime's."""
+    from emotion_core.inference import EmotionClassifier, compile_call, load_keras_model
+    from emotion_core.runtime import median_ms_per_face
 
     validate_name(name)
     run_dir = Path(run_dir)
@@ -91,10 +94,11 @@ def publish_run(
     except (FileNotFoundError, json.JSONDecodeError) as exc:
         raise ModelError(f"{run_dir}/hparams.json: missing or unreadable ({exc})") from exc
     model = inference_form(load_keras_model(weights), hparams.get("arch", ""))
+    call, tflite = runtime_call(model, runtime)
     val = load_dataset(hparams["data"], hparams.get("val_split", "PublicTest"))
     x_val = preprocess_batch(val.images)
     base = ModelCard(name=name, arch=hparams.get("arch", "unknown"))
-    classifier = EmotionClassifier(model, base, calibrated=False)
+    classifier = EmotionClassifier(model, base, calibrated=False, call=call, runtime=runtime)
     probs = predict_all(classifier, x_val)
     probs_tta = predict_all(classifier, x_val, tta=True)
     plain, tta = report_from_probs(probs, val.labels), report_from_probs(probs_tta, val.labels)
@@ -119,7 +123,9 @@ def publish_run(
             expected_calibration_error(apply_temperature(probs, temperature), val.labels), 4
         ),
         params=int(model.count_params()),
-        cpu_ms_per_face=round(cpu_ms_per_face(model), 2),
+        cpu_ms_per_face=round(median_ms_per_face(call), 2),
+        runtime=runtime,
+        cpu_ms_per_face_keras=round(median_ms_per_face(compile_call(model)), 2),
         hardware="; ".join(dict.fromkeys(stage.hardware for stage in stages)),
         training_time_s=round(sum(stage.seconds for stage in stages), 1) or None,
         date=time.strftime("%Y-%m-%d"),
@@ -129,7 +135,7 @@ def publish_run(
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.keras"
         model.save(path)
-        register_model(path, card, models_dir, make_default=make_default)
+        register_model(path, card, models_dir, make_default=make_default, tflite=tflite)
     return card
 
 
@@ -202,10 +208,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="best",
         help="best: best validation accuracy; last: the final epoch (no selection on validation)",
     )
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="tflite",
+        help="what the app runs: tflite (float32, same outputs as Keras, default), "
+        "tflite-dynamic (int8 weights: 4x smaller file, faster for large nets, evaluated as such) "
+        "or keras (tf.function)",
+    )
     a = p.parse_args(argv)
     try:
         card = publish_run(
-            Path(a.run_dir), a.name, a.default, notes=a.notes, checkpoint=a.checkpoint
+            Path(a.run_dir),
+            a.name,
+            a.default,
+            notes=a.notes,
+            checkpoint=a.checkpoint,
+            runtime=a.runtime,
         )
     except (ModelError, DataError, OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

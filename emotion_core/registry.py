@@ -3,6 +3,7 @@
 Layout::
 
     models/<name>.keras     the network (input (48, 48, 1) float32 in [0, 1], softmax over 7)
+    models/<name>.tflite    optional: the same network for the fast CPU runtime (card.runtime)
     models/<name>.json      its card (see ModelCard)
     models/registry.json    {"default": "<name>"}
 """
@@ -53,7 +54,9 @@ class ModelCard:
     ece_before: float | None = None
     ece_after: float | None = None
     params: int = 0
-    cpu_ms_per_face: float | None = None
+    cpu_ms_per_face: float | None = None  # measured on `runtime`, one face, median
+    runtime: str = "keras"  # keras, tflite (float32: same outputs) or tflite-dynamic (int8 weights)
+    cpu_ms_per_face_keras: float | None = None  # the Keras tf.function call, for comparison
     hardware: str = ""
     training_time_s: float | None = None
     date: str = ""
@@ -171,9 +174,14 @@ def deflated_copy(source: Path, target: Path) -> None:
 
 
 def register_model(
-    keras_path: Path, card: ModelCard, models_dir: Path | None = None, make_default: bool = False
+    keras_path: Path,
+    card: ModelCard,
+    models_dir: Path | None = None,
+    make_default: bool = False,
+    tflite: bytes | None = None,
 ) -> Path:
-    """Copy a .keras file into the registry with its card; refuse to overwrite another model."""
+    """Copy a .keras file (and the TFLite bytes of card.runtime, if any) into the registry with
+    its card; refuse to overwrite another model."""
     models_dir = models_dir or MODELS_DIR
     validate_name(card.name)
     target = models_dir / f"{card.name}.keras"
@@ -184,6 +192,10 @@ def register_model(
         tmp = target.with_suffix(".keras.tmp")
         deflated_copy(Path(keras_path), tmp)
         os.replace(tmp, target)
+    if tflite is not None:
+        tmp = target.with_suffix(".tflite.tmp")
+        tmp.write_bytes(tflite)
+        os.replace(tmp, target.with_suffix(".tflite"))
     atomic_write_json(models_dir / f"{card.name}.json", card.to_dict())
     if make_default:
         set_default(card.name, models_dir)

@@ -96,18 +96,6 @@ def make_callback(processor: LiveProcessor) -> Any:
     return callback
 
 
-def model_sidebar(card: ModelCard) -> None:
-    """Which model is in use and how good it is."""
-    sb = st.sidebar
-    sb.header("Model")
-    acc = f"{card.val_accuracy:.1%}" if card.val_accuracy is not None else "not measured"
-    sb.markdown(f"**{card.name}** ({card.arch})  \nValidation accuracy: **{acc}**")
-    if card.val_macro_f1 is not None:
-        sb.caption(f"Macro F1 {card.val_macro_f1:.3f} on {card.validation_split}.")
-    if card.date:
-        sb.caption(f"Trained {card.date}.")
-
-
 def pipeline_sidebar() -> PipelineConfig:
     """Detection and smoothing settings."""
     default = PipelineConfig()
@@ -329,7 +317,7 @@ def main() -> None:
     mdir = ui_common.models_dir()
     card, version = ui_common.default_model_or_stop("live analysis cannot start")
 
-    model_sidebar(card)
+    ui_common.model_sidebar(card)
     config = pipeline_sidebar()
     rule = ui_common.rule_sidebar()
     recording = aggregator.recording
@@ -360,6 +348,7 @@ def main() -> None:
         processor.set_pipeline(None)
         st.error(f"The model could not be loaded: {exc}")
         st.stop()
+    ui_common.runtime_warning(classifier)
     key = (str(mdir), card.name, version, config)
     if processor.pipeline_key != key:
         processor.set_pipeline(EmotionPipeline.from_config(classifier, config), key)

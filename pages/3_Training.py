@@ -197,7 +197,11 @@ def show_card(card: ModelCard) -> None:
     st.caption(
         f"**{card.name}** · {card.arch} · {card.params:,} parameters · {card.epochs} epochs"
         + (f" · {card.date}" if card.date else "")
-        + (f" · {card.cpu_ms_per_face:.1f} ms/face on CPU" if card.cpu_ms_per_face else "")
+        + (
+            f" · {card.cpu_ms_per_face:.1f} ms/face on CPU ({card.runtime})"
+            if card.cpu_ms_per_face
+            else ""
+        )
     )
     if card.per_class:
         table = pd.DataFrame(card.per_class).T.reindex(list(card.classes))

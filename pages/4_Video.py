@@ -23,7 +23,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 import ui_common
 from emotion_core.inference import EmotionClassifier
-from emotion_core.registry import ModelCard, ModelError
+from emotion_core.registry import ModelError
 from emotion_core.sessions import sessions_dir_default
 from emotion_core.video_job import (
     VIDEO_TYPES,
@@ -42,6 +42,7 @@ CANDIDATE_KEY = "video_candidate"
 NOTES_KEY = "video_notes"
 CONSENT_KEY = "video_consent"
 EVERY_KEY = "video_every"
+MODEL_KEY = "video_model"
 TTA_KEY = "video_tta"
 PRESELECT_KEY = "analysis_preselect"  # read (once) by pages/2_Analysis.py
 ANALYSIS_PAGE = "pages/2_Analysis.py"
@@ -176,12 +177,6 @@ def outcome_panel(view: JobView) -> None:
             st.info(f"Open the Analysis page and select session {session_id}.")
 
 
-def model_sidebar(card: ModelCard) -> None:
-    acc = f"{card.val_accuracy:.1%}" if card.val_accuracy is not None else "not measured"
-    st.sidebar.header("Model")
-    st.sidebar.markdown(f"**{card.name}** ({card.arch})  \nValidation accuracy: **{acc}**")
-
-
 def main() -> None:
     st.set_page_config(page_title="Video analysis - Emotion analytics", page_icon="🎬")
     st.title("🎬 Video analysis")
@@ -194,11 +189,12 @@ def main() -> None:
         st.warning(limit_warning)
 
     mdir = ui_common.models_dir()
-    card, version = ui_common.default_model_or_stop("videos cannot be analysed")
-    model_sidebar(card)
-
+    default_card, version = ui_common.default_model_or_stop("videos cannot be analysed")
     job: VideoJob | None = st.session_state.get(JOB_KEY)
     running = job is not None and not job.view().finished
+    # NOTE: offline analysis may trade speed for accuracy, so any registered model can run it.
+    card = ui_common.model_choice(default_card, MODEL_KEY, disabled=running)
+    ui_common.model_sidebar(card)
     upload = st.file_uploader(
         f"Video file (at most {limit_mb} MB)",
         type=VIDEO_TYPES,

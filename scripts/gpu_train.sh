@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Run ON the lent GPU machine, from the repo root, after scripts/gpu_prepare.sh here and with
 # `.gpu` and `.whl` carried:   bash scripts/gpu_train.sh BUDGET_S SPEC_FILE
-# SPEC_FILE has one run per line, `NAME [train args...]` ('#' starts a comment), e.g.
+# SPEC_FILE has one run per line, `NAME[:KEEP] [train args...]` ('#' starts a comment), e.g.
 #   ff-adamw --arch fer-fast --optimizer adamw --lr 0.002 --weight-decay 0.01
+#   vgg-l:none --arch vgg-l      (KEEP: the checkpoints that come back: best,last (default),
+#                                 last, best or none; metrics, hparams and logs always do)
 # All runs train AT THE SAME TIME on the one GPU (small nets leave most of it idle) with the JAX
 # backend, each for BUDGET_S seconds of wall time (its cosine anneals to it; a hard stop sends
 # SIGTERM 60 s later, which train handles by stopping and keeping its checkpoints). Then every
@@ -11,7 +13,11 @@
 # Join them here:
 #   cat runs.tar.* | tar xf - -C models/runs
 # Environment: PYTHON (python3), OUT, WHEELS ("" when keras is installed), DATA (.gpu/fer.npz),
-# RUNS_DIR (/tmp/runs), KERAS_BACKEND (jax).
+# RUNS_DIR (/tmp/runs), KERAS_BACKEND (jax), TAR (runs: the parts' name, so that two scripts in
+# one call do not collide), AFTER_RUNS (a command run once the runs end, in the same Python
+# environment, before packing; e.g. an ensemble teacher from the new nets, written under $OUT:
+#   AFTER_RUNS='python3 -m emotion_core.distill --teacher /tmp/runs/a/last.keras
+#               --teacher /tmp/runs/b/last.keras --data .gpu/fer.npz --out $OUT/ensemble.npz').
 set -uo pipefail
 budget=$1 spec=$2
 PY=${PYTHON:-python3}
@@ -29,9 +35,12 @@ nvidia-smi -L || echo "no NVIDIA GPU visible"
     || exit 1
 runs=${RUNS_DIR:-/tmp/runs}
 mkdir -p "$runs" "$OUT"
-names=() pids=()
+names=() pids=() keeps=()
 while read -r name args; do
     [[ -z "$name" || "$name" == \#* ]] && continue
+    keep=best,last
+    if [[ "$name" == *:* ]]; then keep=${name#*:} name=${name%%:*}; fi
+    keeps+=("$keep")
     mkdir -p "$runs/$name"
     # shellcheck disable=SC2086  # the spec line's arguments are split on purpose
     timeout -s TERM -k 30 $((budget + 60)) "$PY" -m emotion_core.train \
@@ -51,7 +60,17 @@ for name in "${names[@]}"; do
     tail -n 3 "$runs/$name/train.log"
     tail -n 2 "$runs/$name/metrics.csv" 2>/dev/null
 done
-# Checkpoints without optimizer state (a third of the size); --init-model continues them.
+if [ -n "${AFTER_RUNS:-}" ]; then
+    echo "== after the runs: $AFTER_RUNS"
+    OUT="$OUT" bash -c "$AFTER_RUNS" || status=1
+fi
+# Only the checkpoints each run keeps, without optimizer state (a third of the size);
+# --init-model continues them.
+for i in "${!names[@]}"; do
+    for checkpoint in best last; do
+        [[ ",${keeps[$i]}," == *",$checkpoint,"* ]] || rm -f "$runs/${names[$i]}/$checkpoint.keras"
+    done
+done
 "$PY" - "$runs" <<'PYEOF'
 import pathlib, sys
 from emotion_core.inference import load_keras_model
@@ -59,6 +78,6 @@ for path in sorted(pathlib.Path(sys.argv[1]).glob("*/*.keras")):
     load_keras_model(path).save(path)
     print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
 PYEOF
-(cd "$runs" && tar cf - --exclude=CANCEL "${names[@]}") | split -b 15M -d - "$OUT/runs.tar."
+(cd "$runs" && tar cf - --exclude=CANCEL "${names[@]}") | split -b 15M -d - "$OUT/${TAR:-runs}.tar."
 ls -l "$OUT"
 exit "$status"

@@ -14,6 +14,7 @@ from helpers_data import synthetic_csv, tiny_config
 from emotion_core.distill import (
     TeacherError,
     distillation_targets,
+    ensemble_probabilities,
     load_teacher_file,
     save_teacher_file,
     soften,
@@ -88,6 +89,37 @@ def test_distilled_training_from_a_teacher_model_and_its_cli_file(tmp_path):
     assert "70 rows" in proc.stdout
     summary = train(tiny_config(csv, teacher=str(out)), tmp_path / "student2")
     assert summary["state"] == "finished"
+
+
+def test_an_ensemble_teacher_is_the_mean_of_its_members(tmp_path, capsys):
+    from emotion_core.distill import main
+
+    labels = np.array([0, 1, 2, 3])
+    first = np.eye(7, dtype=np.float32)[[0, 1, 2, 4]]  # 3 of 4 right
+    second = np.full((4, 7), 1 / 7, dtype=np.float32)
+    second[:, 3] = 0.5
+    second /= second.sum(axis=1, keepdims=True)
+    for name, probs in (("a.npz", first), ("b.npz", second)):
+        save_teacher_file(tmp_path / name, probs, labels, source=name)
+    faces = np.zeros((4, 48, 48, 1), np.float32)
+    mean, agreements = ensemble_probabilities(
+        [str(tmp_path / "a.npz"), str(tmp_path / "b.npz")], faces, labels
+    )
+    np.testing.assert_allclose(mean, (first + second) / 2, atol=2e-3)
+    assert agreements == [0.75, 0.25]
+    with pytest.raises(TeacherError, match="no teacher"):
+        ensemble_probabilities([], faces, labels)
+
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    train(tiny_config(csv, epochs=1), tmp_path / "t")
+    args = ["--data", str(csv), "--out", str(tmp_path / "ens.npz")]
+    teacher = str(tmp_path / "t" / "last.keras")
+    assert main(["--teacher", teacher, "--teacher", teacher, *args]) == 0
+    out = capsys.readouterr().out
+    assert out.count("last.keras: agrees with the labels on") == 2
+    assert "70 rows, ensemble of 2 agrees with the labels on" in out
+    assert main(["--teacher", teacher, "--teacher", str(tmp_path / "a.npz"), *args]) == 2
+    assert "different training set" in capsys.readouterr().err
 
 
 def test_train_cli_with_a_misaligned_teacher_is_clear(tmp_path):

@@ -8,6 +8,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers_data import synthetic_csv
 
@@ -21,7 +22,7 @@ def test_concurrent_runs_come_back_slim_and_a_failed_run_fails_the_script(tmp_pa
     spec.write_text(
         "# two runs at once, and one that cannot start\n"
         "\n"
-        "a --arch tiny --batch-size 16 --no-augment\n"
+        "a:last --arch tiny --batch-size 16 --no-augment\n"
         "b --arch tiny --batch-size 32 --optimizer sgd --lr 0.01 --no-augment\n"
         "broken --arch no-such-net\n"
     )
@@ -29,15 +30,21 @@ def test_concurrent_runs_come_back_slim_and_a_failed_run_fails_the_script(tmp_pa
     env = os.environ | {
         "PYTHON": sys.executable, "WHEELS": "", "KERAS_BACKEND": "tensorflow", "DATA": str(csv),
         "RUNS_DIR": str(tmp_path / "runs"), "OUT": str(out),
-        "EMOTION_CACHE_DIR": str(tmp_path / "cache"),
+        "EMOTION_CACHE_DIR": str(tmp_path / "cache"), "TAR": "stage1",
+        "AFTER_RUNS": f"{sys.executable} -m emotion_core.distill --data {csv} "
+        f"--teacher {tmp_path}/runs/a/last.keras --teacher {tmp_path}/runs/b/last.keras "
+        "--out $OUT/ensemble.npz",
     }  # fmt: skip
     proc = subprocess.run(
         ["bash", "scripts/gpu_train.sh", "4", str(spec)],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the broken run
-    parts = sorted(out.glob("runs.tar.*"))
+    parts = sorted(out.glob("stage1.tar.*"))
     assert parts
+    assert "ensemble of 2 agrees with the labels" in proc.stdout
+    with np.load(out / "ensemble.npz") as ensemble:  # made on the machine, from the new nets
+        assert ensemble["probs"].shape == (70, 7)
     joined = tmp_path / "joined.tar"
     joined.write_bytes(b"".join(p.read_bytes() for p in parts))
     back = tmp_path / "back"
@@ -47,10 +54,12 @@ def test_concurrent_runs_come_back_slim_and_a_failed_run_fails_the_script(tmp_pa
 
     import emotion_core.zoo  # noqa: F401  registers FaceAugment
 
+    assert not (back / "a" / "best.keras").exists()  # a:last keeps only its last epoch
     for name in ("a", "b"):
         run = back / name
-        for file in ("hparams.json", "metrics.csv", "train.log", "best.keras", "last.keras"):
+        for file in ("hparams.json", "metrics.csv", "train.log", "last.keras"):
             assert (run / file).exists(), (name, file)
+        assert (run / "best.keras").exists() == (name == "b")
         model = keras.saving.load_model(run / "last.keras", safe_mode=True)
         assert getattr(model, "optimizer", None) is None  # slimmed for the trip back
     assert "unknown architecture" in (back / "broken" / "train.log").read_text()

@@ -56,6 +56,7 @@ class PlayingFor:
 
 class FakeClassifier:
     classes = CLASSES
+    runtime_problem = ""
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         return np.tile(np.eye(len(CLASSES))[3] * 0.9 + 0.1 / len(CLASSES), (len(faces), 1))
@@ -117,7 +118,18 @@ def test_page_renders_with_component_settings_and_model(env: dict[str, Any]) -> 
     assert "tiny" in sidebar and "61.3%" in sidebar
     assert "Never images or video" in text(at)
     assert any("Press START" in i.value for i in at.info)
-    assert not at.error
+    assert not at.error and not at.sidebar.warning
+
+
+def test_a_model_without_its_fast_runtime_is_said_so(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow = FakeClassifier()
+    slow.runtime_problem = "models/tiny.tflite: cannot read TFLite model"
+    monkeypatch.setattr(inference, "load_classifier", lambda name, models_dir: slow)
+    at = run_page()
+    (warning,) = at.sidebar.warning
+    assert "slower Keras model runs instead: models/tiny.tflite: cannot read" in warning.value
 
 
 def test_record_requires_consent_and_writes_a_session(env: dict[str, Any]) -> None:

@@ -139,6 +139,9 @@ def test_publish_counts_every_stage_of_a_fine_tuned_run(tmp_path):
     assert all(s.seconds > 0 for s in stages)
     card = publish_run(second, "two-stage", models_dir=tmp_path / "models")
     assert card.epochs == 3
+    # the app's runtime ships beside the network, and the card's figures are the runtime's
+    assert (tmp_path / "models" / "two-stage.tflite").exists() and card.runtime == "tflite"
+    assert card.cpu_ms_per_face and card.cpu_ms_per_face_keras
     assert card.training_time_s == pytest.approx(sum(s.seconds for s in stages), abs=0.1)
     assert "2 stages" in card.notes and "first (2 epochs" in card.notes
     (first / "hparams.json").unlink()  # a parent without its folder's files ends the chain

@@ -11,7 +11,7 @@ from emotion_core.data import load_dataset
 from emotion_core.evaluate import predict_all, report_from_probs
 from emotion_core.inference import load_classifier
 from emotion_core.preprocess import preprocess_batch
-from emotion_core.registry import MODELS_DIR, default_model_name, read_card
+from emotion_core.registry import MODELS_DIR, default_model_name, list_models, read_card
 
 # Regression guard: the shipped default scored GUARD_MEASURED on the full PublicTest split when
 # it was published (see its card); below GUARD this test fails.
@@ -67,3 +67,21 @@ def test_calibrated_probabilities_are_valid(public_test):
     probs = load_classifier().predict(public_test[0][:64])
     assert probs.shape == (64, 7)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_default_runs_on_its_cards_runtime_with_the_keras_outputs(public_test):
+    card = read_card(default_model_name())
+    fast = load_classifier(calibrated=False)
+    assert fast.runtime == card.runtime and not fast.runtime_problem
+    if card.runtime == "tflite":  # float32 export: the Keras network's own outputs
+        reference = load_classifier(calibrated=False, keras_only=True)
+        faces = public_test[0][:512]
+        np.testing.assert_allclose(fast.predict(faces), reference.predict(faces), atol=1e-4)
+
+
+@pytest.mark.parametrize("card", list_models(), ids=lambda card: card.name)
+def test_every_registered_model_scores_what_its_card_says(card, public_test):
+    classifier = load_classifier(card.name, calibrated=False)
+    assert classifier.runtime == card.runtime and not classifier.runtime_problem
+    report = report_from_probs(predict_all(classifier, public_test[0]), public_test[1])
+    assert report["accuracy"] == pytest.approx(card.val_accuracy, abs=0.002)

@@ -33,6 +33,7 @@ class FakeClassifier:
 
     classes = CLASSES
     name = "fake"
+    runtime = "fake-runtime"
 
     def __init__(self) -> None:
         self.calls = 0
@@ -402,7 +403,7 @@ def test_analyze_cli_success_and_errors(
 def test_bench_cli(
     video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(bench, "load_model", lambda name, file: FakeClassifier())
+    monkeypatch.setattr(bench, "load_model", lambda name, file, keras_only: FakeClassifier())
     out_json = tmp_path / "b.json"
     assert bench.main([str(video), "--json", str(out_json), "--max-frames", "10"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -412,7 +413,9 @@ def test_bench_cli(
     assert bench.main(["model"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(
-        r"model=fake p50_ms_per_face=[0-9.]+ p95_ms=[0-9.]+ batch8_ms=[0-9.]+", last
+        r"model=fake runtime=fake-runtime p50_ms_per_face=[0-9.]+ p95_ms=[0-9.]+"
+        r" batch8_ms=[0-9.]+",
+        last,
     )
     assert bench.main([str(tmp_path / "missing.avi")]) == 2
     assert capsys.readouterr().err.startswith("error: ")

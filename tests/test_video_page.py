@@ -37,7 +37,7 @@ MB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry holding one tiny untrained model as the default."""
+    """A registry holding two tiny untrained models, the first one the default."""
     import keras
 
     from emotion_core.zoo import make_tiny_model
@@ -49,6 +49,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save(src)
     card = ModelCard(name="tiny-video", arch="tiny-untrained", params=model.count_params())
     register_model(src, card, models_dir=root / "models", make_default=True)
+    other = ModelCard(name="tiny-other", arch="tiny-untrained", val_accuracy=0.5, cpu_ms_per_face=2)
+    register_model(src, other, models_dir=root / "models")
     return root / "models"
 
 
@@ -206,6 +208,22 @@ def test_analysis_runs_in_background_and_opens_in_analysis(env: Path, tmp_path: 
     assert at.title[0].value == "Session analysis"
     assert at.multiselect(key="an_selected").value == [info.session_id]
     assert "analysis_preselect" not in at.session_state
+
+
+def test_another_registered_model_can_analyse_the_video(env: Path, tmp_path: Path) -> None:
+    at = open_page()
+    choice = at.sidebar.selectbox(key="video_model")
+    assert choice.value == "tiny-video" and choice.options == [
+        "tiny-other (50.0%, 2.0 ms/face)", "tiny-video (accuracy ?) - default"
+    ]  # fmt: skip
+    choice.set_value("tiny-other")
+    run(at)
+    assert "**tiny-other** (tiny-untrained)" in "\n".join(m.value for m in at.sidebar.markdown)
+    fill_and_start(at, "clip.avi", make_video(tmp_path / "clip.avi", n=5).read_bytes())
+    wait_finished(at)
+    (info,) = list_sessions(env)
+    assert load_session(info.path).meta["model_name"] == "tiny-other"
+    assert at.sidebar.selectbox(key="video_model").value == "tiny-other"
 
 
 def test_cancel_keeps_a_partial_session_marked_incomplete(

@@ -1,0 +1,114 @@
+"""Model checks of the TFLite runtime: export, the call, the registry and the fallback."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from emotion_core.inference import compile_call, load_classifier
+from emotion_core.registry import ModelCard, ModelError, read_card, register_model
+from emotion_core.runtime import (
+    TFLiteCall,
+    add_runtime,
+    check_call_matches_card,
+    export_tflite,
+    main,
+    tflite_path,
+)
+from emotion_core.zoo import ARCHITECTURES, fold_batchnorm, make_model
+
+FACES = np.random.default_rng(3).random((5, 48, 48, 1), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def fast_model():
+    """A folded fer-fast network with non-trivial (random) weights, as publish ships it."""
+    trained = make_model(arch="fer-fast")
+    return fold_batchnorm(trained, ARCHITECTURES["fer-fast-folded"]())
+
+
+@pytest.fixture
+def registered(tmp_path):
+    models = tmp_path / "models"
+    path = tmp_path / "m.keras"
+    make_model(arch="tiny").save(path)
+    register_model(path, ModelCard(name="tiny-a", arch="tiny", cpu_ms_per_face=9.0), models,
+                   make_default=True)  # fmt: skip
+    return models
+
+
+def test_float_export_reproduces_keras_outputs(fast_model):
+    call = TFLiteCall(export_tflite(fast_model))
+    assert call.input_shape == (48, 48, 1) and call.num_outputs == 7
+    np.testing.assert_allclose(call(FACES), compile_call(fast_model)(FACES), atol=1e-5)
+    assert call(FACES[:0]).shape == (0, 7)
+
+
+def test_dynamic_quantization_is_smaller_and_close(fast_model):
+    plain, quantized = export_tflite(fast_model), export_tflite(fast_model, "dynamic")
+    assert len(quantized) < len(plain) / 2
+    diff = np.abs(TFLiteCall(quantized)(FACES) - compile_call(fast_model)(FACES)).max()
+    assert 0 < diff < 0.1
+    with pytest.raises(ModelError, match="quantize must be one of"):
+        export_tflite(fast_model, "int4")
+
+
+def test_garbage_and_mismatched_files_are_refused(tmp_path):
+    (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(ModelError, match="junk.tflite: not a usable TFLite model"):
+        TFLiteCall.from_file(tmp_path / "junk.tflite")
+    with pytest.raises(ModelError, match="missing.tflite: cannot read"):
+        TFLiteCall.from_file(tmp_path / "missing.tflite")
+    call = TFLiteCall(export_tflite(make_model(arch="tiny")), "tiny.tflite")
+    with pytest.raises(ModelError, match="7 outputs but the card lists 2"):
+        check_call_matches_card(call, ModelCard(name="x", arch="tiny", classes=("a", "b")))
+    with pytest.raises(ModelError, match=r"input shape \(48, 48, 1\), the card says \(40"):
+        check_call_matches_card(call, ModelCard(name="x", arch="tiny", input_size=40))
+
+
+def test_add_runtime_makes_the_classifier_use_it(registered, monkeypatch):
+    keras_probs = load_classifier(models_dir=registered).predict(FACES)
+    card, diff = add_runtime("tiny-a", models_dir=registered)
+    assert diff < 1e-4 and tflite_path("tiny-a", registered).exists()
+    assert card.runtime == "tflite" and card.cpu_ms_per_face_keras == 9.0
+    assert read_card("tiny-a", registered) == card
+    classifier = load_classifier(models_dir=registered)
+    assert classifier.runtime == "tflite" and classifier.model is None
+    np.testing.assert_allclose(classifier.predict(FACES), keras_probs, atol=1e-5)
+    assert load_classifier(models_dir=registered, keras_only=True).runtime == "keras"
+    monkeypatch.setenv("EMOTION_RUNTIME", "keras")
+    assert load_classifier(models_dir=registered).runtime == "keras"
+    with pytest.raises(ModelError, match="quantize when publishing"):
+        add_runtime("tiny-a", quantize="dynamic", models_dir=registered)
+
+
+def test_a_broken_runtime_file_falls_back_to_keras(registered, caplog):
+    add_runtime("tiny-a", models_dir=registered)
+    tflite_path("tiny-a", registered).write_bytes(b"truncated")
+    with caplog.at_level(logging.WARNING, logger="emotion_core.inference"):
+        classifier = load_classifier(models_dir=registered)
+    assert classifier.runtime == "keras"
+    assert classifier.predict(FACES).shape == (5, 7)
+    assert "tiny-a.tflite: not a usable TFLite model (" in classifier.runtime_problem
+    assert classifier.runtime_problem in caplog.text and "using the Keras model" in caplog.text
+    tflite_path("tiny-a", registered).unlink()
+    classifier = load_classifier(models_dir=registered)
+    assert (
+        classifier.runtime == "keras" and "tiny-a.tflite: cannot read" in classifier.runtime_problem
+    )
+
+
+def test_runtime_cli(registered, monkeypatch, capsys):
+    monkeypatch.setattr("emotion_core.registry.MODELS_DIR", registered)
+    monkeypatch.setattr("emotion_core.runtime.MODELS_DIR", registered)
+    assert main(["export", "no-such-model"]) == 1
+    assert "no-such-model.json: model card not found" in capsys.readouterr().err
+    assert main(["export", "tiny-a", "--data", str(registered / "missing.csv")]) == 1
+    assert "missing.csv" in capsys.readouterr().err
+    assert main(["export", "tiny-a"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert out.startswith("model=tiny-a runtime=tflite checked_on='64 random images' max_diff=")
+    assert json.loads((registered / "tiny-a.json").read_text())["runtime"] == "tflite"
