@@ -758,9 +758,10 @@ class TrainingJobRunner:
     def activate(self, run_id: str, name: str) -> ModelCard:
         """Register the run's best.keras as model `name` and make it the default.
 
-        Uses emotion_core.publish.publish_run (batch-norm folding, temperature calibration,
-        CPU timing, the card). Never overwrites another model; on any error the registry (and
-        the previous default) is left as it was. Raises ModelError or JobError.
+        Uses emotion_core.publish.publish_run (batch-norm folding, the TFLite runtime,
+        temperature calibration, CPU timing, the card). Never overwrites another model; on any
+        error the registry (and the previous default) is left as it was. Raises ModelError or
+        JobError.
         """
         validate_name(name)
         info = self.info(run_id)
@@ -770,7 +771,7 @@ class TrainingJobRunner:
         if not best.exists():
             raise JobError(f"run {run_id!r} has no best.keras (no epoch finished)")
         models_dir = self.models_dir
-        targets = [models_dir / f"{name}.keras", models_dir / f"{name}.json"]
+        targets = [models_dir / f"{name}{ext}" for ext in (".keras", ".json", ".tflite")]
         if any(t.exists() for t in targets):
             raise ModelError(
                 f"a model named {name!r} already exists in {models_dir}; choose another name"

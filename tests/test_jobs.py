@@ -223,19 +223,20 @@ def test_activate_switches_default_and_bad_names_change_nothing(
 
     def publish_then_fail(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
         registry.register_model(best, ModelCard(name=name, arch="tiny"), kwargs["models_dir"],
-                                make_default=True)  # fmt: skip
+                                make_default=True, tflite=b"runtime bytes")  # fmt: skip
         raise RuntimeError("calibration exploded")
 
     monkeypatch.setattr(jobs, "_publish_run", lambda: publish_then_fail)
     with pytest.raises(JobError, match="calibration exploded"):
         runner.activate(run_id, "half-done")
     assert registry.default_model_name(models) == "old-default"
-    assert not (models / "half-done.keras").exists() and not (models / "half-done.json").exists()
+    assert not [p.name for p in models.glob("half-done.*")]  # no .keras, .json or .tflite
     monkeypatch.undo()
 
     card = runner.activate(run_id, "new-model")
     assert registry.default_model_name(models) == "new-model"
     assert card.name == "new-model" and card.arch == "tiny" and card.val_accuracy is not None
+    assert card.runtime == "tflite" and (models / "new-model.tflite").exists()
     assert registry.read_card("new-model", models).val_accuracy == card.val_accuracy
     assert {c.name for c in registry.list_models(models)} == {"old-default", "new-model"}
     with pytest.raises(ModelError, match="already exists"):
