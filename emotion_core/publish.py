@@ -59,13 +59,16 @@ def inference_form(model: Any, arch: str) -> Any:
 def runtime_call(model: Any, runtime: str) -> tuple[Any, bytes | None]:
     """The inference function the app will run for `runtime`, and the .tflite bytes if any."""
     from emotion_core.inference import compile_call
-    from emotion_core.runtime import TFLiteCall, export_tflite
+    from emotion_core.runtime import TFLiteCall, checked_float_export, export_tflite
 
     if runtime not in RUNTIMES:
         raise ModelError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
     if runtime == "keras":
         return compile_call(model), None
-    content = export_tflite(model, "dynamic" if runtime == "tflite-dynamic" else "none")
+    if runtime == "tflite":  # float32 must reproduce Keras; a quantized one is evaluated as is
+        call, content, _ = checked_float_export(model)
+        return call, content
+    content = export_tflite(model, "dynamic")
     return TFLiteCall(content, "exported model"), content
 
 
