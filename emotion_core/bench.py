@@ -30,6 +30,7 @@ from emotion_core.detect import DetectorError
 from emotion_core.inference import Classifier, EmotionClassifier
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
 from emotion_core.registry import ModelError
+from emotion_core.runtime import call_times_ms
 from emotion_core.video import DecodedFrame, VideoError, read_frames
 
 
@@ -107,16 +108,8 @@ def bench_model(classifier: Classifier, repeats: int = 200, size: int = 48) -> M
         classifier.predict(one)
         classifier.predict(eight)
 
-    def timed(x: np.ndarray, n: int) -> np.ndarray:
-        out = np.empty(n)
-        for i in range(n):
-            start = time.perf_counter()
-            classifier.predict(x)
-            out[i] = time.perf_counter() - start
-        return out * 1000.0
-
-    single = timed(one, repeats)
-    batch = timed(eight, max(20, repeats // 4))
+    single = call_times_ms(classifier.predict, one, repeats)
+    batch = call_times_ms(classifier.predict, eight, max(20, repeats // 4))
     return ModelBench(
         name=str(getattr(classifier, "name", type(classifier).__name__)),
         p50_ms_per_face=float(np.percentile(single, 50)),

@@ -24,6 +24,7 @@ from emotion_core.registry import (
     default_model_name,
     model_path,
     read_card,
+    tflite_path,
 )
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,19 @@ def load_keras_model(path: Path) -> Any:
         ) from exc
 
 
-def check_model_matches_card(model: Any, card: ModelCard, path: Path) -> None:
+def check_model_matches_card(model: Any, card: ModelCard, path: Path | str) -> None:
     """Raise ModelError when the network's input or output shape disagrees with its card."""
-    in_shape = tuple(model.input_shape[1:])
+    check_shapes_match_card(tuple(model.input_shape[1:]), int(model.output_shape[-1]), card, path)
+
+
+def check_shapes_match_card(
+    in_shape: tuple[int, ...], out: int, card: ModelCard, path: Path | str
+) -> None:
+    """Raise ModelError naming `path` when one face's input shape (S, S, 1) or the number of
+    outputs (C) disagrees with the card (a Keras model or its TFLite file)."""
     want_in = (card.input_size, card.input_size, 1)
     if in_shape != want_in:
         raise ModelError(f"{path}: input shape {in_shape} but the card says {want_in}")
-    out = int(model.output_shape[-1])
     if out != len(card.classes):
         raise ModelError(f"{path}: {out} outputs but the card lists {len(card.classes)} classes")
 
@@ -168,11 +175,11 @@ def _load_runtime(
     file still works)."""
     if not card.runtime.startswith("tflite") or os.environ.get("EMOTION_RUNTIME") == "keras":
         return None, ""
-    from emotion_core.runtime import TFLiteCall, check_call_matches_card, tflite_path
+    from emotion_core.runtime import TFLiteCall
 
     try:
         call = TFLiteCall.from_file(tflite_path(card.name, models_dir))
-        check_call_matches_card(call, card)
+        check_shapes_match_card(call.input_shape, call.num_outputs, card, call.source)
     except ModelError as exc:
         log.warning("%s; using the Keras model instead", exc)
         return None, str(exc)

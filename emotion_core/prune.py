@@ -120,11 +120,12 @@ def recalibrate_batchnorm(
 
 
 def _accuracy(model: Any, faces: np.ndarray, labels: np.ndarray) -> float:
-    from emotion_core.inference import compile_call
+    from emotion_core.evaluate import predict_all, report_from_probs
+    from emotion_core.inference import EmotionClassifier
+    from emotion_core.registry import ModelCard
 
-    call = compile_call(model)
-    probs = np.concatenate([call(faces[i : i + 256]) for i in range(0, len(faces), 256)])
-    return float((probs.argmax(axis=1) == labels).mean())
+    classifier = EmotionClassifier(model, ModelCard(name=model.name, arch="?"), calibrated=False)
+    return float(report_from_probs(predict_all(classifier, faces), labels)["accuracy"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

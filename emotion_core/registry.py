@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from emotion_core.classes import CLASSES
-from emotion_core.fileio import atomic_write_json
+from emotion_core.fileio import atomic_write_bytes, atomic_write_json
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("EMOTION_MODELS_DIR", PROJECT_ROOT / "models"))
@@ -193,9 +193,7 @@ def register_model(
         deflated_copy(Path(keras_path), tmp)
         os.replace(tmp, target)
     if tflite is not None:
-        tmp = target.with_suffix(".tflite.tmp")
-        tmp.write_bytes(tflite)
-        os.replace(tmp, target.with_suffix(".tflite"))
+        atomic_write_bytes(tflite_path(card.name, models_dir), tflite)
     atomic_write_json(models_dir / f"{card.name}.json", card.to_dict())
     if make_default:
         set_default(card.name, models_dir)
@@ -205,3 +203,8 @@ def register_model(
 def model_path(name: str, models_dir: Path | None = None) -> Path:
     """Path of models/<name>.keras (not checked)."""
     return (models_dir or MODELS_DIR) / f"{validate_name(name)}.keras"
+
+
+def tflite_path(name: str, models_dir: Path | None = None) -> Path:
+    """Path of models/<name>.tflite, the model's fast CPU runtime (not checked)."""
+    return (models_dir or MODELS_DIR) / f"{validate_name(name)}.tflite"

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,15 @@ from typing import Any
 import numpy as np
 
 from emotion_core.data import DataError
-from emotion_core.fileio import atomic_write_json
-from emotion_core.registry import MODELS_DIR, ModelCard, ModelError, read_card, validate_name
+from emotion_core.fileio import atomic_write_bytes, atomic_write_json
+from emotion_core.registry import (
+    MODELS_DIR,
+    ModelCard,
+    ModelError,
+    model_path,
+    read_card,
+    tflite_path,
+)
 
 QUANTIZATIONS = ("none", "dynamic")
 # NOTE: float32 export must reproduce the Keras outputs; anything larger is a broken export.
@@ -47,11 +54,6 @@ def _interpreter_class() -> Any:
     except ImportError as exc:
         raise ModelError("no TFLite interpreter: install tensorflow-cpu or ai-edge-litert") from exc
     return Interpreter
-
-
-def tflite_path(name: str, models_dir: Path | None = None) -> Path:
-    """Path of models/<name>.tflite (not checked)."""
-    return (models_dir or MODELS_DIR) / f"{validate_name(name)}.tflite"
 
 
 def export_tflite(model: Any, quantize: str = "none") -> bytes:
@@ -128,28 +130,21 @@ class TFLiteCall:
         return out
 
 
-def check_call_matches_card(call: TFLiteCall, card: ModelCard) -> None:
-    """Raise ModelError when the TFLite model's shapes disagree with its card."""
-    want_in = (card.input_size, card.input_size, 1)
-    if call.input_shape != want_in:
-        raise ModelError(f"{call.source}: input shape {call.input_shape}, the card says {want_in}")
-    if call.num_outputs != len(card.classes):
-        raise ModelError(
-            f"{call.source}: {call.num_outputs} outputs but the card lists {len(card.classes)}"
-        )
+def call_times_ms(call: Callable[[np.ndarray], Any], x: np.ndarray, repeats: int) -> np.ndarray:
+    """Wall milliseconds of `repeats` calls call(x), one per call (no warm-up)."""
+    times = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        call(x)
+        times[i] = time.perf_counter() - start
+    return times * 1000.0
 
 
 def median_ms_per_face(call: Any, size: int = 48, repeats: int = 200) -> float:
     """Median wall ms of one (1, size, size, 1) face through `call` after a warm-up."""
     face = np.random.default_rng(1).random((1, size, size, 1), dtype=np.float32)
-    for _ in range(20):
-        call(face)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call(face)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
+    call_times_ms(call, face, 20)
+    return float(np.median(call_times_ms(call, face, repeats)))
 
 
 def max_output_difference(model: Any, call: TFLiteCall, faces: np.ndarray) -> float:
@@ -193,14 +188,11 @@ def add_runtime(
 
     models_dir = models_dir or MODELS_DIR
     card = read_card(name, models_dir)
-    keras_file = models_dir / f"{validate_name(name)}.keras"
+    keras_file = model_path(name, models_dir)
     model = load_keras_model(keras_file)
     check_model_matches_card(model, card, keras_file)
     call, content, diff = checked_float_export(model, probe, f"{name}.tflite")
-    target = tflite_path(name, models_dir)
-    tmp = target.with_suffix(".tflite.tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, target)
+    atomic_write_bytes(tflite_path(name, models_dir), content)
     new_card = replace(
         card,
         runtime="tflite",

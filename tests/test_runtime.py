@@ -8,16 +8,9 @@ import logging
 import numpy as np
 import pytest
 
-from emotion_core.inference import compile_call, load_classifier
-from emotion_core.registry import ModelCard, ModelError, read_card, register_model
-from emotion_core.runtime import (
-    TFLiteCall,
-    add_runtime,
-    check_call_matches_card,
-    export_tflite,
-    main,
-    tflite_path,
-)
+from emotion_core.inference import check_shapes_match_card, compile_call, load_classifier
+from emotion_core.registry import ModelCard, ModelError, read_card, register_model, tflite_path
+from emotion_core.runtime import TFLiteCall, add_runtime, export_tflite, main
 from emotion_core.zoo import ARCHITECTURES, fold_batchnorm, make_model
 
 FACES = np.random.default_rng(3).random((5, 48, 48, 1), dtype=np.float32)
@@ -63,10 +56,14 @@ def test_garbage_and_mismatched_files_are_refused(tmp_path):
     with pytest.raises(ModelError, match="missing.tflite: cannot read"):
         TFLiteCall.from_file(tmp_path / "missing.tflite")
     call = TFLiteCall(export_tflite(make_model(arch="tiny")), "tiny.tflite")
+    wrong_classes = ModelCard(name="x", arch="tiny", classes=("a", "b"))
     with pytest.raises(ModelError, match="7 outputs but the card lists 2"):
-        check_call_matches_card(call, ModelCard(name="x", arch="tiny", classes=("a", "b")))
-    with pytest.raises(ModelError, match=r"input shape \(48, 48, 1\), the card says \(40"):
-        check_call_matches_card(call, ModelCard(name="x", arch="tiny", input_size=40))
+        check_shapes_match_card(call.input_shape, call.num_outputs, wrong_classes, call.source)
+    wrong_size = ModelCard(name="x", arch="tiny", input_size=40)
+    with pytest.raises(
+        ModelError, match=r"tiny.tflite: input shape \(48, 48, 1\) but the card says \(40"
+    ):
+        check_shapes_match_card(call.input_shape, call.num_outputs, wrong_size, call.source)
 
 
 def test_add_runtime_makes_the_classifier_use_it(registered, monkeypatch):
