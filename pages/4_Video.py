@@ -195,6 +195,13 @@ def main() -> None:
     # NOTE: offline analysis may trade speed for accuracy, so any registered model can run it.
     card = ui_common.model_choice(default_card, MODEL_KEY, disabled=running)
     ui_common.model_sidebar(card)
+    classifier, model_error = None, ""
+    try:
+        classifier = ui_common.cached_classifier(str(mdir), card.name, version)
+        ui_common.runtime_warning(classifier)
+    except ModelError as exc:
+        model_error = f"The model {card.name} could not be loaded: {exc}"
+        st.error(f"{model_error}\n\nChoose another model in the sidebar.")
     upload = st.file_uploader(
         f"Video file (at most {limit_mb} MB)",
         type=VIDEO_TYPES,
@@ -226,7 +233,7 @@ def main() -> None:
     )  # fmt: skip
     consent = st.checkbox(CONSENT_LABEL, key=CONSENT_KEY, disabled=running)
     st.caption(STORED_STATEMENT.format(dir=sessions_dir_default()))
-    ready = consent and upload is not None and upload_error is None
+    ready = consent and upload is not None and upload_error is None and classifier is not None
     clicked = st.button(
         "Start analysis", key="video_start", type="primary", icon=":material/play_arrow:",
         disabled=running or not ready,
@@ -236,10 +243,9 @@ def main() -> None:
     elif not running and upload is None:
         st.caption("Choose a video file to analyse.")
 
-    if clicked and ready and upload is not None:
+    if clicked and ready and upload is not None and classifier is not None:
         st.session_state.pop(MESSAGE_KEY, None)
         try:
-            classifier = ui_common.cached_classifier(str(mdir), card.name, version)
             st.session_state[JOB_KEY] = start_job(
                 upload,
                 classifier,
@@ -249,8 +255,6 @@ def main() -> None:
                 bool(tta),
                 ui_common.current_rule().to_dict(),
             )
-        except ModelError as exc:
-            st.session_state[MESSAGE_KEY] = f"The model could not be loaded: {exc}"
         except OSError as exc:
             st.session_state[MESSAGE_KEY] = f"The upload could not be stored for analysis: {exc}"
         st.rerun()

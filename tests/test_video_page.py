@@ -226,6 +226,38 @@ def test_another_registered_model_can_analyse_the_video(env: Path, tmp_path: Pat
     assert at.sidebar.selectbox(key="video_model").value == "tiny-other"
 
 
+def test_a_broken_model_or_runtime_is_said_so_before_starting(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emotion_core.zoo import make_tiny_model
+
+    models = tmp_path / "models"
+    src = tmp_path / "src.keras"
+    make_tiny_model().save(src)
+    ok = ModelCard(name="tiny-ok", arch="tiny", runtime="tflite")
+    register_model(src, ok, models, make_default=True, tflite=b"not a TFLite model")
+    broken = register_model(src, ModelCard(name="tiny-broken", arch="tiny"), models)
+    broken.write_bytes(b"damaged on disk")
+    monkeypatch.setenv("EMOTION_MODELS_DIR", str(models))
+    at = open_page()
+    assert not at.error
+    (warning,) = at.sidebar.warning
+    assert "slower Keras model runs instead" in warning.value and "tiny-ok.tflite" in warning.value
+
+    at.sidebar.selectbox(key="video_model").set_value("tiny-broken")
+    run(at)
+    (error,) = at.error
+    assert "The model tiny-broken could not be loaded" in error.value
+    assert "Choose another model" in error.value
+    at.file_uploader(key="video_upload").set_value(("a.avi", b"x" * 100, "video/x-msvideo"))
+    at.checkbox(key="video_consent").check()
+    run(at)
+    assert start_button(at).disabled and "video_job" not in at.session_state
+    at.sidebar.selectbox(key="video_model").set_value("tiny-ok")
+    run(at)
+    assert not at.error and not start_button(at).disabled
+
+
 def test_cancel_keeps_a_partial_session_marked_incomplete(
     env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
