@@ -37,6 +37,22 @@ def test_zoo_shapes(arch):
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_the_vgg_family_widths_and_sizes():
+    from keras import layers
+
+    from emotion_core.zoo import make_model
+
+    for arch, width, params in [
+        ("vgg-s3", 32, 2.5e6),
+        ("vgg-m40", 40, 3.73e6),
+        ("vgg-m", 48, 5.19e6),
+    ]:
+        model = make_model((48, 48, 1), 7, arch, augment=False)
+        convs = [layer.filters for layer in model.layers if isinstance(layer, layers.Conv2D)]
+        assert convs == [width] * 2 + [2 * width] * 2 + [4 * width] * 3 + [8 * width] * 3, arch
+        assert abs(model.count_params() - params) / params < 0.01, (arch, model.count_params())
+
+
 def test_unknown_arch():
     from emotion_core.zoo import make_model
 
