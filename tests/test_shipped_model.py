@@ -73,10 +73,13 @@ def test_default_runs_on_its_cards_runtime_with_the_keras_outputs(public_test):
     card = read_card(default_model_name())
     fast = load_classifier(calibrated=False)
     assert fast.runtime == card.runtime and not fast.runtime_problem
+    reference = load_classifier(calibrated=False, keras_only=True)
+    faces = public_test[0][:512]
     if card.runtime == "tflite":  # float32 export: the Keras network's own outputs
-        reference = load_classifier(calibrated=False, keras_only=True)
-        faces = public_test[0][:512]
         np.testing.assert_allclose(fast.predict(faces), reference.predict(faces), atol=1e-4)
+    else:  # int8 weights: close, and nearly always the same label
+        labels, keras_labels = fast.predict(faces).argmax(1), reference.predict(faces).argmax(1)
+        assert (labels == keras_labels).mean() >= 0.98
 
 
 @pytest.mark.parametrize("card", list_models(), ids=lambda card: card.name)
