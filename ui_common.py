@@ -357,6 +357,20 @@ def model_choice(
     return cards[name]
 
 
+def classifier_or_error(
+    card: registry.ModelCard, version: float, hint: str = ""
+) -> inference.EmotionClassifier | None:
+    """The card's classifier (with the sidebar warning when its fast runtime failed), or None
+    after an error saying why it could not be loaded (then `hint`, what to do about it)."""
+    try:
+        classifier = cached_classifier(str(models_dir()), card.name, version)
+    except registry.ModelError as exc:
+        st.error(f"The model {card.name} could not be loaded: {exc}{hint}")
+        return None
+    runtime_warning(classifier)
+    return classifier
+
+
 def runtime_warning(classifier: inference.EmotionClassifier) -> None:
     """Say so when the card's fast runtime could not be used (the Keras model runs instead)."""
     if classifier.runtime_problem:

@@ -41,7 +41,7 @@ from emotion_core.charts import live_distribution_chart
 from emotion_core.live import LiveAggregator, LiveProcessor, LiveSnapshot, parse_ice_servers
 from emotion_core.nervousness import NervousnessRule, evaluate_rule_on_counts
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
-from emotion_core.registry import ModelCard, ModelError
+from emotion_core.registry import ModelCard
 from emotion_core.sessions import SessionError, SessionRecorder, sessions_dir_default
 
 AGGREGATOR_KEY = "live_aggregator"
@@ -342,13 +342,10 @@ def main() -> None:
         )
         recording_controls(card, rule, recording)
 
-    try:
-        classifier = ui_common.cached_classifier(str(mdir), card.name, version)
-    except ModelError as exc:
+    classifier = ui_common.classifier_or_error(card, version)
+    if classifier is None:
         processor.set_pipeline(None)
-        st.error(f"The model could not be loaded: {exc}")
         st.stop()
-    ui_common.runtime_warning(classifier)
     key = (str(mdir), card.name, version, config)
     if processor.pipeline_key != key:
         processor.set_pipeline(EmotionPipeline.from_config(classifier, config), key)

@@ -23,7 +23,6 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 import ui_common
 from emotion_core.inference import EmotionClassifier
-from emotion_core.registry import ModelError
 from emotion_core.sessions import sessions_dir_default
 from emotion_core.video_job import (
     VIDEO_TYPES,
@@ -188,20 +187,15 @@ def main() -> None:
     if limit_warning:
         st.warning(limit_warning)
 
-    mdir = ui_common.models_dir()
     default_card, version = ui_common.default_model_or_stop("videos cannot be analysed")
     job: VideoJob | None = st.session_state.get(JOB_KEY)
     running = job is not None and not job.view().finished
     # NOTE: offline analysis may trade speed for accuracy, so any registered model can run it.
     card = ui_common.model_choice(default_card, MODEL_KEY, disabled=running)
     ui_common.model_sidebar(card)
-    classifier, model_error = None, ""
-    try:
-        classifier = ui_common.cached_classifier(str(mdir), card.name, version)
-        ui_common.runtime_warning(classifier)
-    except ModelError as exc:
-        model_error = f"The model {card.name} could not be loaded: {exc}"
-        st.error(f"{model_error}\n\nChoose another model in the sidebar.")
+    classifier = ui_common.classifier_or_error(
+        card, version, hint="\n\nChoose another model in the sidebar."
+    )
     upload = st.file_uploader(
         f"Video file (at most {limit_mb} MB)",
         type=VIDEO_TYPES,
