@@ -63,3 +63,34 @@ def test_concurrent_runs_come_back_slim_and_a_failed_run_fails_the_script(tmp_pa
         model = keras.saving.load_model(run / "last.keras", safe_mode=True)
         assert getattr(model, "optimizer", None) is None  # slimmed for the trip back
     assert "unknown architecture" in (back / "broken" / "train.log").read_text()
+
+
+def test_a_checkpoint_travels_as_float16_and_is_rebuilt_with_the_same_predictions(tmp_path):
+    import keras
+
+    from emotion_core.inference import load_keras_model
+    from emotion_core.zoo import make_model
+
+    keras.utils.set_random_seed(3)
+    original = make_model(arch="vgg-s", augment=True)
+    original.save(tmp_path / "last.keras")
+    packed, rebuilt = tmp_path / "w.npz", tmp_path / "init.keras"
+    for args in (["pack", tmp_path / "last.keras", packed], ["restore", "vgg-s", packed, rebuilt]):
+        subprocess.run(
+            [sys.executable, "scripts/f16_weights.py", *map(str, args)],
+            check=True, cwd=ROOT, timeout=300,
+        )  # fmt: skip
+    assert packed.stat().st_size < 0.55 * (tmp_path / "last.keras").stat().st_size
+    faces = np.random.default_rng(0).random((16, 48, 48, 1), dtype=np.float32)
+    before = original.predict(faces, verbose=0)
+    after = load_keras_model(rebuilt).predict(faces, verbose=0)
+    np.testing.assert_allclose(after, before, atol=2e-3)
+    assert (after.argmax(1) == before.argmax(1)).mean() >= 0.9
+
+
+def test_the_float16_tool_says_how_to_call_it():
+    proc = subprocess.run(
+        [sys.executable, "scripts/f16_weights.py", "pack"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "usage: f16_weights.py pack" in proc.stderr
