@@ -17,7 +17,10 @@
 # one call do not collide), AFTER_RUNS (a command run once the runs end, in the same Python
 # environment, before packing; e.g. an ensemble teacher from the new nets, written under $OUT:
 #   AFTER_RUNS='python3 -m emotion_core.distill --teacher /tmp/runs/a/last.keras
-#               --teacher /tmp/runs/b/last.keras --data .gpu/fer.npz --out $OUT/ensemble.npz').
+#               --teacher /tmp/runs/b/last.keras --data .gpu/fer.npz --out $OUT/ensemble.npz'),
+# BEFORE_RUNS (a command run first, in that environment; if it fails nothing trains; e.g. the
+# start point of a fine-tune, carried as float16 weights:
+#   BEFORE_RUNS='python3 scripts/f16_weights.py restore vgg-m40 .next/m40-ft.npz /tmp/init.keras').
 set -uo pipefail
 budget=$1 spec=$2
 PY=${PYTHON:-python3}
@@ -35,6 +38,10 @@ nvidia-smi -L || echo "no NVIDIA GPU visible"
     || exit 1
 runs=${RUNS_DIR:-/tmp/runs}
 mkdir -p "$runs" "$OUT"
+if [ -n "${BEFORE_RUNS:-}" ]; then
+    echo "== before the runs: $BEFORE_RUNS"
+    OUT="$OUT" bash -c "$BEFORE_RUNS" || exit 1
+fi
 names=() pids=() keeps=()
 while read -r name args; do
     [[ -z "$name" || "$name" == \#* ]] && continue

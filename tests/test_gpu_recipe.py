@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,11 +20,13 @@ pytestmark = pytest.mark.slow
 def test_concurrent_runs_come_back_slim_and_a_failed_run_fails_the_script(tmp_path):
     csv = synthetic_csv(tmp_path / "fer.csv")
     spec = tmp_path / "spec.txt"
+    init = tmp_path / "init.keras"  # written by BEFORE_RUNS, fine-tuned by run c
     spec.write_text(
-        "# two runs at once, and one that cannot start\n"
+        "# three runs at once, and one that cannot start\n"
         "\n"
         "a:last --arch tiny --batch-size 16 --no-augment\n"
         "b --arch tiny --batch-size 32 --optimizer sgd --lr 0.01 --no-augment\n"
+        f"c:last --arch tiny --init-model {init} --batch-size 16 --no-augment\n"
         "broken --arch no-such-net\n"
     )
     out = tmp_path / "out"
@@ -34,6 +37,8 @@ def test_concurrent_runs_come_back_slim_and_a_failed_run_fails_the_script(tmp_pa
         "AFTER_RUNS": f"{sys.executable} -m emotion_core.distill --data {csv} "
         f"--teacher {tmp_path}/runs/a/last.keras --teacher {tmp_path}/runs/b/last.keras "
         "--out $OUT/ensemble.npz",
+        "BEFORE_RUNS": f"{sys.executable} -c \"from emotion_core.zoo import make_model; "
+        f"make_model(arch='tiny', augment=False).save('{init}')\"",
     }  # fmt: skip
     proc = subprocess.run(
         ["bash", "scripts/gpu_train.sh", "4", str(spec)],
@@ -63,6 +68,9 @@ def test_concurrent_runs_come_back_slim_and_a_failed_run_fails_the_script(tmp_pa
         model = keras.saving.load_model(run / "last.keras", safe_mode=True)
         assert getattr(model, "optimizer", None) is None  # slimmed for the trip back
     assert "unknown architecture" in (back / "broken" / "train.log").read_text()
+    assert "== before the runs" in proc.stdout
+    assert (back / "c" / "last.keras").exists()
+    assert json.loads((back / "c" / "hparams.json").read_text())["init_model"] == str(init)
 
 
 def test_a_checkpoint_travels_as_float16_and_is_rebuilt_with_the_same_predictions(tmp_path):
@@ -94,3 +102,20 @@ def test_the_float16_tool_says_how_to_call_it():
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )  # fmt: skip
     assert proc.returncode != 0 and "usage: f16_weights.py pack" in proc.stderr
+
+
+def test_a_failed_before_runs_command_stops_the_script_before_any_training(tmp_path):
+    env = os.environ | {
+        "PYTHON": sys.executable, "WHEELS": "", "KERAS_BACKEND": "tensorflow",
+        "RUNS_DIR": str(tmp_path / "runs"), "OUT": str(tmp_path / "out"),
+        "BEFORE_RUNS": "echo cannot rebuild the start point >&2; exit 3",
+    }  # fmt: skip
+    spec = tmp_path / "spec.txt"
+    spec.write_text("a --arch tiny\n")
+    proc = subprocess.run(
+        ["bash", "scripts/gpu_train.sh", "4", str(spec)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "cannot rebuild the start point" in proc.stderr
+    assert "started a" not in proc.stdout and not (tmp_path / "runs" / "a").exists()
