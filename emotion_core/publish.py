@@ -39,6 +39,7 @@ from emotion_core.registry import ModelCard, ModelError, register_model, validat
 
 CHECKPOINTS = ("best", "last")
 RUNTIMES = ("tflite", "tflite-dynamic", "keras")
+CHECKPOINT_FILES = tuple(f"{checkpoint}.keras" for checkpoint in CHECKPOINTS)
 
 
 def inference_form(model: Any, arch: str) -> Any:
@@ -144,30 +145,43 @@ def publish_run(
 
 @dataclass(frozen=True)
 class TrainingStage:
-    """One training run: its folder, epochs done, training seconds and command."""
+    """One training run (or soup): its folder, epochs done, training seconds and command."""
 
     run_dir: Path
     epochs: int
     seconds: float
     command: str
     hardware: str
+    ingredients: tuple[Path, ...] = ()
 
 
-def training_lineage(run_dir: Path, max_depth: int = 20) -> list[TrainingStage]:
-    """The run and the runs it was fine-tuned from (--init-model RUN/best.keras or last.keras),
-    oldest first. A parent whose folder has no hparams.json (e.g. a registered model) ends the
-    chain."""
+def _parent_runs(hparams: dict[str, Any]) -> list[Path]:
+    """The run folders a run started from: a soup's ingredients, or the --init-model run."""
+    sources = hparams.get("ingredients") or [hparams.get("init_model") or ""]
+    return [Path(str(s)).parent for s in sources if Path(str(s)).name in CHECKPOINT_FILES]
+
+
+def training_lineage(run_dir: Path, max_stages: int = 20) -> list[TrainingStage]:
+    """The run and every run it was built from, oldest first: the run it was fine-tuned from
+    (--init-model RUN/best.keras or last.keras), or a soup's ingredients (emotion_core.soup),
+    each counted once. A parent whose folder has no hparams.json (e.g. a registered model) ends
+    that branch."""
     from emotion_core.jobs import describe_hardware, read_metrics
 
     stages: list[TrainingStage] = []
     seen: set[Path] = set()
-    current: Path | None = Path(run_dir)
-    while current is not None and current.resolve() not in seen and len(stages) < max_depth:
+
+    def visit(current: Path) -> None:
+        if current.resolve() in seen or len(seen) >= max_stages:
+            return
         seen.add(current.resolve())
         try:
             hparams = json.loads((current / "hparams.json").read_text())
         except (OSError, json.JSONDecodeError):
-            break
+            return
+        parents = _parent_runs(hparams)
+        for parent in parents:
+            visit(parent)
         metrics = read_metrics(current / "metrics.csv")
         seconds = (
             float(metrics["elapsed_s"].iloc[-1]) if "elapsed_s" in metrics and len(metrics) else 0.0
@@ -177,21 +191,34 @@ def training_lineage(run_dir: Path, max_depth: int = 20) -> list[TrainingStage]:
             program = "python -m emotion_core.train"
         command = f"{program} {args}".strip()
         hardware = str(hparams.get("hardware") or describe_hardware())
-        stages.append(TrainingStage(current, len(metrics), seconds, command, hardware))
-        parent = Path(str(hparams.get("init_model") or ""))
-        current = parent.parent if parent.name in ("best.keras", "last.keras") else None
-    return stages[::-1]
+        soup_of = tuple(parents) if hparams.get("ingredients") else ()
+        stages.append(TrainingStage(current, len(metrics), seconds, command, hardware, soup_of))
+
+    visit(Path(run_dir))
+    return stages
 
 
 def _stages_note(stages: Sequence[TrainingStage]) -> str:
     if len(stages) < 2:
         return ""
-    parts = [f"{s.run_dir.name} ({s.epochs} epochs, {s.seconds / 60:.0f} min)" for s in stages]
-    return (
-        f"Trained in {len(stages)} stages, each fine-tuning the previous one: "
-        + ", then ".join(parts)
-        + "."
+    parts = []
+    for stage in stages:
+        if stage.ingredients:
+            names = ", ".join(p.name for p in stage.ingredients)
+            parts.append(
+                f"{stage.run_dir.name} (the weights of {names} averaged, batch norm "
+                "recalibrated on the training faces)"
+            )
+        else:
+            parts.append(
+                f"{stage.run_dir.name} ({stage.epochs} epochs, {stage.seconds / 60:.0f} min)"
+            )
+    verb = (
+        "each built on the ones before it"
+        if any(s.ingredients for s in stages)
+        else ("each fine-tuning the previous one")
     )
+    return f"Trained in {len(stages)} stages, {verb}: " + ", then ".join(parts) + "."
 
 
 def main(argv: Sequence[str] | None = None) -> int:

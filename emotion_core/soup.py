@@ -1,0 +1,302 @@
+"""Weight averaging ("model soup", SWA) and batch-norm recalibration of trained networks.
+
+    python -m emotion_core.soup models/runs/m40-kd/last.keras models/runs/m40-ft/last.keras \
+        models/runs/m40-cpu/last.keras --out models/runs/m40-soup
+
+Checkpoints of one training trajectory (a run and the runs fine-tuned from it) lie in one basin
+of the loss: the uniform mean of their weights is a network of its own, usually a little better
+than each of them (Izmailov et al. 2018; Wortsman et al. 2022). Averaged weights no longer match
+the batch-norm layers' moving statistics, and those statistics were gathered on augmented faces
+(shifted, rotated, partly erased) anyway; so they are then recomputed, layer by layer, on the
+clean training faces: each layer's population mean and variance of its input, with the layers
+before it already recalibrated. One checkpoint alone gives batch-norm recalibration only.
+
+No validation data is used to build the network. The run folder gets last.keras (the soup;
+best.keras is the same file), hparams.json (the ingredients, the command), eval.json (the
+validation accuracy of each ingredient and of the soup, as a report) and a finished status.json,
+so that the Training page lists it and
+
+    python -m emotion_core.publish models/runs/m40-soup --name NAME
+
+registers it, with every ingredient's training stages counted in its card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emotion_core.classes import CLASSES
+from emotion_core.data import DataError
+from emotion_core.registry import ModelError
+
+Progress = Callable[[str], None]
+# NOTE: the layer-by-layer recalibration runs the network up to each batch-norm layer over every
+# face: ~7 full passes for vgg-m40, 18 min on 2 CPU cores for all 28,709 training faces. Channel
+# statistics of 8,192 faces (each 2,304 positions at the first layer) are as good for the purpose.
+DEFAULT_MAX_FACES = 8192
+
+
+class SoupError(ModelError):
+    """Checkpoints that cannot be averaged (different architectures), or a bad output folder."""
+
+
+def average_weights(weight_lists: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """The element-wise mean of several networks' weights (each a list of arrays, same shapes)."""
+    if not weight_lists:
+        raise SoupError("no checkpoint to average")
+    shapes = [tuple(w.shape for w in weights) for weights in weight_lists]
+    if any(s != shapes[0] for s in shapes[1:]):
+        raise SoupError(
+            "the checkpoints are different architectures (their weight shapes differ); "
+            "only runs of one architecture can be averaged"
+        )
+    return [
+        np.mean([np.asarray(weights[i], np.float64) for weights in weight_lists], axis=0).astype(
+            np.asarray(weight_lists[0][i]).dtype
+        )
+        for i in range(len(weight_lists[0]))
+    ]
+
+
+def batchnorm_layers(model: Any) -> list[Any]:
+    """The model's BatchNormalization layers in graph order (inputs first)."""
+    import keras
+
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def _input_statistics(
+    model: Any, layer: Any, x: np.ndarray, batch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Population mean and variance (C,) of `layer`'s input over faces x (N, 48, 48, 1), the
+    network running in inference mode (no augmentation, no dropout)."""
+    import keras
+
+    features = layer.input
+    axis = layer.axis if isinstance(layer.axis, int) else layer.axis[0]
+    axis = axis % len(features.shape)
+    reduce = tuple(i for i in range(1, len(features.shape)) if i != axis)
+    # NOTE: the reduction runs inside the compiled graph: a vgg-m40 feature map of every training
+    # face would be ~10 GB, the per-face channel means are a few MB.
+    moments = keras.Model(
+        model.inputs,
+        [
+            keras.ops.mean(features, axis=reduce) if reduce else features,
+            keras.ops.mean(keras.ops.square(features), axis=reduce) if reduce else features**2,
+        ],
+    )
+    sums = np.zeros((2, features.shape[axis]), np.float64)
+    for start in range(0, len(x), batch):
+        means, squares = moments.predict_on_batch(x[start : start + batch])
+        sums += np.asarray(means, np.float64).sum(0), np.asarray(squares, np.float64).sum(0)
+    mean, mean_square = sums / len(x)
+    return mean, np.maximum(mean_square - mean**2, 0.0)
+
+
+def recalibrate_batchnorm(
+    model: Any, x: np.ndarray, batch: int = 256, progress: Progress | None = None
+) -> int:
+    """Recompute every batch-norm layer's moving mean and variance from faces x (N, 48, 48, 1),
+    in graph order; returns how many layers were recalibrated. Needs a functional model."""
+    if len(x) == 0:
+        raise SoupError("no faces to recalibrate batch norm on")
+    layers = batchnorm_layers(model)
+    if layers and not getattr(model, "inputs", None):
+        raise SoupError("batch-norm recalibration needs a functional Keras model")
+    for k, layer in enumerate(layers, start=1):
+        if progress:
+            progress(f"batch norm {k}/{len(layers)} ({layer.name}) on {len(x)} faces")
+        mean, variance = _input_statistics(model, layer, x, batch)
+        layer.moving_mean.assign(mean.astype("float32"))
+        layer.moving_variance.assign(variance.astype("float32"))
+    return len(layers)
+
+
+def make_soup(
+    checkpoints: Sequence[Path],
+    x_train: np.ndarray | None,
+    batch: int = 256,
+    progress: Progress | None = None,
+) -> Any:
+    """Load the checkpoints, average their weights and (x_train given) recalibrate batch norm."""
+    from emotion_core.inference import load_keras_model
+
+    if not checkpoints:
+        raise SoupError("no checkpoint to average")
+    models = [load_keras_model(Path(path)) for path in checkpoints]
+    soup = models[0]
+    soup.set_weights(average_weights([m.get_weights() for m in models]))
+    if x_train is not None:
+        recalibrate_batchnorm(soup, x_train, batch, progress)
+    return soup
+
+
+def sample_faces(images: np.ndarray, max_faces: int, seed: int = 0) -> np.ndarray:
+    """Model-ready faces (n, 48, 48, 1) from images (N, 48, 48): all of them (max_faces 0 or
+    >= N), else a seeded random sample of max_faces, in their original order."""
+    from emotion_core.preprocess import preprocess_batch
+
+    if 0 < max_faces < len(images):
+        keep = np.sort(np.random.default_rng(seed).choice(len(images), max_faces, replace=False))
+        images = images[keep]
+    return preprocess_batch(images)
+
+
+def ingredient_hparams(checkpoint: Path) -> dict[str, Any]:
+    """The hparams.json of the run a checkpoint belongs to ({} when it has none)."""
+    try:
+        loaded = json.loads((Path(checkpoint).parent / "hparams.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def accuracy_on(model: Any, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
+    """Top-1 accuracy of a Keras model on faces x (N, 48, 48, 1) with labels y (N,)."""
+    probs = np.concatenate(
+        [np.asarray(model.predict_on_batch(x[i : i + batch])) for i in range(0, len(x), batch)]
+    )
+    return float((probs.argmax(axis=1) == y).mean())
+
+
+def write_soup_run(
+    out: Path,
+    soup: Any,
+    checkpoints: Sequence[Path],
+    settings: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> None:
+    """Write the run folder: last.keras and best.keras (the one network), hparams.json (settings
+    + ingredients), eval.json, and a finished status.json for the Training page."""
+    from emotion_core.fileio import atomic_write_json
+    from emotion_core.jobs import describe_hardware
+
+    out.mkdir(parents=True, exist_ok=True)
+    soup.save(out / "last.keras")
+    try:  # one network: best and last are the same file
+        os.link(out / "last.keras", out / "best.keras")
+    except OSError:
+        shutil.copyfile(out / "last.keras", out / "best.keras")
+    hparams = {
+        **settings,
+        "ingredients": [str(path) for path in checkpoints],
+        "params": int(soup.count_params()),
+        "hardware": describe_hardware(),
+    }
+    (out / "hparams.json").write_text(json.dumps(hparams, indent=2))
+    (out / "eval.json").write_text(json.dumps(evaluation, indent=2))
+    names = ", ".join(Path(path).parent.name for path in checkpoints)
+    message = f"averaged {names}" if len(checkpoints) > 1 else f"from {names}"
+    if settings.get("recalibrated_on"):
+        message += f"; batch norm recalibrated on {settings['recalibrated_on']}"
+    atomic_write_json(
+        out / "status.json",
+        {
+            "kind": "end",
+            "state": "finished",
+            "epoch": 0,
+            "epochs": 0,
+            "message": message,
+            "metrics": {"val_accuracy": evaluation.get("accuracy", 0.0)},
+            "pid": os.getpid(),
+            "updated_at": time.time(),
+        },
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m emotion_core.soup",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoints", nargs="+", type=Path, help=".keras checkpoints, one architecture")
+    p.add_argument("--out", required=True, type=Path, help="new run folder")
+    p.add_argument("--data", help="FER-2013 CSV, folder root or .npz (default: the first run's)")
+    p.add_argument("--split", help="split to recalibrate on (default: the first run's training)")
+    p.add_argument("--val-split", help="split for the report (default: the first run's)")
+    p.add_argument(
+        "--max-faces",
+        type=int,
+        default=DEFAULT_MAX_FACES,
+        help=f"recalibrate on a seeded random sample of this many training faces (default "
+        f"{DEFAULT_MAX_FACES}: ~5 min for vgg-m40 on 2 CPU cores); 0: all of them",
+    )
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--no-recalibrate",
+        action="store_true",
+        help="keep the averaged moving statistics (for comparison)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: average checkpoints, recalibrate batch norm, write a publishable run folder."""
+    from emotion_core.data import load_dataset
+    from emotion_core.preprocess import preprocess_batch
+
+    a = parse_args(argv)
+    first = ingredient_hparams(a.checkpoints[0])
+    data = a.data or first.get("data")
+    split = a.split or first.get("train_split", "Training")
+    val_split = a.val_split or first.get("val_split", "PublicTest")
+    say = lambda message: print(message, flush=True)  # noqa: E731
+    try:
+        if (a.out / "last.keras").exists():
+            raise SoupError(f"{a.out} already holds a network; choose a new --out folder")
+        missing = [str(path) for path in a.checkpoints if not path.is_file()]
+        if missing:
+            raise SoupError(f"{', '.join(missing)}: model file not found")
+        if not data:
+            raise SoupError("--data is needed: the first checkpoint's run names no data")
+        started = time.monotonic()
+        train = load_dataset(data, split)
+        val = load_dataset(data, val_split)
+        x_val = preprocess_batch(val.images)
+        x_train = None if a.no_recalibrate else sample_faces(train.images, a.max_faces)
+        report: dict[str, Any] = {"split": val.split, "ingredients": {}}
+        from emotion_core.inference import load_keras_model
+
+        for path in a.checkpoints:
+            accuracy = accuracy_on(load_keras_model(path), x_val, val.labels, a.batch_size)
+            report["ingredients"][str(path)] = round(accuracy, 4)
+            say(f"{path}: {val.split} accuracy {accuracy:.4f}")
+        soup = make_soup(a.checkpoints, x_train, a.batch_size, say)
+        report["accuracy"] = round(accuracy_on(soup, x_val, val.labels, a.batch_size), 4)
+        report["seconds"] = round(time.monotonic() - started, 1)
+        settings = {
+            "data": str(data),
+            "arch": first.get("arch", soup.name),
+            "train_split": split,
+            "val_split": val_split,
+            "classes": first.get("classes", list(CLASSES)),
+            "recalibrated_on": None if a.no_recalibrate else train.split,
+            "recalibration_faces": 0 if x_train is None else len(x_train),
+            "backend": __import__("keras").backend.backend(),
+            "command": "python -m emotion_core.soup "
+            + shlex.join(sys.argv[1:] if argv is None else list(argv)),
+        }
+        write_soup_run(a.out, soup, a.checkpoints, settings, report)
+    except (SoupError, ModelError, DataError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    what = "soup" if len(a.checkpoints) > 1 else "recalibrated network"
+    say(f"{what}: {val.split} accuracy {report['accuracy']:.4f} ({report['seconds']:.0f} s)")
+    say(f"wrote {a.out}/last.keras; publish: python -m emotion_core.publish {a.out} --name NAME")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

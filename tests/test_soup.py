@@ -1,0 +1,130 @@
+"""Model checks for weight averaging and batch-norm recalibration (emotion_core.soup)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers_data import synthetic_csv, tiny_config
+
+from emotion_core.soup import (
+    SoupError,
+    average_weights,
+    main,
+    recalibrate_batchnorm,
+    sample_faces,
+)
+from emotion_core.train import train
+
+pytestmark = pytest.mark.usefixtures("private_cache")
+
+
+def test_average_weights_is_the_elementwise_mean_and_refuses_other_architectures():
+    a = [np.zeros((2, 3), np.float32), np.array([1.0, 3.0], np.float32)]
+    b = [np.full((2, 3), 4.0, np.float32), np.array([3.0, 5.0], np.float32)]
+    mean = average_weights([a, b])
+    np.testing.assert_allclose(mean[0], np.full((2, 3), 2.0))
+    np.testing.assert_allclose(mean[1], [2.0, 4.0])
+    assert mean[0].dtype == np.float32
+    with pytest.raises(SoupError, match="different architectures"):
+        average_weights([a, [np.zeros((3, 3), np.float32), a[1]]])
+    with pytest.raises(SoupError):
+        average_weights([])
+
+
+def test_recalibration_faces_are_all_or_a_seeded_sample_in_order():
+    images = (np.arange(20 * 48 * 48).reshape(20, 48, 48) % 251).astype(np.uint8)
+    assert sample_faces(images, 0).shape == (20, 48, 48, 1)
+    assert sample_faces(images, 50).shape == (20, 48, 48, 1)
+    sample = sample_faces(images, 5)
+    assert sample.shape == (5, 48, 48, 1) and sample.dtype == np.float32
+    np.testing.assert_array_equal(sample, sample_faces(images, 5))  # seeded
+    rows = [next(i for i in range(20) if np.allclose(images[i] / 255.0, f[..., 0], atol=1e-6))
+            for f in sample]  # fmt: skip
+    assert rows == sorted(set(rows))
+
+
+def _two_batchnorm_net():
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((12, 12, 1))
+    x = layers.Conv2D(4, 3, name="conv1")(inputs)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.Activation("relu")(x)
+    x = layers.Conv2D(3, 3, name="conv2")(x)
+    x = layers.BatchNormalization(name="bn2")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(7, activation="softmax")(x))
+
+
+def test_recalibrated_batchnorm_holds_the_population_statistics_of_its_input():
+    import keras
+
+    model = _two_batchnorm_net()
+    x = np.random.default_rng(0).normal(0.6, 0.3, (50, 12, 12, 1)).astype(np.float32)
+    # batch 16 does not divide 50: the last, short batch must count by its size
+    assert recalibrate_batchnorm(model, x, batch=16) == 2
+    for name in ("bn1", "bn2"):  # bn2's input already passes through the recalibrated bn1
+        layer = model.get_layer(name)
+        features = np.asarray(keras.Model(model.inputs, layer.input).predict(x, verbose=0))
+        np.testing.assert_allclose(layer.moving_mean, features.mean((0, 1, 2)), atol=1e-4)
+        np.testing.assert_allclose(layer.moving_variance, features.var((0, 1, 2)), rtol=1e-3)
+    # with every face in one batch, training mode (batch statistics) now equals inference mode
+    np.testing.assert_allclose(
+        np.asarray(model(x, training=True)), np.asarray(model(x, training=False)), atol=1e-4
+    )
+    with pytest.raises(SoupError, match="no faces"):
+        recalibrate_batchnorm(model, x[:0])
+
+
+def test_a_soup_of_a_fine_tuned_trajectory_publishes_with_every_stage_counted(tmp_path, capsys):
+    from emotion_core.publish import publish_run, training_lineage
+
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    first, second = tmp_path / "runs" / "first", tmp_path / "runs" / "second"
+    train(tiny_config(csv, arch="fer-fast", epochs=2), first)
+    init = str(first / "last.keras")
+    train(tiny_config(csv, arch="fer-fast", init_model=init), second)
+    soup = tmp_path / "runs" / "soup"
+    ingredients = [str(first / "last.keras"), str(second / "last.keras")]
+
+    assert main([*ingredients, "--out", str(soup), "--batch-size", "32", "--max-faces", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "batch norm 1/" in out and "soup: PublicTest accuracy" in out
+    hparams = json.loads((soup / "hparams.json").read_text())
+    assert hparams["ingredients"] == ingredients and hparams["arch"] == "fer-fast"
+    assert hparams["recalibrated_on"] == "Training" and hparams["data"] == str(csv)
+    assert hparams["recalibration_faces"] == 50 and "--max-faces 50" in hparams["command"]
+    report = json.loads((soup / "eval.json").read_text())
+    assert set(report["ingredients"]) == set(ingredients) and 0 <= report["accuracy"] <= 1
+
+    # the Training page lists it as a finished run with a network
+    from emotion_core.jobs import TrainingJobRunner
+
+    info = TrainingJobRunner(runs_dir=tmp_path / "runs").info("soup")
+    assert info.state == "finished" and info.has_model and "averaged first, second" in info.message
+
+    # the second run fine-tuned the first: the first counts once
+    assert [s.run_dir for s in training_lineage(soup)] == [first, second, soup]
+    card = publish_run(soup, "souped", models_dir=tmp_path / "models")
+    assert card.epochs == 3 and "python -m emotion_core.soup" in card.command
+    assert "first, second averaged" in card.notes and "3 stages" in card.notes
+
+    # the folder is not overwritten
+    assert main([*ingredients, "--out", str(soup)]) == 2
+    assert "already holds a network" in capsys.readouterr().err
+
+
+def test_the_soup_cli_refuses_networks_of_different_architectures_clearly(tmp_path, capsys):
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    train(tiny_config(csv), tmp_path / "tiny")
+    train(tiny_config(csv, arch="fer-fast"), tmp_path / "fast")
+    checkpoints = [str(tmp_path / "tiny" / "last.keras"), str(tmp_path / "fast" / "last.keras")]
+    assert main([*checkpoints, "--out", str(tmp_path / "soup")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "different architectures" in err
+    assert "Traceback" not in err and not (tmp_path / "soup").exists()
+    assert main([str(tmp_path / "missing.keras"), "--out", str(tmp_path / "soup")]) == 2
+    assert "model file not found" in capsys.readouterr().err
