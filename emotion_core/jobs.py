@@ -758,10 +758,10 @@ class TrainingJobRunner:
     def activate(self, run_id: str, name: str) -> ModelCard:
         """Register the run's best.keras as model `name` and make it the default.
 
-        Uses emotion_core.publish.publish_run (batch-norm folding, the TFLite runtime,
-        temperature calibration, CPU timing, the card). Never overwrites another model; on any
-        error the registry (and the previous default) is left as it was. Raises ModelError or
-        JobError.
+        Uses emotion_core.publish.publish_run (batch-norm recalibration and folding, the TFLite
+        runtime, temperature calibration, CPU timing, the card). Never overwrites another model;
+        on any error the registry (and the previous default) is left as it was. Raises ModelError
+        or JobError.
         """
         validate_name(name)
         info = self.info(run_id)

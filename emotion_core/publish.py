@@ -1,9 +1,12 @@
-"""Publish a training run into the model registry: fold, calibrate, measure, write the card.
+"""Publish a training run into the model registry: recalibrate, fold, calibrate, measure, write
+the card.
 
     python -m emotion_core.publish RUN_DIR --name NAME [--default] [--checkpoint best|last]
-        [--runtime tflite|tflite-dynamic|keras] [--notes TEXT]
+        [--runtime tflite|tflite-dynamic|keras] [--recalibrate-faces N] [--notes TEXT]
 
-Steps: load the run's best.keras (or last.keras); fold batch norm into the inference form when
+Steps: load the run's best.keras (or last.keras); recalibrate its batch norm on clean training
+faces (the statistics gathered in training are of augmented faces; emotion_core.soup); fold batch
+norm into the inference form when
 the architecture has one (same outputs, ~2x faster on CPU); export it for the runtime the app
 will use (default: float32 TFLite, same outputs, several times faster on CPU); evaluate that
 runtime on the run's validation split with and without flip TTA; fit a temperature on that split
@@ -36,6 +39,7 @@ from emotion_core.data import DataError, load_dataset
 from emotion_core.evaluate import predict_all, report_from_probs
 from emotion_core.preprocess import preprocess_batch
 from emotion_core.registry import ModelCard, ModelError, register_model, validate_name
+from emotion_core.soup import DEFAULT_MAX_FACES
 
 CHECKPOINTS = ("best", "last")
 RUNTIMES = ("tflite", "tflite-dynamic", "keras")
@@ -81,10 +85,13 @@ def publish_run(
     notes: str = "",
     checkpoint: str = "best",
     runtime: str = "tflite",
+    recalibrate_faces: int = DEFAULT_MAX_FACES,
 ) -> ModelCard:
     """Register run_dir/<checkpoint>.keras (best: best validation accuracy; last: the final
     epoch, free of selection on the validation split) as models/<name>.keras with its card,
-    and the network for `runtime` (see RUNTIMES) beside it; every figure is the runtime's."""
+    and the network for `runtime` (see RUNTIMES) beside it; every figure is the runtime's.
+    Batch norm is first recalibrated on `recalibrate_faces` clean training faces (0: all; -1:
+    not at all), unless the run is an emotion_core.soup run that already was."""
     from emotion_core.inference import EmotionClassifier, compile_call, load_keras_model
     from emotion_core.runtime import median_ms_per_face
 
@@ -97,7 +104,9 @@ def publish_run(
         hparams = json.loads((run_dir / "hparams.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError) as exc:
         raise ModelError(f"{run_dir}/hparams.json: missing or unreadable ({exc})") from exc
-    model = inference_form(load_keras_model(weights), hparams.get("arch", ""))
+    trained = load_keras_model(weights)
+    recalibration_note = recalibrate(trained, hparams, recalibrate_faces)
+    model = inference_form(trained, hparams.get("arch", ""))
     call, tflite = runtime_call(model, runtime)
     val = load_dataset(hparams["data"], hparams.get("val_split", "PublicTest"))
     x_val = preprocess_batch(val.images)
@@ -134,13 +143,33 @@ def publish_run(
         training_time_s=round(sum(stage.seconds for stage in stages), 1) or None,
         date=time.strftime("%Y-%m-%d"),
         command=" && ".join(stage.command for stage in stages if stage.command),
-        notes=" ".join(filter(None, [notes, _stages_note(stages), temperature_note])),
+        notes=" ".join(
+            filter(None, [notes, _stages_note(stages), recalibration_note, temperature_note])
+        ),
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.keras"
         model.save(path)
         register_model(path, card, models_dir, make_default=make_default, tflite=tflite)
     return card
+
+
+def recalibrate(model: Any, hparams: dict[str, Any], max_faces: int) -> str:
+    """Recalibrate the model's batch norm on clean faces of the run's training split (see
+    emotion_core.soup) unless max_faces < 0, it has none, or the run already did; returns a
+    note for the card ("" when nothing was done)."""
+    from emotion_core.soup import batchnorm_layers, recalibrate_batchnorm, sample_faces
+
+    if max_faces < 0 or not batchnorm_layers(model) or hparams.get("recalibrated_on"):
+        return ""
+    split = hparams.get("train_split", "Training")
+    train = load_dataset(hparams["data"], split)
+    faces = sample_faces(train.images, max_faces)
+    count = recalibrate_batchnorm(model, faces)
+    return (
+        f"Batch norm ({count} layers) recalibrated on {len(faces)} clean {train.split} faces "
+        "before publishing (emotion_core.soup)."
+    )
 
 
 @dataclass(frozen=True)
@@ -246,6 +275,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tflite-dynamic (int8 weights: 4x smaller file, faster for large nets, evaluated as such) "
         "or keras (tf.function)",
     )
+    p.add_argument(
+        "--recalibrate-faces",
+        type=int,
+        default=DEFAULT_MAX_FACES,
+        help="recalibrate batch norm on this many clean training faces first (0: all of them; "
+        f"-1: keep the trained statistics; default {DEFAULT_MAX_FACES}); skipped for a soup run",
+    )
     a = p.parse_args(argv)
     try:
         card = publish_run(
@@ -255,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             notes=a.notes,
             checkpoint=a.checkpoint,
             runtime=a.runtime,
+            recalibrate_faces=a.recalibrate_faces,
         )
     except (ModelError, DataError, OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -285,14 +285,18 @@ def ended_panel(progress: RunProgress, busy: RunInfo | None) -> None:
         return
     st.markdown("#### Activate")
     st.caption(
-        "Registers this run's best checkpoint (batch norm folded, temperature calibrated) "
-        "under a new name and makes it the default model; the Live page switches to it."
+        "Registers this run's best checkpoint (batch norm recalibrated on clean training faces "
+        "and folded, temperature calibrated) under a new name and makes it the default model; "
+        "the Live page switches to it."
     )
     name = st.text_input("Model name", value=_suggest_name(info), key="train_activate_name",
                          help="Letters, digits, '_', '.', '-'; must not exist yet.")  # fmt: skip
     if st.button("Activate as default model", key="train_activate", type="primary"):
         try:
-            with st.spinner("Publishing the model (evaluating, calibrating, timing)..."):
+            with st.spinner(
+                "Publishing the model (recalibrating batch norm, evaluating, calibrating, "
+                "timing; a few minutes for a large network)..."
+            ):
                 card = jobs.activate(info.run_id, name.strip())
         except (ModelError, JobError) as exc:
             st.error(f"Not activated: {exc}. The default model is unchanged.")

@@ -111,6 +111,7 @@ def test_a_soup_of_a_fine_tuned_trajectory_publishes_with_every_stage_counted(tm
     card = publish_run(soup, "souped", models_dir=tmp_path / "models")
     assert card.epochs == 3 and "python -m emotion_core.soup" in card.command
     assert "first, second averaged" in card.notes and "3 stages" in card.notes
+    assert "layers) recalibrated" not in card.notes  # the soup already was; not done twice
 
     # the folder is not overwritten
     assert main([*ingredients, "--out", str(soup)]) == 2
@@ -128,3 +129,22 @@ def test_the_soup_cli_refuses_networks_of_different_architectures_clearly(tmp_pa
     assert "Traceback" not in err and not (tmp_path / "soup").exists()
     assert main([str(tmp_path / "missing.keras"), "--out", str(tmp_path / "soup")]) == 2
     assert "model file not found" in capsys.readouterr().err
+
+
+def test_publish_recalibrates_batch_norm_first_unless_told_not_to(tmp_path):
+    from emotion_core.inference import load_keras_model
+    from emotion_core.publish import publish_run
+
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    run = tmp_path / "runs" / "fast"
+    train(tiny_config(csv, arch="fer-fast"), run)
+    kept = publish_run(run, "kept", models_dir=tmp_path / "a", recalibrate_faces=-1)
+    recal = publish_run(run, "recal", models_dir=tmp_path / "b", recalibrate_faces=40)
+    assert "recalibrated" not in kept.notes
+    assert "recalibrated on 40 clean Training faces" in recal.notes
+    probe = np.random.default_rng(1).random((4, 48, 48, 1), dtype=np.float32)
+    outputs = [
+        np.asarray(load_keras_model(tmp_path / d / f"{n}.keras")(probe, training=False))
+        for d, n in (("a", "kept"), ("b", "recal"))
+    ]
+    assert np.abs(outputs[0] - outputs[1]).max() > 1e-4  # different statistics, folded in
