@@ -234,9 +234,9 @@ def _stages_note(stages: Sequence[TrainingStage]) -> str:
     for stage in stages:
         if stage.ingredients:
             names = ", ".join(p.name for p in stage.ingredients)
+            averaged = f"the weights of {names} averaged, " if len(stage.ingredients) > 1 else ""
             parts.append(
-                f"{stage.run_dir.name} (the weights of {names} averaged, batch norm "
-                "recalibrated on the training faces)"
+                f"{stage.run_dir.name} ({averaged}batch norm recalibrated on the training faces)"
             )
         else:
             parts.append(

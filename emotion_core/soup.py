@@ -244,7 +244,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: average checkpoints, recalibrate batch norm, write a publishable run folder."""
+    import keras
+
     from emotion_core.data import load_dataset
+    from emotion_core.inference import load_keras_model
     from emotion_core.preprocess import preprocess_batch
 
     a = parse_args(argv)
@@ -267,8 +270,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         x_val = preprocess_batch(val.images)
         x_train = None if a.no_recalibrate else sample_faces(train.images, a.max_faces)
         report: dict[str, Any] = {"split": val.split, "ingredients": {}}
-        from emotion_core.inference import load_keras_model
-
         for path in a.checkpoints:
             accuracy = accuracy_on(load_keras_model(path), x_val, val.labels, a.batch_size)
             report["ingredients"][str(path)] = round(accuracy, 4)
@@ -284,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "classes": first.get("classes", list(CLASSES)),
             "recalibrated_on": None if a.no_recalibrate else train.split,
             "recalibration_faces": 0 if x_train is None else len(x_train),
-            "backend": __import__("keras").backend.backend(),
+            "backend": keras.backend.backend(),
             "command": "python -m emotion_core.soup "
             + shlex.join(sys.argv[1:] if argv is None else list(argv)),
         }

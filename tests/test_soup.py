@@ -142,6 +142,12 @@ def test_publish_recalibrates_batch_norm_first_unless_told_not_to(tmp_path):
     recal = publish_run(run, "recal", models_dir=tmp_path / "b", recalibrate_faces=40)
     assert "recalibrated" not in kept.notes
     assert "recalibrated on 40 clean Training faces" in recal.notes
+
+    # a soup of one checkpoint is a recalibration; its card says so
+    assert main([str(run / "last.keras"), "--out", str(tmp_path / "runs" / "bn")]) == 0
+    card = publish_run(tmp_path / "runs" / "bn", "bn", models_dir=tmp_path / "c")
+    assert "then bn (batch norm recalibrated on the training faces)" in card.notes
+    assert "averaged" not in card.notes
     probe = np.random.default_rng(1).random((4, 48, 48, 1), dtype=np.float32)
     outputs = [
         np.asarray(load_keras_model(tmp_path / d / f"{n}.keras")(probe, training=False))
