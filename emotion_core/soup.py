@@ -13,8 +13,8 @@ before it already recalibrated. One checkpoint alone gives batch-norm recalibrat
 
 No validation data is used to build the network. The run folder gets last.keras (the soup;
 best.keras is the same file), hparams.json (the ingredients, the command), eval.json (the
-validation accuracy of each ingredient and of the soup, as a report) and a finished status.json,
-so that the Training page lists it and
+soup's validation report, as training writes it, and each ingredient's accuracy) and a
+finished status.json, so that the Training page lists it and
 
     python -m emotion_core.publish models/runs/m40-soup --name NAME
 
@@ -162,12 +162,11 @@ def ingredient_hparams(checkpoint: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def accuracy_on(model: Any, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
-    """Top-1 accuracy of a Keras model on faces x (N, 48, 48, 1) with labels y (N,)."""
-    probs = np.concatenate(
+def probabilities(model: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """A Keras model's probabilities (N, C) on faces x (N, 48, 48, 1), in batches."""
+    return np.concatenate(
         [np.asarray(model.predict_on_batch(x[i : i + batch])) for i in range(0, len(x), batch)]
     )
-    return float((probs.argmax(axis=1) == y).mean())
 
 
 def write_soup_run(
@@ -247,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import keras
 
     from emotion_core.data import load_dataset
+    from emotion_core.evaluate import report_from_probs
     from emotion_core.inference import load_keras_model
     from emotion_core.preprocess import preprocess_batch
 
@@ -269,14 +269,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         val = load_dataset(data, val_split)
         x_val = preprocess_batch(val.images)
         x_train = None if a.no_recalibrate else sample_faces(train.images, a.max_faces)
-        report: dict[str, Any] = {"split": val.split, "ingredients": {}}
+        ingredients = {}
         for path in a.checkpoints:
-            accuracy = accuracy_on(load_keras_model(path), x_val, val.labels, a.batch_size)
-            report["ingredients"][str(path)] = round(accuracy, 4)
-            say(f"{path}: {val.split} accuracy {accuracy:.4f}")
+            probs = probabilities(load_keras_model(path), x_val, a.batch_size)
+            ingredients[str(path)] = round(float((probs.argmax(1) == val.labels).mean()), 4)
+            say(f"{path}: {val.split} accuracy {ingredients[str(path)]:.4f}")
         soup = make_soup(a.checkpoints, x_train, a.batch_size, say)
-        report["accuracy"] = round(accuracy_on(soup, x_val, val.labels, a.batch_size), 4)
-        report["seconds"] = round(time.monotonic() - started, 1)
+        report = report_from_probs(probabilities(soup, x_val, a.batch_size), val.labels) | {
+            "split": val.split,
+            "ingredients": ingredients,
+            "seconds": round(time.monotonic() - started, 1),
+        }
         settings = {
             "data": str(data),
             "arch": first.get("arch", soup.name),

@@ -208,11 +208,12 @@ def show_card(card: ModelCard) -> None:
         st.dataframe(table, width="stretch")
 
 
-def show_evaluation(evaluation: dict[str, Any]) -> None:
+def show_evaluation(evaluation: dict[str, Any], recalibrated: bool = False) -> None:
     c1, c2 = st.columns(2)
     c1.metric("Accuracy", f"{evaluation.get('accuracy', 0.0):.1%}")
     c2.metric("Macro-F1", f"{evaluation.get('macro_f1', 0.0):.3f}")
-    st.caption(f"best.keras on {evaluation.get('n', 0):,} validation images")
+    when = "batch norm recalibrated" if recalibrated else "before Activate recalibrates batch norm"
+    st.caption(f"best.keras on {evaluation.get('n', 0):,} validation images ({when})")
     per_class = evaluation.get("per_class") or {}
     if per_class:
         table = pd.DataFrame(per_class).T
@@ -268,7 +269,9 @@ def ended_panel(progress: RunProgress, busy: RunInfo | None) -> None:
     with left:
         st.markdown("#### This run (validation split)")
         if progress.evaluation:
-            show_evaluation(progress.evaluation)
+            show_evaluation(
+                progress.evaluation, bool((progress.hparams or {}).get("recalibrated_on"))
+            )
         else:
             st.info("No evaluation (eval.json) for this run: it ended before evaluating.")
     with right:

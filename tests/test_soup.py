@@ -99,6 +99,7 @@ def test_a_soup_of_a_fine_tuned_trajectory_publishes_with_every_stage_counted(tm
     assert hparams["recalibration_faces"] == 50 and "--max-faces 50" in hparams["command"]
     report = json.loads((soup / "eval.json").read_text())
     assert set(report["ingredients"]) == set(ingredients) and 0 <= report["accuracy"] <= 1
+    assert report["n"] == 21 and "macro_f1" in report and report["confusion_matrix"]  # as train's
 
     # the Training page lists it as a finished run with a network
     from emotion_core.jobs import TrainingJobRunner

@@ -171,6 +171,7 @@ def test_evaluation_and_activation_switch_the_default(env: dict[str, Any]) -> No
     assert "finished" in texts(at, "success")
     metrics = {m.label: m.value for m in at.metric}
     assert "%" in metrics["Accuracy"] and "70 validation images" in texts(at, "caption")
+    assert "before Activate recalibrates batch norm" in texts(at, "caption")
     assert len(charts(at)) == 3  # loss, accuracy, confusion matrix
     assert any("old-default" in c for c in texts(at, "caption").splitlines())
     version = registry.registry_version(env["models"])
@@ -259,3 +260,13 @@ def test_distil_from_a_run_checkpoint(env: dict[str, Any]) -> None:
     assert jobs.TrainingJobRunner(env["runs"]).wait(run_id, 120).state == "finished"
     hparams = json.loads((env["runs"] / run_id / "hparams.json").read_text())
     assert hparams["teacher"] == str(teacher_run / "best.keras")
+
+
+def test_a_recalibrated_run_says_its_figures_are_after_recalibration(env: dict[str, Any]) -> None:
+    run = write_run(env["runs"], "soup", {"kind": "end", "state": "finished"}, env["data"],
+                    env["model"])  # fmt: skip
+    hparams = json.loads((run / "hparams.json").read_text())
+    (run / "hparams.json").write_text(json.dumps(hparams | {"recalibrated_on": "Training"}))
+    at = run_page()
+    assert "(batch norm recalibrated)" in texts(at, "caption")
+    assert "before Activate" not in texts(at, "caption")
