@@ -243,6 +243,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: average checkpoints, recalibrate batch norm, write a publishable run folder."""
+    a = parse_args(argv)  # before Keras loads: --help and usage errors come at once
     import keras
 
     from emotion_core.data import load_dataset
@@ -250,7 +251,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emotion_core.inference import load_keras_model
     from emotion_core.preprocess import preprocess_batch
 
-    a = parse_args(argv)
     first = ingredient_hparams(a.checkpoints[0])
     data = a.data or first.get("data")
     split = a.split or first.get("train_split", "Training")
