@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import Any
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object, as a dict; {} when it is missing, unreadable or not one."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
     """Write JSON crash-safely (see atomic_write_bytes)."""
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str)

@@ -33,7 +33,7 @@ import pandas as pd
 from emotion_core import registry
 from emotion_core.classes import CLASSES
 from emotion_core.data import DataError, load_dataset
-from emotion_core.fileio import atomic_write_json
+from emotion_core.fileio import atomic_write_json, read_json_object
 from emotion_core.registry import ModelCard, ModelError, validate_name
 from emotion_core.train import TrainConfig
 
@@ -292,14 +292,6 @@ class RunProgress:
     hparams: dict[str, Any] | None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _int(value: Any, default: int = 0) -> int:
     try:
         return int(value)
@@ -345,13 +337,14 @@ def _reap(wait_pid: int | None = None) -> None:
             del _PROCS[pid]
     for pid, (run_dir, proc) in ended:
         with contextlib.suppress(OSError):
-            if _int(_read_json(run_dir / "launch.json").get("pid")) == pid:  # not a stale launch
+            launched = _int(read_json_object(run_dir / "launch.json").get("pid"))
+            if launched == pid:  # not a stale launch
                 atomic_write_json(
                     run_dir / "exit.json", {"pid": pid, "returncode": proc.returncode,
                                             "at": time.time()}
                 )  # fmt: skip
             lock = run_dir.parent / LOCK_FILE
-            if _read_json(lock).get("pid") == pid:
+            if read_json_object(lock).get("pid") == pid:
                 lock.unlink(missing_ok=True)
 
 
@@ -439,7 +432,7 @@ def teacher_candidates(models_dir: Path) -> dict[str, Path]:
     }
     runs = sorted((models_dir / "runs").glob("*/best.keras"), key=_mtime, reverse=True)
     for best in runs:
-        arch = _read_json(best.parent / "hparams.json").get("arch", "?")
+        arch = read_json_object(best.parent / "hparams.json").get("arch", "?")
         choices[f"run {best.parent.name} (best.keras, {arch})"] = best
     return choices
 
@@ -530,7 +523,7 @@ class TrainingJobRunner:
                 f"run {run_id!r} is {info.state}; only cancelled, interrupted or "
                 "failed runs can be resumed"
             )
-        saved = _read_json(info.path / "launch.json").get("config") or _read_json(
+        saved = read_json_object(info.path / "launch.json").get("config") or read_json_object(
             info.path / "hparams.json"
         )
         if not saved:
@@ -600,7 +593,7 @@ class TrainingJobRunner:
                 raise JobError(f"cannot start {self.python}: {exc}") from exc
         with _PROCS_LOCK:
             _PROCS[proc.pid] = (run_dir, proc)
-        launch = _read_json(run_dir / "launch.json")
+        launch = read_json_object(run_dir / "launch.json")
         atomic_write_json(run_dir / "launch.json", {
             "run_id": run_dir.name, "pid": proc.pid, "command": command,
             "config": asdict(config), "resume": resume,
@@ -636,7 +629,7 @@ class TrainingJobRunner:
     def running_job(self) -> RunInfo | None:
         """The running job (the lock file's, else any run folder with a live process)."""
         lock_path = self.runs_dir / LOCK_FILE
-        lock = _read_json(lock_path)
+        lock = read_json_object(lock_path)
         if lock:
             if _pid_alive(_int(lock.get("pid"))) and (self.runs_dir / str(lock["run_id"])).is_dir():
                 info = self._info(self.runs_dir / str(lock["run_id"]))
@@ -648,14 +641,14 @@ class TrainingJobRunner:
     def read_progress(self, run_id: str) -> RunProgress:
         """Status, per-epoch metrics, log tail, evaluation and hyperparameters of a run."""
         info = self.info(run_id)
-        evaluation = _read_json(info.path / "eval.json") or None
+        evaluation = read_json_object(info.path / "eval.json") or None
         return RunProgress(
             info=info,
-            status=_read_json(info.path / "status.json"),
+            status=read_json_object(info.path / "status.json"),
             metrics=read_metrics(info.path / "metrics.csv"),
             log_tail=tail_text(info.path / "stdout.log"),
             evaluation=evaluation if info.state != "running" else None,
-            hparams=_read_json(info.path / "hparams.json") or None,
+            hparams=read_json_object(info.path / "hparams.json") or None,
         )
 
     def wait(self, run_id: str, timeout_s: float = 300.0, poll_s: float = 0.5) -> RunInfo:
@@ -671,9 +664,9 @@ class TrainingJobRunner:
 
     def _info(self, path: Path) -> RunInfo:
         _reap()
-        status = _read_json(path / "status.json")
-        launch = _read_json(path / "launch.json")
-        hparams = _read_json(path / "hparams.json")
+        status = read_json_object(path / "status.json")
+        launch = read_json_object(path / "launch.json")
+        hparams = read_json_object(path / "hparams.json")
         config = launch.get("config") or hparams
         pid = _int(launch.get("pid")) or _int(status.get("pid")) or None
         status_current = not launch or _int(status.get("pid")) == pid
@@ -686,7 +679,7 @@ class TrainingJobRunner:
         else:
             state, message = self._dead_state(path, pid)
         epochs = (_int(status.get("epochs")) if status_current else 0) or _int(config.get("epochs"))
-        done = _int(_read_json(path / "resume.json").get("epoch"))
+        done = _int(read_json_object(path / "resume.json").get("epoch"))
         progress = self._progress(status if status_current else {}, state, done, epochs, config)
         epoch = max(_int(status.get("epoch")) if status_current else 0, done)
         eta = status.get("eta_s") if state == "running" and status_current else None
@@ -725,7 +718,7 @@ class TrainingJobRunner:
     def _dead_state(path: Path, pid: int | None) -> tuple[str, str]:
         """State and message of a run whose process is gone without a final status."""
         _reap(wait_pid=pid)  # it may have died a moment ago: record its exit code first
-        exit_info = _read_json(path / "exit.json")
+        exit_info = read_json_object(path / "exit.json")
         code = exit_info.get("returncode") if _int(exit_info.get("pid")) == pid else None
         log = tail_text(path / "stdout.log", lines=15)
         if (path / "CANCEL").exists():

@@ -37,6 +37,7 @@ from emotion_core.calibration import (
 from emotion_core.classes import CLASSES
 from emotion_core.data import DataError, load_dataset
 from emotion_core.evaluate import predict_all, report_from_probs
+from emotion_core.fileio import read_json_object
 from emotion_core.preprocess import preprocess_batch
 from emotion_core.registry import ModelCard, ModelError, register_model, validate_name
 from emotion_core.soup import DEFAULT_MAX_FACES
@@ -204,9 +205,8 @@ def training_lineage(run_dir: Path, max_stages: int = 20) -> list[TrainingStage]
         if current.resolve() in seen or len(seen) >= max_stages:
             return
         seen.add(current.resolve())
-        try:
-            hparams = json.loads((current / "hparams.json").read_text())
-        except (OSError, json.JSONDecodeError):
+        hparams = read_json_object(current / "hparams.json")
+        if not hparams:
             return
         parents = _parent_runs(hparams)
         for parent in parents:
@@ -242,11 +242,8 @@ def _stages_note(stages: Sequence[TrainingStage]) -> str:
             parts.append(
                 f"{stage.run_dir.name} ({stage.epochs} epochs, {stage.seconds / 60:.0f} min)"
             )
-    verb = (
-        "each built on the ones before it"
-        if any(s.ingredients for s in stages)
-        else ("each fine-tuning the previous one")
-    )
+    soup = any(s.ingredients for s in stages)
+    verb = "each built on the ones before it" if soup else "each fine-tuning the previous one"
     return f"Trained in {len(stages)} stages, {verb}: " + ", then ".join(parts) + "."
 
 

@@ -24,7 +24,6 @@ registers it, with every ingredient's training stages counted in its card.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -124,19 +123,16 @@ def recalibrate_batchnorm(
 
 
 def make_soup(
-    checkpoints: Sequence[Path],
+    models: Sequence[Any],
     x_train: np.ndarray | None,
     batch: int = 256,
     progress: Progress | None = None,
 ) -> Any:
-    """Load the checkpoints, average their weights and (x_train given) recalibrate batch norm."""
-    from emotion_core.inference import load_keras_model
-
-    if not checkpoints:
-        raise SoupError("no checkpoint to average")
-    models = [load_keras_model(Path(path)) for path in checkpoints]
+    """Average the models' weights into the first one and (x_train given) recalibrate its batch
+    norm; returns that model."""
+    weights = average_weights([m.get_weights() for m in models])
     soup = models[0]
-    soup.set_weights(average_weights([m.get_weights() for m in models]))
+    soup.set_weights(weights)
     if x_train is not None:
         recalibrate_batchnorm(soup, x_train, batch, progress)
     return soup
@@ -153,20 +149,15 @@ def sample_faces(images: np.ndarray, max_faces: int, seed: int = 0) -> np.ndarra
     return preprocess_batch(images)
 
 
-def ingredient_hparams(checkpoint: Path) -> dict[str, Any]:
-    """The hparams.json of the run a checkpoint belongs to ({} when it has none)."""
-    try:
-        loaded = json.loads((Path(checkpoint).parent / "hparams.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
+def validation_report(model: Any, arch: str, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """The report training writes to eval.json (accuracy, macro-F1, per class, confusion
+    matrix, n) for a Keras model on faces x (N, 48, 48, 1) with labels y (N,)."""
+    from emotion_core.evaluate import predict_all, report_from_probs
+    from emotion_core.inference import EmotionClassifier
+    from emotion_core.registry import ModelCard
 
-
-def probabilities(model: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """A Keras model's probabilities (N, C) on faces x (N, 48, 48, 1), in batches."""
-    return np.concatenate(
-        [np.asarray(model.predict_on_batch(x[i : i + batch])) for i in range(0, len(x), batch)]
-    )
+    classifier = EmotionClassifier(model, ModelCard(name=model.name, arch=arch), calibrated=False)
+    return report_from_probs(predict_all(classifier, x), y)
 
 
 def write_soup_run(
@@ -180,6 +171,7 @@ def write_soup_run(
     + ingredients), eval.json, and a finished status.json for the Training page."""
     from emotion_core.fileio import atomic_write_json
     from emotion_core.jobs import describe_hardware
+    from emotion_core.train import ProgressEvent, StatusFileWriter
 
     out.mkdir(parents=True, exist_ok=True)
     soup.save(out / "last.keras")
@@ -193,25 +185,18 @@ def write_soup_run(
         "params": int(soup.count_params()),
         "hardware": describe_hardware(),
     }
-    (out / "hparams.json").write_text(json.dumps(hparams, indent=2))
-    (out / "eval.json").write_text(json.dumps(evaluation, indent=2))
+    atomic_write_json(out / "hparams.json", hparams)
+    atomic_write_json(out / "eval.json", evaluation)
     names = ", ".join(Path(path).parent.name for path in checkpoints)
     message = f"averaged {names}" if len(checkpoints) > 1 else f"from {names}"
     if settings.get("recalibrated_on"):
         message += f"; batch norm recalibrated on {settings['recalibrated_on']}"
-    atomic_write_json(
-        out / "status.json",
-        {
-            "kind": "end",
-            "state": "finished",
-            "epoch": 0,
-            "epochs": 0,
-            "message": message,
-            "metrics": {"val_accuracy": evaluation.get("accuracy", 0.0)},
-            "pid": os.getpid(),
-            "updated_at": time.time(),
-        },
-    )
+    metrics = {"val_accuracy": float(evaluation.get("accuracy", 0.0))}
+    elapsed = float(evaluation.get("seconds", 0.0))
+    StatusFileWriter(out)(
+        ProgressEvent(kind="end", epoch=0, epochs=0, batch=0, steps=0, metrics=metrics,
+                      elapsed_s=elapsed, eta_s=None, state="finished", message=message)
+    )  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -247,11 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import keras
 
     from emotion_core.data import load_dataset
-    from emotion_core.evaluate import report_from_probs
+    from emotion_core.fileio import read_json_object
     from emotion_core.inference import load_keras_model
     from emotion_core.preprocess import preprocess_batch
 
-    first = ingredient_hparams(a.checkpoints[0])
+    first = read_json_object(a.checkpoints[0].parent / "hparams.json")
     data = a.data or first.get("data")
     split = a.split or first.get("train_split", "Training")
     val_split = a.val_split or first.get("val_split", "PublicTest")
@@ -269,20 +254,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         val = load_dataset(data, val_split)
         x_val = preprocess_batch(val.images)
         x_train = None if a.no_recalibrate else sample_faces(train.images, a.max_faces)
+        arch = str(first.get("arch", ""))
+        models = [load_keras_model(path) for path in a.checkpoints]
         ingredients = {}
-        for path in a.checkpoints:
-            probs = probabilities(load_keras_model(path), x_val, a.batch_size)
-            ingredients[str(path)] = round(float((probs.argmax(1) == val.labels).mean()), 4)
-            say(f"{path}: {val.split} accuracy {ingredients[str(path)]:.4f}")
-        soup = make_soup(a.checkpoints, x_train, a.batch_size, say)
-        report = report_from_probs(probabilities(soup, x_val, a.batch_size), val.labels) | {
+        for path, model in zip(a.checkpoints, models, strict=True):
+            accuracy = validation_report(model, arch, x_val, val.labels)["accuracy"]
+            ingredients[str(path)] = round(accuracy, 4)
+            say(f"{path}: {val.split} accuracy {accuracy:.4f}")
+        soup = make_soup(models, x_train, a.batch_size, say)
+        report = validation_report(soup, arch, x_val, val.labels) | {
             "split": val.split,
             "ingredients": ingredients,
             "seconds": round(time.monotonic() - started, 1),
         }
         settings = {
             "data": str(data),
-            "arch": first.get("arch", soup.name),
+            "arch": arch or soup.name,
             "train_split": split,
             "val_split": val_split,
             "classes": first.get("classes", list(CLASSES)),
