@@ -748,32 +748,23 @@ class TrainingJobRunner:
 
     # ------------------------------------------------------------ activation
 
-    def activate(self, run_id: str, name: str) -> ModelCard:
+    def activate(
+        self, run_id: str, name: str, progress: Callable[[str], None] | None = None
+    ) -> ModelCard:
         """Register the run's best.keras as model `name` and make it the default.
 
         Uses emotion_core.publish.publish_run (batch-norm recalibration and folding, the TFLite
-        runtime, temperature calibration, CPU timing, the card). Never overwrites another model;
-        on any error the registry (and the previous default) is left as it was. Raises ModelError
-        or JobError.
+        runtime, temperature calibration, CPU timing, the card; `progress` gets each of its
+        PUBLISH_STEPS). Never overwrites another model; on any error the registry (and the
+        previous default) is left as it was. Raises ModelError or JobError.
         """
-        validate_name(name)
-        info = self.info(run_id)
-        if info.running:
-            raise JobError(f"run {run_id!r} is still running; wait for it to end or cancel it")
-        best = info.path / "best.keras"
-        if not best.exists():
-            raise JobError(f"run {run_id!r} has no best.keras (no epoch finished)")
+        info, targets = self._check_activation(run_id, name)
         models_dir = self.models_dir
-        targets = [models_dir / f"{name}{ext}" for ext in (".keras", ".json", ".tflite")]
-        if any(t.exists() for t in targets):
-            raise ModelError(
-                f"a model named {name!r} already exists in {models_dir}; choose another name"
-            )
         registry_file = models_dir / registry.REGISTRY_FILE
         before = registry_file.read_bytes() if registry_file.exists() else None
         try:
             card: ModelCard = _publish_run()(
-                info.path, name, make_default=True, models_dir=models_dir
+                info.path, name, make_default=True, models_dir=models_dir, progress=progress
             )
         except BaseException as exc:
             for target in targets:
@@ -790,6 +781,137 @@ class TrainingJobRunner:
                 f"activating run {run_id!r} failed: {type(exc).__name__}: {exc}"
             ) from exc
         return card
+
+    def _check_activation(self, run_id: str, name: str) -> tuple[RunInfo, list[Path]]:
+        """The run and the files model `name` would take; raises ModelError or JobError for
+        what would make activation fail at once (bad or taken name, no checkpoint, running)."""
+        validate_name(name)
+        info = self.info(run_id)
+        if info.running:
+            raise JobError(f"run {run_id!r} is still running; wait for it to end or cancel it")
+        if not (info.path / "best.keras").exists():
+            raise JobError(f"run {run_id!r} has no best.keras (no epoch finished)")
+        targets = [self.models_dir / f"{name}{ext}" for ext in (".keras", ".json", ".tflite")]
+        if any(t.exists() for t in targets):
+            raise ModelError(
+                f"a model named {name!r} already exists in {self.models_dir}; choose another name"
+            )
+        return info, targets
+
+    def start_activation(self, run_id: str, name: str) -> ActivationJob:
+        """Start `activate` on a daemon thread and return the job to poll. What would fail at
+        once (see activate) raises here, as does a second activation into the same models
+        folder while one runs (JobError)."""
+        self._check_activation(run_id, name)
+        key = self.models_dir.resolve()
+        with _ACTIVATIONS_LOCK:
+            current = _ACTIVATIONS.get(key)
+            if current is not None and not current.view().finished:
+                raise JobError(f"model {current.name!r} is being activated; wait for it to finish")
+            job = ActivationJob(run_id, name)
+            _ACTIVATIONS[key] = job
+        # NOTE: a daemon thread, as for video analysis: the UI script reruns constantly and
+        # only polls job.view(); the job outlives a closed tab, and current_activation()
+        # hands it to whichever page asks next.
+        job.thread = threading.Thread(
+            target=job.run, args=(self.activate,), name="activation", daemon=True
+        )
+        job.thread.start()
+        return job
+
+    def current_activation(self) -> ActivationJob | None:
+        """The last activation started into this models folder by this process, if any."""
+        with _ACTIVATIONS_LOCK:
+            return _ACTIVATIONS.get(self.models_dir.resolve())
+
+    def forget_activation(self, job: ActivationJob) -> None:
+        """Drop a finished job once its outcome has been shown."""
+        with _ACTIVATIONS_LOCK:
+            key = self.models_dir.resolve()
+            if _ACTIVATIONS.get(key) is job and job.view().finished:
+                del _ACTIVATIONS[key]
+
+
+@dataclass(frozen=True)
+class ActivationView:
+    """A consistent copy of an activation's state for one render."""
+
+    run_id: str
+    name: str
+    stage: str  # the PUBLISH_STEPS entry running now ("" before the first)
+    step: int  # 1-based index of that stage, 0 before the first
+    steps: int
+    elapsed_s: float
+    finished: bool
+    card: ModelCard | None
+    error: str | None
+
+
+class ActivationJob:
+    """One TrainingJobRunner.activate on a worker thread (see start_activation).
+
+    # NOTE: the worker writes the stage and the outcome under the lock; readers get
+    # ActivationView copies. Nothing here touches a UI.
+    """
+
+    def __init__(self, run_id: str, name: str) -> None:
+        from emotion_core.publish import PUBLISH_STEPS
+
+        self.run_id, self.name = run_id, name
+        self.thread: threading.Thread | None = None
+        self._steps = PUBLISH_STEPS
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._ended: float | None = None
+        self._stage = ""
+        self._card: ModelCard | None = None
+        self._error: str | None = None
+
+    def report(self, stage: str) -> None:
+        """publish_run's progress callback (worker thread)."""
+        with self._lock:
+            self._stage = stage
+
+    def run(self, activate: Callable[..., ModelCard]) -> None:
+        """Thread body: activate(run_id, name, progress=...); every failure becomes `error`,
+        a sentence for the user (the registry is then as it was, see activate)."""
+        card, error = None, None
+        try:
+            card = activate(self.run_id, self.name, progress=self.report)
+        except (ModelError, JobError) as exc:
+            error = f"Not activated: {exc}. The default model is unchanged."
+        except Exception as exc:  # noqa: BLE001  shown to the user instead of a dead thread
+            error = f"Not activated: {type(exc).__name__}: {exc}. The default model is unchanged."
+        with self._lock:
+            self._card, self._error = card, error
+            self._ended = time.monotonic()
+
+    def view(self) -> ActivationView:
+        with self._lock:
+            end = self._ended if self._ended is not None else time.monotonic()
+            step = self._steps.index(self._stage) + 1 if self._stage in self._steps else 0
+            return ActivationView(
+                run_id=self.run_id,
+                name=self.name,
+                stage=self._stage,
+                step=step,
+                steps=len(self._steps),
+                elapsed_s=end - self._started,
+                finished=self._ended is not None,
+                card=self._card,
+                error=self._error,
+            )
+
+    def wait(self, timeout: float | None = None) -> ActivationView:
+        """Block until the worker ends (or `timeout` seconds pass); the current view."""
+        if self.thread is not None:
+            self.thread.join(timeout)
+        return self.view()
+
+
+# Activations running in this process, by resolved models folder (one at a time in each).
+_ACTIVATIONS: dict[Path, ActivationJob] = {}
+_ACTIVATIONS_LOCK = threading.Lock()
 
 
 def arch_for_init_model(model_path: Path, arch: str) -> str:

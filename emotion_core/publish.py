@@ -22,7 +22,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,16 @@ from emotion_core.soup import DEFAULT_MAX_FACES
 CHECKPOINTS = ("best", "last")
 RUNTIMES = ("tflite", "tflite-dynamic", "keras")
 CHECKPOINT_FILES = tuple(f"{checkpoint}.keras" for checkpoint in CHECKPOINTS)
+# What publish_run is doing, in order, as it reports it to its `progress` callback.
+PUBLISH_STEPS = (
+    "loading the checkpoint",
+    "recalibrating batch norm on clean training faces",
+    "exporting the network for the runtime",
+    "evaluating on the validation split, with and without flip TTA",
+    "fitting the temperature",
+    "timing one face on this CPU",
+    "registering the model",
+)
 
 
 def inference_form(model: Any, arch: str) -> Any:
@@ -87,15 +97,18 @@ def publish_run(
     checkpoint: str = "best",
     runtime: str = "tflite",
     recalibrate_faces: int = DEFAULT_MAX_FACES,
+    progress: Callable[[str], None] | None = None,
 ) -> ModelCard:
     """Register run_dir/<checkpoint>.keras (best: best validation accuracy; last: the final
     epoch, free of selection on the validation split) as models/<name>.keras with its card,
     and the network for `runtime` (see RUNTIMES) beside it; every figure is the runtime's.
     Batch norm is first recalibrated on `recalibrate_faces` clean training faces (0: all; -1:
-    not at all), unless the run is an emotion_core.soup run that already was."""
+    not at all), unless the run is an emotion_core.soup run that already was. `progress` gets
+    each of PUBLISH_STEPS as it starts."""
     from emotion_core.inference import EmotionClassifier, compile_call, load_keras_model
     from emotion_core.runtime import median_ms_per_face
 
+    step = progress or (lambda _stage: None)
     validate_name(name)
     run_dir = Path(run_dir)
     if checkpoint not in CHECKPOINTS:
@@ -105,10 +118,14 @@ def publish_run(
         hparams = json.loads((run_dir / "hparams.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError) as exc:
         raise ModelError(f"{run_dir}/hparams.json: missing or unreadable ({exc})") from exc
+    step(PUBLISH_STEPS[0])
     trained = load_keras_model(weights)
+    step(PUBLISH_STEPS[1])
     recalibration_note = recalibrate(trained, hparams, recalibrate_faces)
+    step(PUBLISH_STEPS[2])
     model = inference_form(trained, hparams.get("arch", ""))
     call, tflite = runtime_call(model, runtime)
+    step(PUBLISH_STEPS[3])
     val = load_dataset(hparams["data"], hparams.get("val_split", "PublicTest"))
     x_val = preprocess_batch(val.images)
     base = ModelCard(name=name, arch=hparams.get("arch", "unknown"))
@@ -116,7 +133,12 @@ def publish_run(
     probs = predict_all(classifier, x_val)
     probs_tta = predict_all(classifier, x_val, tta=True)
     plain, tta = report_from_probs(probs, val.labels), report_from_probs(probs_tta, val.labels)
+    step(PUBLISH_STEPS[4])
     temperature, temperature_note = choose_temperature(probs, val.labels)
+    ece_before = expected_calibration_error(probs, val.labels)
+    ece_after = expected_calibration_error(apply_temperature(probs, temperature), val.labels)
+    step(PUBLISH_STEPS[5])
+    cpu_ms, keras_ms = median_ms_per_face(call), median_ms_per_face(compile_call(model))
     stages = training_lineage(run_dir)
     card = ModelCard(
         name=name,
@@ -132,14 +154,12 @@ def publish_run(
         val_macro_f1_tta=round(tta["macro_f1"], 4),
         per_class=plain["per_class"],
         temperature=round(temperature, 4),
-        ece_before=round(expected_calibration_error(probs, val.labels), 4),
-        ece_after=round(
-            expected_calibration_error(apply_temperature(probs, temperature), val.labels), 4
-        ),
+        ece_before=round(ece_before, 4),
+        ece_after=round(ece_after, 4),
         params=int(model.count_params()),
-        cpu_ms_per_face=round(median_ms_per_face(call), 2),
+        cpu_ms_per_face=round(cpu_ms, 2),
         runtime=runtime,
-        cpu_ms_per_face_keras=round(median_ms_per_face(compile_call(model)), 2),
+        cpu_ms_per_face_keras=round(keras_ms, 2),
         hardware="; ".join(dict.fromkeys(stage.hardware for stage in stages)),
         training_time_s=round(sum(stage.seconds for stage in stages), 1) or None,
         date=time.strftime("%Y-%m-%d"),
@@ -148,6 +168,7 @@ def publish_run(
             filter(None, [notes, _stages_note(stages), recalibration_note, temperature_note])
         ),
     )
+    step(PUBLISH_STEPS[6])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.keras"
         model.save(path)
@@ -289,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             checkpoint=a.checkpoint,
             runtime=a.runtime,
             recalibrate_faces=a.recalibrate_faces,
+            progress=lambda stage: print(f"[publish] {stage}...", file=sys.stderr, flush=True),
         )
     except (ModelError, DataError, OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

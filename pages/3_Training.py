@@ -290,27 +290,54 @@ def ended_panel(progress: RunProgress, busy: RunInfo | None) -> None:
     st.caption(
         "Registers this run's best checkpoint (batch norm recalibrated on clean training faces "
         "and folded, temperature calibrated) under a new name and makes it the default model; "
-        "the Live page switches to it."
+        "the Live page switches to it. It runs in the background (a few minutes for a large "
+        "network)."
     )
+    if jobs.current_activation() is not None:
+        st.caption("Another model is being activated (see the top of the page).")
+        return
     name = st.text_input("Model name", value=_suggest_name(info), key="train_activate_name",
                          help="Letters, digits, '_', '.', '-'; must not exist yet.")  # fmt: skip
     if st.button("Activate as default model", key="train_activate", type="primary"):
         try:
-            with st.spinner(
-                "Publishing the model (recalibrating batch norm, evaluating, calibrating, "
-                "timing; a few minutes for a large network)..."
-            ):
-                card = jobs.activate(info.run_id, name.strip())
+            jobs.start_activation(info.run_id, name.strip())
         except (ModelError, JobError) as exc:
             st.error(f"Not activated: {exc}. The default model is unchanged.")
-        except Exception as exc:  # noqa: BLE001  keep the page usable on any failure
-            st.error(f"Not activated: {type(exc).__name__}: {exc}. The default model is unchanged.")
         else:
-            acc = f"{card.val_accuracy:.1%}" if card.val_accuracy is not None else "?"
-            flash("success", f"Model **{card.name}** (validation accuracy {acc}) is now the "
-                             "default; the Live page uses it from now on.")  # fmt: skip
-            st.session_state.pop("train_activate_name", None)  # next time: a fresh suggestion
             st.rerun()
+
+
+@st.fragment(run_every=POLL_S)
+def activation_panel() -> None:
+    """The running activation's stage, or its outcome once it has ended.
+
+    # NOTE: the job runs on a thread of this server process (emotion_core.jobs), so any tab
+    # shows it; this fragment polls it and asks for one full rerun when it has ended.
+    """
+    jobs = runner()
+    job = jobs.current_activation()
+    if job is None:
+        return
+    view = job.view()
+    if view.finished:
+        jobs.forget_activation(job)
+        if view.error:
+            flash("error", view.error)
+        elif view.card is not None:
+            acc = f"{view.card.val_accuracy:.1%}" if view.card.val_accuracy is not None else "?"
+            flash("success", f"Model **{view.card.name}** (validation accuracy {acc}) is now "
+                             "the default; the Live page uses it from now on.")  # fmt: skip
+            st.session_state.pop("train_activate_name", None)  # next time: a fresh suggestion
+        st.rerun()
+    stage = f"step {view.step} of {view.steps}: {view.stage}" if view.step else "starting"
+    st.progress(
+        max(view.step - 1, 0) / view.steps,
+        text=f"Activating run {view.run_id} as **{view.name}** - {stage}...",
+    )
+    st.caption(
+        f"Running for {fmt_duration(view.elapsed_s)}. The default model changes only when "
+        "every step has succeeded."
+    )
 
 
 def _suggest_name(info: RunInfo) -> str:
@@ -433,6 +460,8 @@ def main() -> None:
     device_slot = st.empty()  # filled last: the first check imports TensorFlow (seconds)
     show_flash()
     jobs = runner()
+    if jobs.current_activation() is not None:
+        activation_panel()
     runs = jobs.list_runs()
     busy = next((r for r in runs if r.running), None)
 

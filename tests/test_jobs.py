@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from helpers_data import write_dataset
 from emotion_core import jobs, registry
 from emotion_core.classes import CLASSES
 from emotion_core.jobs import JobError, TrainingJobRunner, validate_dataset
+from emotion_core.publish import PUBLISH_STEPS
 from emotion_core.registry import ModelCard, ModelError
 from emotion_core.train import TrainConfig, parse_args
 
@@ -242,6 +244,53 @@ def test_activate_switches_default_and_bad_names_change_nothing(
     with pytest.raises(ModelError, match="already exists"):
         runner.activate(run_id, "new-model")
     assert registry.default_model_name(models) == "new-model"
+
+
+def test_activation_runs_in_the_background_step_by_step(
+    finished: tuple[Path, str, list], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, run_id, _ = finished
+    models = tmp_path / "models"
+    shutil.copytree(source / "runs" / run_id, models / "runs" / run_id)
+    registry.register_model(models / "runs" / run_id / "best.keras",
+                            ModelCard(name="old-default", arch="tiny"), models, True)  # fmt: skip
+    runner = TrainingJobRunner(models / "runs")
+    gate, stages = threading.Event(), []
+    real = jobs._publish_run()
+
+    def gated(run_dir: Path, name: str, progress: Any, **kwargs: Any) -> ModelCard:
+        assert gate.wait(120)
+        return real(run_dir, name, progress=lambda s: (stages.append(s), progress(s)), **kwargs)
+
+    monkeypatch.setattr(jobs, "_publish_run", lambda: gated)
+    job = runner.start_activation(run_id, "bg-model")
+    assert runner.current_activation() is job
+    view = job.view()
+    assert not view.finished and view.step == 0 and view.steps == len(PUBLISH_STEPS)
+    with pytest.raises(JobError, match="being activated"):
+        runner.start_activation(run_id, "other-model")
+    with pytest.raises(ModelError, match="already exists"):
+        runner.start_activation(run_id, "old-default")
+    runner.forget_activation(job)  # still running: kept
+    assert runner.current_activation() is job
+    gate.set()
+    view = job.wait(300)
+    assert view.finished and view.error is None and view.card is not None
+    assert stages == list(PUBLISH_STEPS) and view.step == view.steps
+    assert view.card.name == "bg-model" == registry.default_model_name(models)
+    runner.forget_activation(job)
+    assert runner.current_activation() is None
+
+    def explode(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
+        kwargs["progress"](PUBLISH_STEPS[0])
+        raise RuntimeError("calibration exploded")
+
+    monkeypatch.setattr(jobs, "_publish_run", lambda: explode)
+    failed = runner.start_activation(run_id, "doomed").wait(60)
+    assert failed.finished and failed.card is None and failed.step == 1
+    assert "Not activated" in str(failed.error) and "calibration exploded" in str(failed.error)
+    assert registry.default_model_name(models) == "bg-model"
+    assert not list(models.glob("doomed.*"))
 
 
 def test_arch_for_init_model_spots_folded_files(tmp_path: Path) -> None:

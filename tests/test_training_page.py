@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,7 +166,9 @@ def test_start_watch_reattach_and_cancel(env: dict[str, Any]) -> None:
     assert registry.default_model_name(env["models"]) == "old-default"
 
 
-def test_evaluation_and_activation_switch_the_default(env: dict[str, Any]) -> None:
+def test_evaluation_and_activation_switch_the_default(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_run(env["runs"], "done", {"kind": "end", "state": "finished"}, env["data"], env["model"])
     at = run_page()
     assert "finished" in texts(at, "success")
@@ -184,8 +187,22 @@ def test_evaluation_and_activation_switch_the_default(env: dict[str, Any]) -> No
         assert registry.default_model_name(env["models"]) == "old-default"
     assert registry.registry_version(env["models"]) == version
 
+    gate, publish = threading.Event(), jobs._publish_run()
+
+    def gated_publish(*args: Any, **kwargs: Any) -> ModelCard:
+        assert gate.wait(120)
+        return publish(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "_publish_run", lambda: gated_publish)
     at.text_input(key="train_activate_name").set_value("fresh-model")
     at.button(key="train_activate").click()
+    run_page(at)  # the activation runs on a thread; the page shows its progress
+    assert not at.error and "fresh-model" in str(at.get("progress")[0].proto)
+    assert "Another model is being activated" in texts(at, "caption")
+    assert registry.default_model_name(env["models"]) == "old-default"
+    gate.set()
+    job = jobs.TrainingJobRunner(env["runs"]).current_activation()
+    assert job is not None and job.wait(300).finished
     run_page(at)
     assert not at.error
     assert "fresh-model" in texts(at, "success")
