@@ -163,3 +163,37 @@ def confusion_chart(matrix: list[list[int]], classes: list[str]) -> alt.LayerCha
     return (heat + text).properties(
         width=alt.Step(44), height=alt.Step(36), title="Confusion matrix (rows sum to 1)"
     )
+
+
+def speed_accuracy_chart(models: pd.DataFrame, budget_ms: float | None = None) -> alt.LayerChart:
+    """Validation accuracy against median CPU ms per face, one labelled point per model (rows
+    of emotion_core.report.models_frame; models without both figures are left out), the default
+    filled; `budget_ms` draws a vertical rule (e.g. the live path's per-face budget)."""
+    data = models.dropna(subset=["val_accuracy", "ms_per_face"]).copy()
+    data["role"] = data["default"].map({True: "default", False: "other"})
+    base = alt.Chart(data).encode(
+        x=alt.X("ms_per_face:Q", title="CPU ms per face (median)", scale=alt.Scale(zero=True)),
+        y=alt.Y(
+            "val_accuracy:Q",
+            title="validation accuracy",
+            axis=alt.Axis(format="%"),
+            scale=alt.Scale(zero=False),
+        ),  # fmt: skip
+    )
+    points = base.mark_point(size=90).encode(
+        shape=alt.Shape("role:N", title=None),
+        fill=alt.condition("datum.role == 'default'", alt.value("#1f77b4"), alt.value("white")),
+        tooltip=[
+            "model:N", "arch:N",
+            alt.Tooltip("val_accuracy:Q", title="accuracy", format=".2%"),
+            alt.Tooltip("val_accuracy_tta:Q", title="accuracy, flip TTA", format=".2%"),
+            alt.Tooltip("ms_per_face:Q", title="ms/face", format=".2f"),
+            "runtime:N",
+        ],
+    )  # fmt: skip
+    labels = base.mark_text(align="left", dx=8, dy=-6, fontSize=11).encode(text="model:N")
+    layers: list[Any] = [points, labels]
+    if budget_ms is not None:
+        rule = alt.Chart(pd.DataFrame({"ms": [budget_ms]})).mark_rule(strokeDash=[4, 4])
+        layers.append(rule.encode(x="ms:Q"))
+    return alt.layer(*layers).properties(height=260)

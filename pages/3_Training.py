@@ -23,7 +23,7 @@ import streamlit as st
 
 import ui_common
 from emotion_core import registry
-from emotion_core.charts import confusion_chart, curves_chart
+from emotion_core.charts import confusion_chart, curves_chart, speed_accuracy_chart
 from emotion_core.classes import CLASSES
 from emotion_core.jobs import (
     DatasetSummary,
@@ -39,6 +39,7 @@ from emotion_core.jobs import (
     validate_dataset,
 )
 from emotion_core.registry import ModelCard, ModelError
+from emotion_core.report import models_frame
 from emotion_core.train import TrainConfig
 
 POLL_S = 2.0
@@ -47,6 +48,7 @@ RUN_KEY = "train_run"
 PENDING_RUN_KEY = "train_pending_run"
 FLASH_KEY = "train_flash"
 SUMMARY_KEY = "train_dataset_summary"
+LIVE_BUDGET_MS = 5.0  # per face, the live path's target on a laptop CPU
 
 
 def runner() -> TrainingJobRunner:
@@ -350,6 +352,62 @@ def _suggest_name(info: RunInfo) -> str:
     return name
 
 
+# ---------------------------------------------------------------- registered models
+
+
+def models_section(activating: bool) -> None:
+    """Every registered model side by side, and a way to make another one the default."""
+    models = ui_common.models_dir()
+    cards = registry.list_models(models)
+    if not cards:
+        st.info(f"No registered models in {models}. Train a run and activate it.")
+        return
+    try:
+        default = registry.default_model_name(models)
+    except ModelError as exc:
+        default = ""
+        st.warning(f"No default model: {exc}")
+    frame = models_frame(cards, default)
+    st.dataframe(
+        frame,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "default": st.column_config.CheckboxColumn("default"),
+            "params_m": st.column_config.NumberColumn("params (M)", format="%.2f"),
+            "val_accuracy": st.column_config.NumberColumn("accuracy", format="percent"),
+            "val_accuracy_tta": st.column_config.NumberColumn("flip TTA", format="percent"),
+            "val_macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f"),
+            "ece_after": st.column_config.NumberColumn("ECE", format="%.3f"),
+            "ms_per_face": st.column_config.NumberColumn("ms/face", format="%.2f"),
+        },
+    )
+    st.altair_chart(speed_accuracy_chart(frame, LIVE_BUDGET_MS), width="stretch")
+    st.caption(
+        "Accuracy and macro-F1 on each model's validation split (PublicTest for FER-2013), "
+        "without and with flip test-time augmentation; ECE after temperature scaling; median "
+        f"CPU time per face on this kind of machine when published (dashed: the live path's "
+        f"{LIVE_BUDGET_MS:.0f} ms budget). The Live page runs the default without TTA."
+    )
+    others = [card.name for card in cards if card.name != default]
+    if not others:
+        return
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    choice = c1.selectbox("Make another registered model the default", others,
+                          key="train_default_choice")  # fmt: skip
+    if c2.button("Make default", key="train_make_default", disabled=activating):
+        try:
+            registry.set_default(choice, models)
+        except (ModelError, OSError) as exc:  # e.g. the model just removed, a full disk
+            st.error(f"The default model is unchanged: {exc}")
+        else:
+            flash("success", f"Model **{choice}** is now the default; the Live page uses it "
+                             "from now on.")  # fmt: skip
+            st.rerun()
+    if activating:
+        st.caption("Wait for the activation to finish before changing the default.")
+
+
 # ---------------------------------------------------------------- the new-run form
 
 
@@ -489,6 +547,9 @@ def main() -> None:
             st.dataframe(summarize_runs(runs), hide_index=True, width="stretch")
     else:
         st.info(f"No training runs yet in {jobs.runs_dir}. Start one below.")
+
+    st.subheader("Registered models")
+    models_section(activating=jobs.current_activation() is not None)
 
     st.subheader("New training run")
     new_run_form(busy)

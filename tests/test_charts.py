@@ -10,10 +10,13 @@ from emotion_core.charts import (
     curves_chart,
     distribution_ci_chart,
     live_distribution_chart,
+    speed_accuracy_chart,
 )
 from emotion_core.classes import CLASSES
 from emotion_core.live import LiveSnapshot
 from emotion_core.nervousness import NervousnessRule
+from emotion_core.registry import ModelCard
+from emotion_core.report import MODEL_COLUMNS, models_frame
 
 
 def _datasets(spec: dict) -> list[list[dict]]:
@@ -56,3 +59,27 @@ def test_threshold_ticks_only_when_the_rule_uses_the_basis() -> None:
     assert len(with_ticks["layer"]) == 3 and len(without["layer"]) == 2
     thresholds = [d for d in _datasets(with_ticks) if d and "threshold" in d[0]]
     assert thresholds == [[{"class": "fear", "threshold": 0.3}, {"class": "sad", "threshold": 0.4}]]
+
+
+def test_models_frame_ranks_models_and_marks_the_default() -> None:
+    cards = [
+        ModelCard(name="fast", arch="fer-fast", val_accuracy=0.69, val_accuracy_tta=0.695,
+                  cpu_ms_per_face=0.7, params=600_000, runtime="tflite"),
+        ModelCard(name="untimed", arch="tiny"),
+        ModelCard(name="best", arch="vgg-m40", val_accuracy=0.713, val_accuracy_tta=0.723,
+                  cpu_ms_per_face=3.5, params=3_727_983, epochs=196),
+    ]  # fmt: skip
+    frame = models_frame(cards, default="best")
+    assert list(frame.columns) == list(MODEL_COLUMNS)
+    assert list(frame["model"]) == ["best", "fast", "untimed"]  # most accurate first, unknown last
+    assert list(frame["default"]) == [True, False, False]
+    assert frame.loc[0, "params_m"] == 3.73 and frame.loc[0, "epochs"] == 196
+    assert pd.isna(frame.loc[2, "val_accuracy"]) and pd.isna(frame.loc[2, "ms_per_face"])
+
+    spec = speed_accuracy_chart(frame, budget_ms=5.0).to_dict()
+    rows = [r for data in _datasets(spec) for r in data]
+    plotted = {r["model"]: r for r in rows if "model" in r}
+    assert set(plotted) == {"best", "fast"}  # a model without both figures is not plotted
+    assert plotted["best"]["role"] == "default" and plotted["fast"]["role"] == "other"
+    assert {"ms": 5.0} in rows  # the budget rule
+    assert len(spec["layer"]) == 3 and len(speed_accuracy_chart(frame).to_dict()["layer"]) == 2

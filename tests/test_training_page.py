@@ -211,6 +211,38 @@ def test_evaluation_and_activation_switch_the_default(
     assert any("fresh-model" in c for c in texts(at, "caption").splitlines())
 
 
+def test_registered_models_are_compared_and_the_default_can_change(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry.register_model(env["model"], ModelCard(name="fast-one", arch="tiny",
+                            val_accuracy=0.61, cpu_ms_per_face=0.4), env["models"])  # fmt: skip
+    at = run_page()
+    table = at.dataframe[-1].value
+    assert list(table["model"]) == ["fast-one", "old-default"]  # most accurate first
+    assert list(table["default"]) == [False, True]
+    assert len(charts(at)) >= 1 and "5 ms budget" in texts(at, "caption")
+
+    def disk_full(*args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    set_default = registry.set_default
+    monkeypatch.setattr(registry, "set_default", disk_full)
+    at.selectbox(key="train_default_choice").set_value("fast-one")
+    at.button(key="train_make_default").click()
+    run_page(at)
+    assert "The default model is unchanged" in texts(at, "error")
+    assert "No space left" in texts(at, "error")
+    assert registry.default_model_name(env["models"]) == "old-default"
+
+    monkeypatch.setattr(registry, "set_default", set_default)  # not undo(): it holds the env
+    at.selectbox(key="train_default_choice").set_value("fast-one")
+    at.button(key="train_make_default").click()
+    run_page(at)
+    assert "fast-one" in texts(at, "success") and not at.error
+    assert registry.default_model_name(env["models"]) == "fast-one"
+    assert list(at.dataframe[-1].value["default"]) == [True, False]
+
+
 def test_failed_and_interrupted_runs_are_reported(env: dict[str, Any]) -> None:
     write_run(env["runs"], "broken", {"kind": "end", "state": "failed",
               "message": "/x/data: folder not found"}, env["data"])  # fmt: skip
