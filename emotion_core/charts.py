@@ -196,4 +196,4 @@ def speed_accuracy_chart(models: pd.DataFrame, budget_ms: float | None = None) -
     if budget_ms is not None:
         rule = alt.Chart(pd.DataFrame({"ms": [budget_ms]})).mark_rule(strokeDash=[4, 4])
         layers.append(rule.encode(x="ms:Q"))
-    return alt.layer(*layers).properties(height=260)
+    return alt.LayerChart(layer=layers, height=260)

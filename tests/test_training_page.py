@@ -87,6 +87,11 @@ def texts(at: AppTest, kind: str) -> str:
     return "\n".join(str(e.value) for e in getattr(at, kind))
 
 
+def table_with(at: AppTest, column: str) -> Any:
+    """The last data frame shown that has `column`."""
+    return next(f.value for f in reversed(at.dataframe) if column in f.value.columns)
+
+
 def charts(at: AppTest) -> list[Any]:
     return list(at.get("arrow_vega_lite_chart")) + list(at.get("vega_lite_chart"))
 
@@ -122,7 +127,7 @@ def test_dataset_check_good_and_bad(env: dict[str, Any]) -> None:
 
     check(at, env["data"])
     assert "Dataset OK" in texts(at, "success") and not at.error and not at.warning
-    table = at.dataframe[0].value
+    table = table_with(at, "PublicTest")
     assert list(table.columns) == ["Training", "PublicTest"]
     assert table.loc["happy", "Training"] == 10
 
@@ -175,7 +180,7 @@ def test_evaluation_and_activation_switch_the_default(
     metrics = {m.label: m.value for m in at.metric}
     assert "%" in metrics["Accuracy"] and "70 validation images" in texts(at, "caption")
     assert "before Activate recalibrates batch norm" in texts(at, "caption")
-    assert len(charts(at)) == 3  # loss, accuracy, confusion matrix
+    assert len(charts(at)) == 4  # loss, accuracy, confusion matrix; registered models
     assert any("old-default" in c for c in texts(at, "caption").splitlines())
     version = registry.registry_version(env["models"])
 
@@ -217,7 +222,7 @@ def test_registered_models_are_compared_and_the_default_can_change(
     registry.register_model(env["model"], ModelCard(name="fast-one", arch="tiny",
                             val_accuracy=0.61, cpu_ms_per_face=0.4), env["models"])  # fmt: skip
     at = run_page()
-    table = at.dataframe[-1].value
+    table = table_with(at, "model")
     assert list(table["model"]) == ["fast-one", "old-default"]  # most accurate first
     assert list(table["default"]) == [False, True]
     assert len(charts(at)) >= 1 and "5 ms budget" in texts(at, "caption")
@@ -240,7 +245,7 @@ def test_registered_models_are_compared_and_the_default_can_change(
     run_page(at)
     assert "fast-one" in texts(at, "success") and not at.error
     assert registry.default_model_name(env["models"]) == "fast-one"
-    assert list(at.dataframe[-1].value["default"]) == [True, False]
+    assert list(table_with(at, "model")["default"]) == [True, False]
 
 
 def test_failed_and_interrupted_runs_are_reported(env: dict[str, Any]) -> None:
