@@ -36,6 +36,7 @@ from emotion_core.data import DataError, load_dataset
 from emotion_core.fileio import atomic_write_json, read_json_object
 from emotion_core.registry import ModelCard, ModelError, validate_name
 from emotion_core.train import TrainConfig
+from emotion_core.worker import WorkerJob
 
 STATES: tuple[str, ...] = ("running", "finished", "failed", "cancelled", "interrupted")
 FINAL_STATES = frozenset({"finished", "failed", "cancelled"})
@@ -810,13 +811,9 @@ class TrainingJobRunner:
                 raise JobError(f"model {current.name!r} is being activated; wait for it to finish")
             job = ActivationJob(run_id, name)
             _ACTIVATIONS[key] = job
-        # NOTE: a daemon thread, as for video analysis: the UI script reruns constantly and
-        # only polls job.view(); the job outlives a closed tab, and current_activation()
-        # hands it to whichever page asks next.
-        job.thread = threading.Thread(
-            target=job.run, args=(self.activate,), name="activation", daemon=True
-        )
-        job.thread.start()
+        # NOTE: the job outlives a closed tab; current_activation() hands it to whichever page
+        # asks next.
+        job.start(job.run, "activation", activate=self.activate)
         return job
 
     def current_activation(self) -> ActivationJob | None:
@@ -847,7 +844,7 @@ class ActivationView:
     error: str | None
 
 
-class ActivationJob:
+class ActivationJob(WorkerJob[ActivationView]):
     """One TrainingJobRunner.activate on a worker thread (see start_activation).
 
     # NOTE: the worker writes the stage and the outcome under the lock; readers get
@@ -857,12 +854,9 @@ class ActivationJob:
     def __init__(self, run_id: str, name: str) -> None:
         from emotion_core.publish import PUBLISH_STEPS
 
+        super().__init__()
         self.run_id, self.name = run_id, name
-        self.thread: threading.Thread | None = None
         self._steps = PUBLISH_STEPS
-        self._lock = threading.Lock()
-        self._started = time.monotonic()
-        self._ended: float | None = None
         self._stage = ""
         self._card: ModelCard | None = None
         self._error: str | None = None
@@ -884,11 +878,10 @@ class ActivationJob:
             error = f"Not activated: {type(exc).__name__}: {exc}. The default model is unchanged."
         with self._lock:
             self._card, self._error = card, error
-            self._ended = time.monotonic()
+            self._mark_ended()
 
     def view(self) -> ActivationView:
         with self._lock:
-            end = self._ended if self._ended is not None else time.monotonic()
             step = self._steps.index(self._stage) + 1 if self._stage in self._steps else 0
             return ActivationView(
                 run_id=self.run_id,
@@ -896,17 +889,11 @@ class ActivationJob:
                 stage=self._stage,
                 step=step,
                 steps=len(self._steps),
-                elapsed_s=end - self._started,
+                elapsed_s=self._elapsed_s(),
                 finished=self._ended is not None,
                 card=self._card,
                 error=self._error,
             )
-
-    def wait(self, timeout: float | None = None) -> ActivationView:
-        """Block until the worker ends (or `timeout` seconds pass); the current view."""
-        if self.thread is not None:
-            self.thread.join(timeout)
-        return self.view()
 
 
 # Activations running in this process, by resolved models folder (one at a time in each).

@@ -11,7 +11,6 @@ import re
 import shutil
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,6 +21,7 @@ from emotion_core.inference import Classifier
 from emotion_core.registry import ModelError
 from emotion_core.sessions import SessionError
 from emotion_core.video import VideoError, probe_video
+from emotion_core.worker import WorkerJob
 
 VIDEO_TYPES = ("mp4", "avi", "mov", "webm", "mkv")
 COPY_CHUNK = 8 * 1024 * 1024
@@ -64,7 +64,7 @@ class JobView:
     error: str | None
 
 
-class VideoJob:
+class VideoJob(WorkerJob[JobView]):
     """One analysis of the video at `video_path` (a private copy, deleted when the job ends).
 
     # NOTE: the worker thread writes progress and the outcome under the lock; readers only get
@@ -72,13 +72,10 @@ class VideoJob:
     """
 
     def __init__(self, file_name: str, video_path: Path) -> None:
+        super().__init__()
         self.file_name = file_name
         self.video_path = video_path
         self.cancel = threading.Event()
-        self.thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._started = time.monotonic()
-        self._ended: float | None = None
         self._done = 0
         self._total = 0
         self._eta_s = 0.0
@@ -94,28 +91,21 @@ class VideoJob:
         """Record the outcome (worker thread)."""
         with self._lock:
             self._result, self._error = result, error
-            self._ended = time.monotonic()
+            self._mark_ended()
 
     def view(self) -> JobView:
         with self._lock:
-            end = self._ended if self._ended is not None else time.monotonic()
             return JobView(
                 file_name=self.file_name,
                 done=self._done,
                 total=self._total,
                 eta_s=self._eta_s,
-                elapsed_s=end - self._started,
+                elapsed_s=self._elapsed_s(),
                 cancelling=self.cancel.is_set(),
                 finished=self._ended is not None,
                 result=self._result,
                 error=self._error,
             )
-
-    def wait(self, timeout: float | None = None) -> JobView:
-        """Block until the worker ends (or `timeout` seconds pass); the current view."""
-        if self.thread is not None:
-            self.thread.join(timeout)
-        return self.view()
 
     def _user_text(self, text: str) -> str:
         """Messages name the temporary copy; show the original file's name instead."""
@@ -182,8 +172,5 @@ def start_video_job(
         "notes": notes,
         "thresholds": thresholds,
     }
-    # NOTE: a daemon thread: a UI script reruns constantly and must not own the loop; the
-    # caller keeps the job (e.g. in session state) and polls view().
-    job.thread = threading.Thread(target=job.run, kwargs=analysis, name="video-job", daemon=True)
-    job.thread.start()
+    job.start(job.run, "video-job", **analysis)
     return job
