@@ -386,8 +386,8 @@ def models_section(activating: bool) -> None:
     st.caption(
         "Accuracy and macro-F1 on each model's validation split (PublicTest for FER-2013), "
         "without and with flip test-time augmentation; ECE after temperature scaling; median "
-        f"CPU time per face on this kind of machine when published (dashed: the live path's "
-        f"{LIVE_BUDGET_MS:.0f} ms budget). The Live page runs the default without TTA."
+        "CPU time per face, measured on the machine that published the model (dashed: the live "
+        f"path's {LIVE_BUDGET_MS:.0f} ms budget). The Live page runs the default without TTA."
     )
     others = [card.name for card in cards if card.name != default]
     if not others:
