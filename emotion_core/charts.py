@@ -178,7 +178,7 @@ def speed_accuracy_chart(models: pd.DataFrame, budget_ms: float | None = None) -
             title="validation accuracy",
             axis=alt.Axis(format="%"),
             scale=alt.Scale(zero=False),
-        ),  # fmt: skip
+        ),
     )
     points = base.mark_point(size=90).encode(
         shape=alt.Shape("role:N", title=None),
