@@ -838,6 +838,7 @@ class ActivationView:
     stage: str  # the PUBLISH_STEPS entry running now ("" before the first)
     step: int  # 1-based index of that stage, 0 before the first
     steps: int
+    detail: str  # the latest finer line within the stage (e.g. "batch norm 3/9 ..."), or ""
     elapsed_s: float
     finished: bool
     card: ModelCard | None
@@ -858,13 +859,18 @@ class ActivationJob(WorkerJob[ActivationView]):
         self.run_id, self.name = run_id, name
         self._steps = PUBLISH_STEPS
         self._stage = ""
+        self._detail = ""
         self._card: ModelCard | None = None
         self._error: str | None = None
 
-    def report(self, stage: str) -> None:
-        """publish_run's progress callback (worker thread)."""
+    def report(self, line: str) -> None:
+        """publish_run's progress callback (worker thread): a PUBLISH_STEPS entry starts a
+        stage, any other line is detail within the current one."""
         with self._lock:
-            self._stage = stage
+            if line in self._steps:
+                self._stage, self._detail = line, ""
+            else:
+                self._detail = line
 
     def run(self, activate: Callable[..., ModelCard]) -> None:
         """Thread body: activate(run_id, name, progress=...); every failure becomes `error`,
@@ -889,6 +895,7 @@ class ActivationJob(WorkerJob[ActivationView]):
                 stage=self._stage,
                 step=step,
                 steps=len(self._steps),
+                detail=self._detail,
                 elapsed_s=self._elapsed_s(),
                 finished=self._ended is not None,
                 card=self._card,

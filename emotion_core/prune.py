@@ -3,8 +3,9 @@
 Every conv layer keeps the `keep` fraction of its output channels that matter most (L1 norm of
 the filter times the batch norm's |gamma| / sqrt(var + eps)); the next layer keeps the matching
 input channels, and the dense head the matching rows. The batch norm statistics no longer fit
-afterwards, so they are re-estimated on training faces; then the network is fine-tuned (e.g.
-distilled from a teacher) with `python -m emotion_core.train --init-model OUT`.
+afterwards, so they are recomputed on clean training faces (emotion_core.soup); then the
+network is fine-tuned (e.g. distilled from a teacher) with
+`python -m emotion_core.train --init-model OUT`.
 
     python -m emotion_core.prune models/runs/vgg-m/last.keras --keep 0.75 \\
         --data ../shared/data/fer2013/fer2013.csv.gz --out models/runs/vgg-m-p36.keras
@@ -100,25 +101,6 @@ def prune_vgg(model: Any, keep: float, name: str = "") -> Any:
     return pruned
 
 
-def recalibrate_batchnorm(
-    model: Any, faces: np.ndarray, batch: int = 256, momentum: float = 0.8
-) -> None:
-    """Re-estimate every batch norm's moving mean and variance from faces (N, 48, 48, 1) by
-    forward passes in training mode (weights unchanged; augmentation applies as in training)."""
-    from keras import layers
-
-    bns = _layers(model, layers.BatchNormalization)
-    saved = [bn.momentum for bn in bns]
-    try:
-        for bn in bns:
-            bn.momentum = momentum
-        for start in range(0, len(faces), batch):
-            model(faces[start : start + batch], training=True)
-    finally:
-        for bn, value in zip(bns, saved, strict=True):
-            bn.momentum = value
-
-
 def _accuracy(model: Any, faces: np.ndarray, labels: np.ndarray) -> float:
     from emotion_core.evaluate import predict_all, report_from_probs
     from emotion_core.inference import EmotionClassifier
@@ -144,13 +126,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emotion_core.data import load_dataset
     from emotion_core.inference import load_keras_model
     from emotion_core.preprocess import preprocess_batch
+    from emotion_core.soup import recalibrate_batchnorm
 
     try:
         source = load_keras_model(a.source)
         pruned = prune_vgg(source, a.keep)
         train = load_dataset(a.data, "Training")
         pick = np.random.default_rng(a.seed).permutation(len(train))[: a.calibration_faces]
-        recalibrate_batchnorm(pruned, preprocess_batch(train.images[pick]))
+        recalibrate_batchnorm(pruned, preprocess_batch(train.images[pick]))  # clean faces
         a.out.parent.mkdir(parents=True, exist_ok=True)
         pruned.save(a.out)
         val = load_dataset(a.data, "PublicTest")

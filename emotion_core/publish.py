@@ -45,7 +45,9 @@ from emotion_core.soup import DEFAULT_MAX_FACES
 CHECKPOINTS = ("best", "last")
 RUNTIMES = ("tflite", "tflite-dynamic", "keras")
 CHECKPOINT_FILES = tuple(f"{checkpoint}.keras" for checkpoint in CHECKPOINTS)
-# What publish_run is doing, in order, as it reports it to its `progress` callback.
+# What publish_run is doing, in order, as it reports it to its `progress` callback (which also
+# gets finer detail lines, e.g. each batch-norm layer; the recalibration step is reported only
+# when it runs).
 PUBLISH_STEPS = (
     "loading the checkpoint",
     "recalibrating batch norm on clean training faces",
@@ -104,7 +106,7 @@ def publish_run(
     and the network for `runtime` (see RUNTIMES) beside it; every figure is the runtime's.
     Batch norm is first recalibrated on `recalibrate_faces` clean training faces (0: all; -1:
     not at all), unless the run is an emotion_core.soup run that already was. `progress` gets
-    each of PUBLISH_STEPS as it starts."""
+    each of PUBLISH_STEPS as it starts, and detail lines within a step."""
     from emotion_core.inference import EmotionClassifier, compile_call, load_keras_model
     from emotion_core.runtime import median_ms_per_face
 
@@ -120,8 +122,7 @@ def publish_run(
         raise ModelError(f"{run_dir}/hparams.json: missing or unreadable ({exc})") from exc
     step(PUBLISH_STEPS[0])
     trained = load_keras_model(weights)
-    step(PUBLISH_STEPS[1])
-    recalibration_note = recalibrate(trained, hparams, recalibrate_faces)
+    recalibration_note = recalibrate(trained, hparams, recalibrate_faces, step)
     step(PUBLISH_STEPS[2])
     model = inference_form(trained, hparams.get("arch", ""))
     call, tflite = runtime_call(model, runtime)
@@ -176,18 +177,26 @@ def publish_run(
     return card
 
 
-def recalibrate(model: Any, hparams: dict[str, Any], max_faces: int) -> str:
+def recalibrate(
+    model: Any,
+    hparams: dict[str, Any],
+    max_faces: int,
+    progress: Callable[[str], None] | None = None,
+) -> str:
     """Recalibrate the model's batch norm on clean faces of the run's training split (see
     emotion_core.soup) unless max_faces < 0, it has none, or the run already did; returns a
-    note for the card ("" when nothing was done)."""
+    note for the card ("" when nothing was done). `progress` gets PUBLISH_STEPS[1] and each
+    layer, only when it runs."""
     from emotion_core.soup import batchnorm_layers, recalibrate_batchnorm, sample_faces
 
     if max_faces < 0 or not batchnorm_layers(model) or hparams.get("recalibrated_on"):
         return ""
+    if progress:
+        progress(PUBLISH_STEPS[1])
     split = hparams.get("train_split", "Training")
     train = load_dataset(hparams["data"], split)
     faces = sample_faces(train.images, max_faces)
-    count = recalibrate_batchnorm(model, faces)
+    count = recalibrate_batchnorm(model, faces, progress=progress)
     return (
         f"Batch norm ({count} layers) recalibrated on {len(faces)} clean {train.split} faces "
         "before publishing (emotion_core.soup)."
@@ -310,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             checkpoint=a.checkpoint,
             runtime=a.runtime,
             recalibrate_faces=a.recalibrate_faces,
-            progress=lambda stage: print(f"[publish] {stage}...", file=sys.stderr, flush=True),
+            progress=lambda line: print(f"[publish] {line}...", file=sys.stderr, flush=True),
         )
     except (ModelError, DataError, OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -332,6 +332,8 @@ def activation_panel() -> None:
             st.session_state.pop("train_activate_name", None)  # next time: a fresh suggestion
         st.rerun()
     stage = f"step {view.step} of {view.steps}: {view.stage}" if view.step else "starting"
+    if view.detail:
+        stage += f" ({view.detail})"
     st.progress(
         max(view.step - 1, 0) / view.steps,
         text=f"Activating run {view.run_id} as **{view.name}** - {stage}...",

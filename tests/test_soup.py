@@ -45,32 +45,51 @@ def test_recalibration_faces_are_all_or_a_seeded_sample_in_order():
     assert rows == sorted(set(rows))
 
 
-def _two_batchnorm_net():
+def _batchnorm_net(residual: bool = False):
+    """conv-bn-relu-conv-bn (-add: a branch) - pool - dense-bn - softmax, on 12x12 faces."""
     import keras
     from keras import layers
 
     inputs = keras.Input((12, 12, 1))
     x = layers.Conv2D(4, 3, name="conv1")(inputs)
     x = layers.BatchNormalization(name="bn1")(x)
-    x = layers.Activation("relu")(x)
-    x = layers.Conv2D(3, 3, name="conv2")(x)
+    x = skip = layers.Activation("relu")(x)
+    x = layers.Conv2D(4, 3, padding="same", name="conv2")(x)
     x = layers.BatchNormalization(name="bn2")(x)
+    x = layers.Add()([x, skip]) if residual else x
     x = layers.GlobalAveragePooling2D()(x)
+    x = layers.BatchNormalization(name="bn3")(layers.Dense(5)(x))
     return keras.Model(inputs, layers.Dense(7, activation="softmax")(x))
 
 
-def test_recalibrated_batchnorm_holds_the_population_statistics_of_its_input():
+# cache_bytes 0: the graph from the faces to each layer; 2,500: the chain sweep with nothing
+# reused (only bn3's input, 50 x 5 x 4 bytes, fits); 1 MB: each layer from the last one's input.
+SWEEPS = [(False, 0), (False, 2_500), (False, 1 << 20), (True, 1 << 20)]
+
+
+@pytest.mark.parametrize(("residual", "cache_bytes"), SWEEPS)
+def test_recalibrated_batchnorm_holds_the_population_statistics_of_its_input(
+    residual: bool, cache_bytes: int
+):
     import keras
 
-    model = _two_batchnorm_net()
+    from emotion_core.soup import is_chain
+
+    model = _batchnorm_net(residual)
+    assert is_chain(model) is not residual
     x = np.random.default_rng(0).normal(0.6, 0.3, (50, 12, 12, 1)).astype(np.float32)
+    lines: list[str] = []
     # batch 16 does not divide 50: the last, short batch must count by its size
-    assert recalibrate_batchnorm(model, x, batch=16) == 2
-    for name in ("bn1", "bn2"):  # bn2's input already passes through the recalibrated bn1
+    count = recalibrate_batchnorm(
+        model, x, batch=16, progress=lines.append, cache_bytes=cache_bytes
+    )
+    assert count == 3 and lines[-1] == "batch norm 3/3 (bn3) on 50 faces"
+    for name in ("bn1", "bn2", "bn3"):  # bn2's input already passes through the recalibrated bn1
         layer = model.get_layer(name)
         features = np.asarray(keras.Model(model.inputs, layer.input).predict(x, verbose=0))
-        np.testing.assert_allclose(layer.moving_mean, features.mean((0, 1, 2)), atol=1e-4)
-        np.testing.assert_allclose(layer.moving_variance, features.var((0, 1, 2)), rtol=1e-3)
+        axes = tuple(range(features.ndim - 1))
+        np.testing.assert_allclose(layer.moving_mean, features.mean(axes), atol=1e-4)
+        np.testing.assert_allclose(layer.moving_variance, features.var(axes), rtol=1e-3, atol=1e-6)
     # with every face in one batch, training mode (batch statistics) now equals inference mode
     np.testing.assert_allclose(
         np.asarray(model(x, training=True)), np.asarray(model(x, training=False)), atol=1e-4
@@ -134,15 +153,26 @@ def test_the_soup_cli_refuses_networks_of_different_architectures_clearly(tmp_pa
 
 def test_publish_recalibrates_batch_norm_first_unless_told_not_to(tmp_path):
     from emotion_core.inference import load_keras_model
-    from emotion_core.publish import publish_run
+    from emotion_core.publish import PUBLISH_STEPS, publish_run
 
     csv = synthetic_csv(tmp_path / "fer.csv")
     run = tmp_path / "runs" / "fast"
     train(tiny_config(csv, arch="fer-fast"), run)
-    kept = publish_run(run, "kept", models_dir=tmp_path / "a", recalibrate_faces=-1)
-    recal = publish_run(run, "recal", models_dir=tmp_path / "b", recalibrate_faces=40)
+    lines: dict[str, list[str]] = {"kept": [], "recal": []}
+    kept = publish_run(run, "kept", models_dir=tmp_path / "a", recalibrate_faces=-1,
+                       progress=lines["kept"].append)  # fmt: skip
+    recal = publish_run(run, "recal", models_dir=tmp_path / "b", recalibrate_faces=40,
+                        progress=lines["recal"].append)  # fmt: skip
     assert "recalibrated" not in kept.notes
     assert "recalibrated on 40 clean Training faces" in recal.notes
+    # the recalibration step is reported only when it runs, with each layer as a detail line
+    without_recalibration = [s for s in PUBLISH_STEPS if s != PUBLISH_STEPS[1]]
+    assert lines["kept"] == without_recalibration
+    assert [s for s in lines["recal"] if s in PUBLISH_STEPS] == list(PUBLISH_STEPS)
+    details = [s for s in lines["recal"] if s not in PUBLISH_STEPS]
+    assert details and details[0].startswith("batch norm 1/") and "on 40 faces" in details[0]
+    first_detail = lines["recal"].index(details[0])
+    assert lines["recal"][first_detail - 1] == PUBLISH_STEPS[1]
 
     # a soup of one checkpoint is a recalibration; its card says so
     assert main([str(run / "last.keras"), "--out", str(tmp_path / "runs" / "bn")]) == 0
