@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import queue
 import sys
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from emotion_core.cli import quiet_native_logs
 from emotion_core.detect import DetectorError
 from emotion_core.inference import Classifier
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
@@ -278,8 +278,7 @@ def _stderr_progress() -> ProgressFn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 with `error: ...` on bad input)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # our own errors name the file
+    quiet_native_logs()
     parser = argparse.ArgumentParser(
         prog="python -m emotion_core.analyze_video",
         description="Analyse a recorded video into a session.",

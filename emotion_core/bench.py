@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion_core.cli import quiet_native_logs
 from emotion_core.detect import DetectorError
 from emotion_core.inference import Classifier, EmotionClassifier
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
@@ -205,8 +206,7 @@ def _run_video(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 with `error: ...` on bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # our own errors name the file
+    quiet_native_logs()
     model_mode = bool(argv) and argv[0] == "model" and not Path("model").is_file()
     args = _parser(model_mode).parse_args(argv[1:] if model_mode else argv)
     try:

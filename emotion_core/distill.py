@@ -23,6 +23,7 @@ import numpy as np
 
 from emotion_core.calibration import apply_temperature
 from emotion_core.classes import CLASSES
+from emotion_core.cli import quiet_native_logs
 from emotion_core.data import DataError
 
 
@@ -115,6 +116,7 @@ def ensemble_probabilities(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: write a teacher's (or an ensemble's) probabilities on a training split to a .npz."""
+    quiet_native_logs()
     p = argparse.ArgumentParser(
         prog="python -m emotion_core.distill",
         description=__doc__,

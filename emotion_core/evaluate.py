@@ -20,6 +20,7 @@ import numpy as np
 
 from emotion_core.calibration import expected_calibration_error
 from emotion_core.classes import CLASSES
+from emotion_core.cli import quiet_native_logs
 from emotion_core.data import DataError, load_dataset
 from emotion_core.preprocess import preprocess, preprocess_batch
 from emotion_core.registry import MODELS_DIR, ModelError
@@ -169,6 +170,7 @@ def resolve_model(model: str | None) -> tuple[Any, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
+    quiet_native_logs()
     p = argparse.ArgumentParser(
         prog="python -m emotion_core.evaluate",
         description=__doc__,

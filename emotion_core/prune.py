@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from emotion_core.cli import quiet_native_logs
 from emotion_core.data import DataError
 from emotion_core.registry import ModelError
 
@@ -111,6 +112,7 @@ def _accuracy(model: Any, faces: np.ndarray, labels: np.ndarray) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_native_logs()
     p = argparse.ArgumentParser(
         prog="python -m emotion_core.prune",
         description=__doc__,

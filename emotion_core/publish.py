@@ -35,6 +35,7 @@ from emotion_core.calibration import (
     expected_calibration_error,
 )
 from emotion_core.classes import CLASSES
+from emotion_core.cli import quiet_native_logs
 from emotion_core.data import DataError, load_dataset
 from emotion_core.evaluate import predict_all, report_from_probs
 from emotion_core.fileio import read_json_object
@@ -279,6 +280,7 @@ def _stages_note(stages: Sequence[TrainingStage]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
+    quiet_native_logs()
     p = argparse.ArgumentParser(
         prog="python -m emotion_core.publish",
         description=__doc__,

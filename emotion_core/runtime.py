@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from emotion_core.cli import quiet_native_logs
 from emotion_core.data import DataError
 from emotion_core.fileio import atomic_write_bytes, atomic_write_json
 from emotion_core.registry import (
@@ -214,6 +215,7 @@ def _probe_faces(data: str | None, size: int) -> tuple[np.ndarray | None, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_native_logs()
     p = argparse.ArgumentParser(
         prog="python -m emotion_core.runtime",
         description="Add a TFLite runtime (float32, same outputs) to a registered model.",

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from emotion_core.classes import CLASSES
+from emotion_core.cli import quiet_native_logs
 from emotion_core.data import DataError
 from emotion_core.registry import ModelError
 
@@ -312,6 +313,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: average checkpoints, recalibrate batch norm, write a publishable run folder."""
+    quiet_native_logs()
     a = parse_args(argv)  # before Keras loads: --help and usage errors come at once
     import keras
 

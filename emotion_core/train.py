@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from emotion_core.classes import CLASSES
+from emotion_core.cli import quiet_native_logs
 from emotion_core.data import DataError, Dataset, load_dataset
 from emotion_core.fileio import atomic_write_json
 from emotion_core.preprocess import preprocess_batch
@@ -581,6 +582,7 @@ def _command_line() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: exit 0 on success, 2 with a clear message on bad input."""
+    quiet_native_logs()
     config, run_dir, resume, explicit = parse_args(argv)
     from emotion_core.zoo import ARCHITECTURES
 

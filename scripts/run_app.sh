@@ -9,4 +9,6 @@ if [ ! -x .venv/bin/streamlit ] || [ requirements.txt -nt .venv/.installed ]; th
   .venv/bin/pip install -q -r requirements.txt
   touch .venv/.installed
 fi
+# TensorFlow's native start-up chatter (absl, CPU feature notes) out of the server log
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 exec .venv/bin/streamlit run app.py "$@"

@@ -273,6 +273,8 @@ def test_evaluate_cli_last_line(tmp_path):
         env={"EMOTION_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    # TensorFlow's native start-up chatter (absl, CPU feature notes) is kept out of the output
+    assert "absl" not in proc.stderr and "cpu_feature_guard" not in proc.stderr, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("accuracy=") and last.endswith("n=14")
     report = json.loads(out.read_text())

@@ -1,0 +1,13 @@
+"""What every `python -m emotion_core.<module>` command does before it loads TensorFlow."""
+
+from __future__ import annotations
+
+import os
+
+
+def quiet_native_logs() -> None:
+    """Hide TensorFlow's and FFmpeg's native start-up chatter (CPU feature notes, absl
+    warnings): our own messages name what went wrong. Explicit settings in the environment
+    win. TFLite's one "Created XNNPACK delegate" line has no switch and stays."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
