@@ -809,12 +809,75 @@ class TrainingJobRunner:
             current = _ACTIVATIONS.get(key)
             if current is not None and not current.view().finished:
                 raise JobError(f"model {current.name!r} is being activated; wait for it to finish")
+            elsewhere = self._activation_elsewhere()
+            if elsewhere:
+                raise JobError(
+                    f"model {elsewhere.get('name')!r} is being activated by another server "
+                    f"process (pid {elsewhere.get('pid')}); wait for it to finish"
+                )
+            marker = self.models_dir / ACTIVATION_MARKER
+            record = {"run_id": run_id, "name": name, "pid": os.getpid(), "started": time.time()}
+            try:
+                atomic_write_json(marker, record)
+            except OSError as exc:
+                raise JobError(f"cannot start the activation: {exc}") from exc
             job = ActivationJob(run_id, name)
             _ACTIVATIONS[key] = job
         # NOTE: the job outlives a closed tab; current_activation() hands it to whichever page
-        # asks next.
-        job.start(job.run, "activation", activate=self.activate)
+        # asks next. The marker file outlives the process: a server stopped mid-activation is
+        # noticed by recover_interrupted_activation() after the restart.
+        job.start(job.run, "activation", activate=self.activate, marker=marker)
         return job
+
+    def _activation_elsewhere(self) -> dict[str, Any]:
+        """The marker of an activation that another live process started here recently, or
+        {} (none, ours, or stale: its process is gone or it is older than a day)."""
+        record = read_json_object(self.models_dir / ACTIVATION_MARKER)
+        pid = _int(record.get("pid"))
+        fresh = time.time() - float(record.get("started", 0) or 0) < MARKER_STALE_S
+        if not record or pid == os.getpid() or not fresh:
+            return {}
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return {}
+        except (PermissionError, OverflowError, ValueError):
+            pass
+        return record
+
+    def recover_interrupted_activation(self) -> InterruptedActivation | None:
+        """After a restart (or any loss of the worker): the activation a marker file says was
+        running but no process runs any more. Deletes what it left (the model's files unless
+        it was registered) and the marker, so that it is reported once; None when there is
+        nothing to recover."""
+        marker = self.models_dir / ACTIVATION_MARKER
+        if not marker.exists():
+            return None
+        job = self.current_activation()
+        if (job is not None and not job.view().finished) or self._activation_elsewhere():
+            return None
+        record = read_json_object(marker)
+        name = str(record.get("name", ""))
+        registered = bool(name) and any(
+            c.name == name for c in registry.list_models(self.models_dir)
+        )
+        removed: list[str] = []
+        if name and not registered:
+            with contextlib.suppress(ModelError):
+                validate_name(name)
+                for ext in (".keras", ".keras.tmp", ".tflite", ".json"):
+                    leftover = self.models_dir / f"{name}{ext}"
+                    if leftover.exists():
+                        leftover.unlink()
+                        removed.append(leftover.name)
+        marker.unlink(missing_ok=True)
+        return InterruptedActivation(
+            run_id=str(record.get("run_id", "?")),
+            name=name or "?",
+            started=float(record.get("started", 0) or 0),
+            registered=registered,
+            removed=tuple(removed),
+        )
 
     def current_activation(self) -> ActivationJob | None:
         """The last activation started into this models folder by this process, if any."""
@@ -827,6 +890,22 @@ class TrainingJobRunner:
             key = self.models_dir.resolve()
             if _ACTIVATIONS.get(key) is job and job.view().finished:
                 del _ACTIVATIONS[key]
+
+
+ACTIVATION_MARKER = ".activation.json"  # in the models folder while an activation runs
+MARKER_STALE_S = 24 * 3600.0  # an older marker of a live pid is a reused pid, not an activation
+
+
+@dataclass(frozen=True)
+class InterruptedActivation:
+    """An activation whose server process stopped before it ended (see
+    TrainingJobRunner.recover_interrupted_activation)."""
+
+    run_id: str
+    name: str
+    started: float  # epoch seconds
+    registered: bool  # it had got as far as registering the model (the default may not be it)
+    removed: tuple[str, ...]  # the half-written files deleted
 
 
 @dataclass(frozen=True)
@@ -872,9 +951,10 @@ class ActivationJob(WorkerJob[ActivationView]):
             else:
                 self._detail = line
 
-    def run(self, activate: Callable[..., ModelCard]) -> None:
+    def run(self, activate: Callable[..., ModelCard], marker: Path | None = None) -> None:
         """Thread body: activate(run_id, name, progress=...); every failure becomes `error`,
-        a sentence for the user (the registry is then as it was, see activate)."""
+        a sentence for the user (the registry is then as it was, see activate). The marker
+        file (see start_activation) is removed once it has ended, either way."""
         card, error = None, None
         try:
             card = activate(self.run_id, self.name, progress=self.report)
@@ -882,6 +962,10 @@ class ActivationJob(WorkerJob[ActivationView]):
             error = f"Not activated: {exc}. The default model is unchanged."
         except Exception as exc:  # noqa: BLE001  shown to the user instead of a dead thread
             error = f"Not activated: {type(exc).__name__}: {exc}. The default model is unchanged."
+        finally:
+            if marker is not None:
+                with contextlib.suppress(OSError):
+                    marker.unlink(missing_ok=True)
         with self._lock:
             self._card, self._error = card, error
             self._mark_ended()

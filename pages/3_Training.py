@@ -28,6 +28,7 @@ from emotion_core.classes import CLASSES
 from emotion_core.jobs import (
     DatasetSummary,
     DeviceInfo,
+    InterruptedActivation,
     JobError,
     RunInfo,
     RunProgress,
@@ -344,6 +345,29 @@ def activation_panel() -> None:
     )
 
 
+def show_interrupted_activation(lost: InterruptedActivation | None) -> None:
+    """Say once that an activation stopped with its server process, and what that left."""
+    if lost is None:
+        return
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(lost.started)) if lost.started else "?"
+    if lost.registered:
+        outcome = (
+            f"It had registered **{lost.name}**; check in Registered models below which model "
+            "is the default."
+        )
+    else:
+        outcome = (
+            "Nothing was registered and the default model is unchanged; activate run "
+            f"{lost.run_id} again to publish it."
+        )
+        if lost.removed:
+            outcome += f" Removed the half-written files: {', '.join(lost.removed)}."
+    st.warning(
+        f"The activation of run {lost.run_id} as **{lost.name}** (started {when}) stopped "
+        f"with the server before it ended. {outcome}"
+    )
+
+
 def _suggest_name(info: RunInfo) -> str:
     taken = {c.name for c in registry.list_models(ui_common.models_dir())}
     base = "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in info.run_id)[:70]
@@ -522,6 +546,8 @@ def main() -> None:
     jobs = runner()
     if jobs.current_activation() is not None:
         activation_panel()
+    else:
+        show_interrupted_activation(jobs.recover_interrupted_activation())
     runs = jobs.list_runs()
     busy = next((r for r in runs if r.running), None)
 

@@ -297,6 +297,64 @@ def test_activation_runs_in_the_background_step_by_step(
     assert not list(models.glob("doomed.*"))
 
 
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_an_activation_cut_off_by_a_restart_is_reported_once_and_cleaned_up(
+    finished: tuple[Path, str, list], tmp_path: Path
+) -> None:
+    source, run_id, _ = finished
+    models = tmp_path / "models"
+    shutil.copytree(source / "runs" / run_id, models / "runs" / run_id)
+    registry.register_model(models / "runs" / run_id / "best.keras",
+                            ModelCard(name="old-default", arch="tiny"), models, True)  # fmt: skip
+    runner = TrainingJobRunner(models / "runs")
+    marker = models / jobs.ACTIVATION_MARKER
+    assert runner.recover_interrupted_activation() is None  # nothing ran
+
+    # an activation that ends leaves no marker behind
+    view = runner.start_activation(run_id, "fine").wait(300)
+    assert view.finished and view.error is None and not marker.exists()
+    runner.forget_activation(runner.current_activation())  # type: ignore[arg-type]
+    assert runner.recover_interrupted_activation() is None
+
+    # the server died while publishing "lost": half-written files, the marker
+    def cut_off(name: str, pid: int) -> None:
+        marker.write_text(json.dumps({"run_id": run_id, "name": name, "pid": pid,
+                                      "started": time.time() - 60}))  # fmt: skip
+
+    cut_off("lost", _dead_pid())
+    (models / "lost.keras").write_bytes(b"half")
+    (models / "lost.tflite").write_bytes(b"half")
+    lost = runner.recover_interrupted_activation()
+    assert lost is not None and lost.name == "lost" and lost.run_id == run_id
+    assert not lost.registered and set(lost.removed) == {"lost.keras", "lost.tflite"}
+    assert not list(models.glob("lost.*")) and not marker.exists()
+    assert runner.recover_interrupted_activation() is None  # reported once
+    assert registry.default_model_name(models) == "fine"
+
+    # it had registered its model before the stop: the model is kept
+    cut_off("fine", _dead_pid())
+    kept = runner.recover_interrupted_activation()
+    assert kept is not None and kept.registered and kept.removed == ()
+    assert (models / "fine.keras").exists()
+
+    # another live server process is activating: not ours to recover, and no second one starts
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        cut_off("theirs", other.pid)
+        assert runner.recover_interrupted_activation() is None
+        with pytest.raises(JobError, match="another server process"):
+            runner.start_activation(run_id, "mine")
+    finally:
+        other.kill()
+        other.wait()
+    assert runner.recover_interrupted_activation() is not None  # its process is gone now
+
+
 def test_arch_for_init_model_spots_folded_files(tmp_path: Path) -> None:
     files = {"bn": '{"class_name": "BatchNormalization"}', "folded": '{"class_name": "Conv2D"}'}
     for name, config in files.items():

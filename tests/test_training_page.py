@@ -216,6 +216,23 @@ def test_evaluation_and_activation_switch_the_default(
     assert any("fresh-model" in c for c in texts(at, "caption").splitlines())
 
 
+def test_an_activation_cut_off_by_a_server_restart_is_reported_once(env: dict[str, Any]) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    marker = env["models"] / jobs.ACTIVATION_MARKER
+    marker.write_text(json.dumps({"run_id": "done", "name": "half-done", "pid": gone.pid,
+                                  "started": time.time() - 120}))  # fmt: skip
+    (env["models"] / "half-done.keras").write_bytes(b"partial")
+    at = run_page()
+    warning = texts(at, "warning")
+    assert "run done as **half-done**" in warning and "stopped with the server" in warning
+    assert "default model is unchanged" in warning and "half-done.keras" in warning
+    assert not (env["models"] / "half-done.keras").exists() and not marker.exists()
+    assert registry.default_model_name(env["models"]) == "old-default"
+    run_page(at)
+    assert "stopped with the server" not in texts(at, "warning")  # said once
+
+
 def test_registered_models_are_compared_and_the_default_can_change(
     env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
