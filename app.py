@@ -31,15 +31,19 @@ try:
 except ModelError as exc:
     st.error(f"No usable default model: {exc}")
 else:
+    st.markdown(f"**{card.name}** (the model the Live and Video pages use)")
     cols = st.columns(4)
-    cols[0].metric("Model", card.name)
-    cols[1].metric("Val. accuracy", f"{card.val_accuracy:.1%}" if card.val_accuracy else "n/a")
+    cols[0].metric("Val. accuracy", f"{card.val_accuracy:.1%}" if card.val_accuracy else "n/a")
+    cols[1].metric(
+        "With flip TTA", f"{card.val_accuracy_tta:.1%}" if card.val_accuracy_tta else "n/a"
+    )
     cols[2].metric("Macro-F1", f"{card.val_macro_f1:.3f}" if card.val_macro_f1 else "n/a")
     cols[3].metric("CPU ms/face", f"{card.cpu_ms_per_face}" if card.cpu_ms_per_face else "n/a")
     st.caption(
         f"Architecture {card.arch}, {card.params:,} parameters, trained on {card.training_data} "
         f"({card.training_split}; validated on {card.validation_split}). "
-        f"{len(list_models(models_dir))} model(s) in the registry."
+        f"{len(list_models(models_dir))} model(s) in the registry; compare them on the "
+        "Training page."
     )
 
 st.warning(

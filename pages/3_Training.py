@@ -101,8 +101,14 @@ def show_flash() -> None:
         getattr(st, kind)(text)
 
 
-def show_curves(metrics: pd.DataFrame) -> None:
+def show_curves(metrics: pd.DataFrame, hparams: dict[str, Any] | None = None) -> None:
     if metrics.empty:
+        if (hparams or {}).get("recalibrated_on"):  # an emotion_core.soup run
+            st.caption(
+                "No training curves: this run trained no epochs; it averages other runs' "
+                "weights or recalibrates batch norm (emotion_core.soup)."
+            )
+            return
         st.caption("Curves appear after the first epoch.")
         return
     left, right = st.columns(2)
@@ -267,7 +273,7 @@ def ended_panel(progress: RunProgress, busy: RunInfo | None) -> None:
             else:
                 flash("success", f"Resumed run {handle.run_id} from its last checkpoint.")
                 st.rerun()
-    show_curves(progress.metrics)
+    show_curves(progress.metrics, progress.hparams)
     left, right = st.columns(2)
     with left:
         st.markdown("#### This run (validation split)")
@@ -415,7 +421,7 @@ def models_section(activating: bool) -> None:
         "CPU time per face, measured on the machine that published the model (dashed: the live "
         f"path's {LIVE_BUDGET_MS:.0f} ms budget). The Live page runs the default without TTA."
     )
-    others = [card.name for card in cards if card.name != default]
+    others = [name for name in frame["model"] if name != default]  # most accurate first
     if not others:
         return
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")

@@ -216,6 +216,17 @@ def test_evaluation_and_activation_switch_the_default(
     assert any("fresh-model" in c for c in texts(at, "caption").splitlines())
 
 
+def test_a_soup_run_says_why_it_has_no_curves(env: dict[str, Any]) -> None:
+    run = write_run(env["runs"], "souped", {"kind": "end", "state": "finished"}, env["data"],
+                    env["model"])  # fmt: skip
+    (run / "metrics.csv").unlink()
+    hparams = json.loads((run / "hparams.json").read_text())
+    (run / "hparams.json").write_text(json.dumps(hparams | {"recalibrated_on": "Training"}))
+    at = run_page()
+    assert "trained no epochs" in texts(at, "caption")
+    assert "Curves appear after the first epoch" not in texts(at, "caption")
+
+
 def test_an_activation_cut_off_by_a_server_restart_is_reported_once(env: dict[str, Any]) -> None:
     gone = subprocess.Popen(["true"])
     gone.wait()

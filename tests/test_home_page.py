@@ -1,0 +1,53 @@
+"""app.py (the home page) under streamlit's AppTest, with a temporary model registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from emotion_core import registry
+from emotion_core.registry import ModelCard
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def run_home(models: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("EMOTION_MODELS_DIR", str(models))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_home_names_the_active_model_and_its_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emotion_core.zoo import make_tiny_model
+
+    make_tiny_model().save(tmp_path / "tiny.keras")
+    models = tmp_path / "models"
+    figures = {"val_accuracy": 0.7155, "val_accuracy_tta": 0.7208, "val_macro_f1": 0.7025}
+    card = ModelCard(name="a-rather-long-model-name-v12", arch="tiny", cpu_ms_per_face=3.18,
+                     **figures)  # fmt: skip
+    registry.register_model(tmp_path / "tiny.keras", card, models, make_default=True)
+    registry.register_model(tmp_path / "tiny.keras", ModelCard(name="other", arch="tiny"), models)
+    at = run_home(models, monkeypatch)
+    markdown = "\n".join(str(m.value) for m in at.markdown)
+    assert "**a-rather-long-model-name-v12**" in markdown  # in full, not cut to a metric's width
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Val. accuracy": "71.5%", "With flip TTA": "72.1%",
+                       "Macro-F1": "0.703", "CPU ms/face": "3.18"}  # fmt: skip
+    assert "2 model(s) in the registry" in at.caption[-1].value
+    assert "Responsible use" in at.warning[0].value
+
+
+def test_home_without_a_usable_default_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = tmp_path / "empty"
+    models.mkdir()
+    at = run_home(models, monkeypatch)
+    assert "No usable default model" in at.error[0].value
+    assert not at.metric
