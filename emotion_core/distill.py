@@ -10,6 +10,12 @@ written by this module's CLI (small enough to carry to a GPU machine instead of 
 
 Several --teacher options (each a .keras file or an earlier .npz) make an ensemble teacher: the
 mean of their probabilities.
+
+Live ("consistent") distillation instead runs the teachers inside the training step on the very
+augmented view the student sees (`python -m emotion_core.train --live-teacher --teacher
+a.keras,b.keras`): the targets then say how the teachers read a shifted, rotated, partly erased
+face, not the clean one (Beyer et al. 2022, "Knowledge distillation: a good teacher is patient
+and consistent"). It costs the teachers' forward passes in every step.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -112,6 +119,80 @@ def ensemble_probabilities(
     each = [load_teacher(str(teacher), faces, labels) for teacher in teachers]
     agreements = [float((probs.argmax(axis=1) == labels).mean()) for probs in each]
     return np.mean(each, axis=0).astype(np.float32), agreements
+
+
+def teacher_paths(spec: str) -> list[Path]:
+    """The .keras files of a live teacher spec "a.keras,b.keras" (checked to exist)."""
+    paths = [Path(part.strip()) for part in spec.split(",") if part.strip()]
+    if not paths:
+        raise TeacherError("live distillation needs at least one teacher .keras file")
+    for path in paths:
+        if path.suffix != ".keras":
+            raise TeacherError(f"{path}: a live teacher must be a .keras file (not probabilities)")
+        if not path.exists():
+            raise TeacherError(f"{path}: teacher file not found")
+    return paths
+
+
+def live_distillation_trainer(student: Any, teachers: Sequence[Any], temperature: float) -> Any:
+    """The training graph of live distillation: faces (N, 48, 48, 1) -> (N, 2C), the student's
+    probabilities then the teachers' mean softened probabilities, both on the same augmented
+    view. The student must be a plain stack whose second layer is its "augment" layer; it shares
+    its layers (so its weights train), the teachers are frozen and run in inference mode."""
+    import keras
+
+    from emotion_core.soup import is_chain
+
+    layers = list(student.layers)
+    if not is_chain(student) or len(layers) < 3 or layers[1].name != "augment":
+        raise TeacherError(
+            "live distillation needs a plain-stack student with its augmentation layer "
+            "(a zoo architecture trained with augmentation)"
+        )
+    if temperature <= 0:
+        raise TeacherError(f"distillation temperature must be > 0, got {temperature}")
+    faces = keras.Input(tuple(student.input_shape[1:]), name="faces")
+    views = layers[1](faces)
+    x = views
+    for layer in layers[2:]:
+        x = layer(x)
+    softened = []
+    for k, teacher in enumerate(teachers, start=1):
+        teacher.trainable = False
+        # NOTE: a fresh wrapper per teacher: two teachers (or a teacher and the student) may
+        # share a name, and names must be unique in the training graph.
+        named = keras.Model(teacher.inputs, teacher.outputs[0], name=f"teacher_{k}")
+        probs = named(views, training=False)
+        softened.append(keras.ops.softmax(keras.ops.log(probs + 1e-7) / temperature, axis=-1))
+    mean = softened[0] if len(softened) == 1 else keras.ops.mean(keras.ops.stack(softened), 0)
+    both = keras.layers.Concatenate(name="student_and_teacher")([x, keras.ops.stop_gradient(mean)])
+    return keras.Model(faces, both, name=f"{student.name}-live-kd")
+
+
+def live_distillation_loss(alpha: float) -> Any:
+    """Cross-entropy of the student (first half of y_pred) against alpha x teachers (second
+    half) + (1 - alpha) x y_true (label-smoothed one-hot, (N, C))."""
+    import keras
+
+    if not 0.0 <= alpha <= 1.0:
+        raise TeacherError(f"distillation alpha must be in [0, 1], got {alpha}")
+
+    def live_distillation(y_true: Any, y_pred: Any) -> Any:
+        classes = keras.ops.shape(y_true)[-1]
+        student, teacher = y_pred[:, :classes], y_pred[:, classes:]
+        target = alpha * teacher + (1.0 - alpha) * keras.ops.cast(y_true, student.dtype)
+        return keras.losses.categorical_crossentropy(target, student)
+
+    return live_distillation
+
+
+def accuracy(y_true: Any, y_pred: Any) -> Any:
+    """The student's accuracy when y_pred holds the student's then the teachers' probabilities
+    (logged as 'accuracy', like a plain run's)."""
+    import keras
+
+    classes = keras.ops.shape(y_true)[-1]
+    return keras.metrics.categorical_accuracy(y_true, y_pred[:, :classes])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

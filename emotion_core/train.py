@@ -63,6 +63,7 @@ class TrainConfig:
     teacher: str = ""  # distil from this .keras teacher or its probabilities .npz (distill.py)
     distill_alpha: float = 0.5  # weight of the teacher's softened probabilities in the targets
     distill_temperature: float = 2.0
+    live_teacher: bool = False  # teacher = "a.keras,b.keras" run in each step on the same view
 
 
 # ---------------------------------------------------------------- progress interface
@@ -156,8 +157,9 @@ def build_model(config: TrainConfig, steps_per_epoch: int) -> Any:
     return _compile(model, config)
 
 
-def _compile(model: Any, config: TrainConfig) -> Any:
-    """Compile with the configured optimizer and (soft-target) cross-entropy."""
+def _compile(model: Any, config: TrainConfig, live: bool = False) -> Any:
+    """Compile with the configured optimizer and (soft-target) cross-entropy; live: a
+    distill.live_distillation_trainer, against its own teachers' outputs."""
     import keras
 
     if config.optimizer == "adamw":
@@ -168,6 +170,15 @@ def _compile(model: Any, config: TrainConfig) -> Any:
         optimizer = keras.optimizers.SGD(
             config.learning_rate, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
         )
+    if live:
+        from emotion_core.distill import accuracy, live_distillation_loss
+
+        model.compile(
+            optimizer=optimizer,
+            loss=live_distillation_loss(config.distill_alpha),
+            metrics=[accuracy],
+        )
+        return model
     model.compile(
         optimizer=optimizer,
         # NOTE: with a teacher the smoothing is already inside the soft targets.
@@ -177,6 +188,17 @@ def _compile(model: Any, config: TrainConfig) -> Any:
         metrics=["accuracy"],
     )
     return model
+
+
+def live_trainer(student: Any, config: TrainConfig) -> Any:
+    """The compiled live-distillation graph around student (see distill.py); the teachers are
+    the .keras files in config.teacher."""
+    from emotion_core.distill import live_distillation_trainer, teacher_paths
+    from emotion_core.inference import load_keras_model
+
+    teachers = [load_keras_model(path) for path in teacher_paths(config.teacher)]
+    trainer = live_distillation_trainer(student, teachers, config.distill_temperature)
+    return _compile(trainer, config, live=True)
 
 
 def lr_at(config: TrainConfig, epoch: int, progress: float) -> float:
@@ -202,7 +224,10 @@ def _make_callbacks(
     prior_elapsed: float,
     best_so_far: float,
     stop_flag: dict[str, bool],
+    network: Any = None,
 ) -> list[Any]:
+    """network: what the checkpoints hold (default: the model being fit; with live
+    distillation, the student inside it)."""
     import keras
 
     class RunCallback(keras.callbacks.Callback):  # type: ignore[misc]
@@ -280,12 +305,13 @@ def _make_callbacks(
             logs = {k: float(v) for k, v in (logs or {}).items()}
             lr = float(np.asarray(self.model.optimizer.learning_rate))
             self.epoch_times.append(time.time() - self.epoch_started)
-            self.model.save(run_dir / "last.keras")
+            saved = network if network is not None else self.model
+            saved.save(run_dir / "last.keras")
             val_acc = logs.get("val_accuracy", logs.get("accuracy", 0.0))
             if val_acc > self.best:
                 self.best = val_acc
                 self.since_best = 0
-                self.model.save(run_dir / "best.keras")
+                saved.save(run_dir / "best.keras")
             else:
                 self.since_best += 1
             row = {
@@ -352,7 +378,11 @@ def train(
     steps = math.ceil(len(x_train) / config.batch_size)
     n = len(CLASSES)
     y_train_targets = keras.utils.to_categorical(y_train, n)
-    if config.teacher:
+    if config.teacher and config.live_teacher:
+        # NOTE: the teachers' part of the targets is computed in each step (distill.py).
+        smoothing = config.label_smoothing
+        y_train_targets = y_train_targets * (1.0 - smoothing) + smoothing / n
+    elif config.teacher:
         from emotion_core.distill import distillation_targets, load_teacher
 
         _emit_simple(listeners, "start", config, f"teacher probabilities from {config.teacher}")
@@ -377,8 +407,13 @@ def train(
         )
         state = json.loads(state_file.read_text())
         initial_epoch, prior_elapsed, best = state["epoch"], state["elapsed_s"], state["best"]
-        model = keras.saving.load_model(run_dir / "last.keras", safe_mode=True)
-        if getattr(model, "optimizer", None) is None:
+        live = config.live_teacher
+        model = keras.saving.load_model(run_dir / "last.keras", compile=not live, safe_mode=True)
+        if live:
+            # NOTE: the checkpoints hold the student alone; the optimizer state of the
+            # training graph around it is not saved, so a resumed live run starts a new one.
+            print("note: live distillation resumes with a fresh optimizer", flush=True)
+        elif getattr(model, "optimizer", None) is None:
             # NOTE: checkpoints slimmed for transfer (scripts/gpu_train.sh) have no optimizer
             # state; training goes on with a fresh optimizer at the scheduled learning rate.
             print(f"note: {run_dir / 'last.keras'} has no optimizer state; starting a new one")
@@ -389,6 +424,12 @@ def train(
         for stale in ("metrics.csv", "resume.json", "last.keras", "best.keras", "eval.json"):
             (run_dir / stale).unlink(missing_ok=True)
         model = build_model(config, steps)
+    network = model  # what the checkpoints hold
+    if config.live_teacher:
+        if not config.teacher:
+            raise ValueError("--live-teacher needs --teacher a.keras[,b.keras...]")
+        _emit_simple(listeners, "start", config, f"live teachers {config.teacher}")
+        model = live_trainer(network, config)
     from emotion_core.jobs import describe_hardware
 
     atomic_write_json(
@@ -399,7 +440,7 @@ def train(
             "train_counts": train_set.class_counts(),
             "val_counts": val_set.class_counts(),
             "backend": keras.backend.backend(),
-            "params": int(model.count_params()),
+            "params": int(network.count_params()),
             "hardware": describe_hardware(),
             "command": _command_line(),
         },
@@ -407,7 +448,7 @@ def train(
 
     # Train
     callbacks = _make_callbacks(
-        config, run_dir, listeners, steps, initial_epoch, prior_elapsed, best, stop_flag
+        config, run_dir, listeners, steps, initial_epoch, prior_elapsed, best, stop_flag, network
     )
     started = time.time()
     if initial_epoch < config.epochs:
@@ -523,6 +564,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, Path, bo
     )
     p.add_argument("--distill-alpha", type=float, default=defaults.distill_alpha)
     p.add_argument("--distill-temperature", type=float, default=defaults.distill_temperature)
+    p.add_argument(
+        "--live-teacher",
+        action="store_true",
+        help="run the --teacher .keras files (comma-separated) in each training step on the "
+        "student's augmented view, instead of fixed probabilities of the clean faces",
+    )
     p.add_argument("--out", default="", help="run folder (default models/runs/<time>-<arch>)")
     p.add_argument(
         "--resume", action="store_true", help="continue from the run folder's last.keras"
@@ -551,6 +598,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, Path, bo
         teacher=a.teacher,
         distill_alpha=a.distill_alpha,
         distill_temperature=a.distill_temperature,
+        live_teacher=a.live_teacher,
     )
     from emotion_core.registry import MODELS_DIR
 

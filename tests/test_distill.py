@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,71 @@ def test_resume_from_a_checkpoint_without_optimizer_state(tmp_path):
     slim.save(run / "last.keras")
     summary = train(tiny_config(csv, epochs=2), run, resume=True)
     assert summary["epochs_done"] == 2
+
+
+def test_live_distillation_shows_teachers_and_student_the_same_view(tmp_path):
+    import keras
+
+    from emotion_core.distill import (
+        TeacherError,
+        live_distillation_loss,
+        live_distillation_trainer,
+        soften,
+    )
+    from emotion_core.zoo import make_tiny_model
+
+    keras.utils.set_random_seed(3)
+    student, teachers = make_tiny_model(augment=True), [make_tiny_model(), make_tiny_model()]
+    trainer = live_distillation_trainer(student, teachers, temperature=2.0)
+    faces = np.random.default_rng(0).random((5, 48, 48, 1), dtype=np.float32)
+    out = np.asarray(trainer(faces, training=False))
+    assert out.shape == (5, 14)
+    np.testing.assert_allclose(out[:, :7], np.asarray(student(faces)), atol=1e-5)
+    expected = np.mean([soften(np.asarray(t(faces)), 2.0) for t in teachers], axis=0)
+    np.testing.assert_allclose(out[:, 7:], expected, atol=1e-4)
+    # in training mode the view is augmented, and the teachers see that same view
+    view = np.asarray(trainer(faces, training=True))
+    assert not np.allclose(view[:, 7:], expected, atol=1e-4)
+    np.testing.assert_allclose(view[:, 7:].sum(axis=1), 1.0, atol=1e-5)
+
+    # the loss is the cross-entropy against alpha x teachers + (1 - alpha) x labels
+    labels = np.eye(7, dtype=np.float32)[[0, 1, 2, 3, 4]]
+    loss = np.asarray(live_distillation_loss(0.25)(labels, out))
+    target = 0.25 * out[:, 7:] + 0.75 * labels
+    np.testing.assert_allclose(loss, -(target * np.log(out[:, :7])).sum(axis=1), rtol=1e-4)
+
+    # one step trains the student only
+    teacher_weights = [w.copy() for w in teachers[0].get_weights()]
+    student_weights = [w.copy() for w in student.get_weights()]
+    trainer.compile(optimizer="sgd", loss=live_distillation_loss(0.5))
+    trainer.fit(faces, labels, epochs=1, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(teacher_weights, teachers[0].get_weights()))
+    assert not all(np.array_equal(a, b) for a, b in zip(student_weights, student.get_weights()))
+
+    with pytest.raises(TeacherError, match="augmentation layer"):
+        live_distillation_trainer(make_tiny_model(augment=False), teachers, 2.0)
+
+
+def test_live_distillation_trains_resumes_and_refuses_probability_files(tmp_path):
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    train(tiny_config(csv, epochs=1), tmp_path / "teacher")
+    teacher = str(tmp_path / "teacher" / "best.keras")
+    config = tiny_config(csv, teacher=f"{teacher},{teacher}", live_teacher=True, epochs=1)
+    run = tmp_path / "live"
+    assert train(config, run)["state"] == "finished"
+    hparams = json.loads((run / "hparams.json").read_text())
+    assert hparams["live_teacher"] is True and hparams["params"] > 0
+    from emotion_core.inference import load_keras_model
+
+    student = load_keras_model(run / "best.keras")  # the plain student, not the training graph
+    assert student.output_shape == (None, 7) and json.loads((run / "eval.json").read_text())["n"]
+    assert train(replace(config, epochs=2), run, resume=True)["epochs_done"] == 2
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "emotion_core.train", "--data", str(csv), "--arch", "tiny",
+         "--epochs", "1", "--live-teacher", "--teacher", str(tmp_path / "t.npz"),
+         "--out", str(tmp_path / "bad")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "must be a .keras file" in proc.stderr
