@@ -246,15 +246,22 @@ def test_activate_switches_default_and_bad_names_change_nothing(
     assert registry.default_model_name(models) == "new-model"
 
 
-def test_activation_runs_in_the_background_step_by_step(
-    finished: tuple[Path, str, list], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def models_with_finished_run(
+    finished: tuple[Path, str, list], tmp_path: Path
+) -> tuple[Path, str, TrainingJobRunner]:
+    """A models folder holding a copy of the finished run and a default model 'old-default'."""
     source, run_id, _ = finished
     models = tmp_path / "models"
     shutil.copytree(source / "runs" / run_id, models / "runs" / run_id)
     registry.register_model(models / "runs" / run_id / "best.keras",
                             ModelCard(name="old-default", arch="tiny"), models, True)  # fmt: skip
-    runner = TrainingJobRunner(models / "runs")
+    return models, run_id, TrainingJobRunner(models / "runs")
+
+
+def test_activation_runs_in_the_background_step_by_step(
+    finished: tuple[Path, str, list], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models, run_id, runner = models_with_finished_run(finished, tmp_path)
     gate, stages = threading.Event(), []
     real = jobs._publish_run()
 
@@ -306,12 +313,7 @@ def _dead_pid() -> int:
 def test_an_activation_cut_off_by_a_restart_is_reported_once_and_cleaned_up(
     finished: tuple[Path, str, list], tmp_path: Path
 ) -> None:
-    source, run_id, _ = finished
-    models = tmp_path / "models"
-    shutil.copytree(source / "runs" / run_id, models / "runs" / run_id)
-    registry.register_model(models / "runs" / run_id / "best.keras",
-                            ModelCard(name="old-default", arch="tiny"), models, True)  # fmt: skip
-    runner = TrainingJobRunner(models / "runs")
+    models, run_id, runner = models_with_finished_run(finished, tmp_path)
     marker = models / jobs.ACTIVATION_MARKER
     assert runner.recover_interrupted_activation() is None  # nothing ran
 
