@@ -300,6 +300,13 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
+def _float(value: Any, default: float = 0.0) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
 def _pid_alive(pid: int | None) -> bool:
     """True when pid is a live (not zombie) training process."""
     if not pid or pid <= 0:
@@ -834,7 +841,7 @@ class TrainingJobRunner:
         {} (none, ours, or stale: its process is gone or it is older than a day)."""
         record = read_json_object(self.models_dir / ACTIVATION_MARKER)
         pid = _int(record.get("pid"))
-        fresh = time.time() - float(record.get("started", 0) or 0) < MARKER_STALE_S
+        fresh = time.time() - _float(record.get("started")) < MARKER_STALE_S
         if not record or pid == os.getpid() or not fresh:
             return {}
         try:
@@ -867,14 +874,15 @@ class TrainingJobRunner:
                 validate_name(name)
                 for ext in (".keras", ".keras.tmp", ".tflite", ".json"):
                     leftover = self.models_dir / f"{name}{ext}"
-                    if leftover.exists():
+                    with contextlib.suppress(OSError):
                         leftover.unlink()
                         removed.append(leftover.name)
-        marker.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            marker.unlink(missing_ok=True)
         return InterruptedActivation(
             run_id=str(record.get("run_id", "?")),
             name=name or "?",
-            started=float(record.get("started", 0) or 0),
+            started=_float(record.get("started")),
             registered=registered,
             removed=tuple(removed),
         )
