@@ -426,6 +426,8 @@ def config_to_args(config: TrainConfig) -> list[str]:
     if config.teacher:
         args += ["--teacher", config.teacher, "--distill-alpha", repr(config.distill_alpha),
                  "--distill-temperature", repr(config.distill_temperature)]  # fmt: skip
+    if config.live_teacher:
+        args.append("--live-teacher")
     return args
 
 

@@ -125,6 +125,8 @@ def test_config_round_trips_through_the_cli(tmp_path: Path) -> None:
     parsed, out, resume, *_ = parse_args([*jobs.config_to_args(config), "--out", str(tmp_path)])
     assert parsed == config and out == tmp_path and not resume
     assert jobs.config_from_dict(json.loads(json.dumps(config.__dict__))) == config
+    live = replace(config, teacher="/a.keras,/b.keras", live_teacher=True)
+    assert parse_args([*jobs.config_to_args(live), "--out", str(tmp_path)])[0] == live
 
 
 def test_dead_running_status_is_interrupted(tmp_path: Path) -> None:

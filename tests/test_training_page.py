@@ -216,17 +216,6 @@ def test_evaluation_and_activation_switch_the_default(
     assert any("fresh-model" in c for c in texts(at, "caption").splitlines())
 
 
-def test_a_soup_run_says_why_it_has_no_curves(env: dict[str, Any]) -> None:
-    run = write_run(env["runs"], "souped", {"kind": "end", "state": "finished"}, env["data"],
-                    env["model"])  # fmt: skip
-    (run / "metrics.csv").unlink()
-    hparams = json.loads((run / "hparams.json").read_text())
-    (run / "hparams.json").write_text(json.dumps(hparams | {"recalibrated_on": "Training"}))
-    at = run_page()
-    assert "trained no epochs" in texts(at, "caption")
-    assert "Curves appear after the first epoch" not in texts(at, "caption")
-
-
 def test_an_activation_cut_off_by_a_server_restart_is_reported_once(env: dict[str, Any]) -> None:
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -343,12 +332,27 @@ def test_distil_from_a_run_checkpoint(env: dict[str, Any]) -> None:
     hparams = json.loads((env["runs"] / run_id / "hparams.json").read_text())
     assert hparams["teacher"] == str(teacher_run / "best.keras")
 
+    # live: the teacher runs in every step on the (augmented) view the student sees
+    run_page(at)  # the first run has ended: Start is enabled again
+    at.checkbox(key="train_augment").check()
+    at.checkbox(key="train_live").check()
+    at.button(key="train_start").click()
+    run_page(at)
+    live_id = at.selectbox(key="train_run").value
+    launch = json.loads((env["runs"] / live_id / "launch.json").read_text())
+    assert live_id != run_id and launch["config"]["live_teacher"] is True
+    assert "--live-teacher" in launch["command"]
+    assert jobs.TrainingJobRunner(env["runs"]).wait(live_id, 120).state == "finished"
+
 
 def test_a_recalibrated_run_says_its_figures_are_after_recalibration(env: dict[str, Any]) -> None:
     run = write_run(env["runs"], "soup", {"kind": "end", "state": "finished"}, env["data"],
                     env["model"])  # fmt: skip
     hparams = json.loads((run / "hparams.json").read_text())
     (run / "hparams.json").write_text(json.dumps(hparams | {"recalibrated_on": "Training"}))
+    (run / "metrics.csv").unlink()  # a soup trains no epochs
     at = run_page()
     assert "(batch norm recalibrated)" in texts(at, "caption")
     assert "before Activate" not in texts(at, "caption")
+    assert "trained no epochs" in texts(at, "caption")
+    assert "Curves appear after the first epoch" not in texts(at, "caption")
