@@ -503,7 +503,8 @@ def new_run_form(busy: RunInfo | None) -> None:
             help="The teacher sees exactly the shifted, rotated, partly erased face the student "
             "sees, in every step, instead of giving fixed probabilities of the clean faces. "
             "Slower per step (a vgg-m40 student with a vgg-m40 teacher: ~5% on CPU); needs a "
-            "student with augmentation (from scratch, or a run's checkpoint).",
+            "student with its augmentation layer: from scratch, or fine-tuning a VGG model "
+            "(registered fer-fast models are folded without it).",
         )  # fmt: skip
         t1, t2 = st.columns(2)
         alpha = float(t1.number_input("Teacher weight (alpha)", 0.0, 1.0, 0.5, 0.1,
