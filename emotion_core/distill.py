@@ -64,10 +64,14 @@ def distillation_targets(
         raise TeacherError(f"distillation alpha must be in [0, 1], got {alpha}")
     if temperature <= 0:
         raise TeacherError(f"distillation temperature must be > 0, got {temperature}")
-    num_classes = teacher.shape[1]
-    one_hot = np.eye(num_classes, dtype=np.float32)[labels]
-    one_hot = one_hot * (1.0 - label_smoothing) + label_smoothing / num_classes
+    one_hot = smoothed_one_hot(labels, teacher.shape[1], label_smoothing)
     return alpha * soften(teacher, temperature) + (1.0 - alpha) * one_hot
+
+
+def smoothed_one_hot(labels: np.ndarray, num_classes: int, smoothing: float) -> np.ndarray:
+    """Label-smoothed one-hot targets (N, C) of labels (N,)."""
+    one_hot = np.eye(num_classes, dtype=np.float32)[labels]
+    return one_hot * (1.0 - smoothing) + smoothing / num_classes
 
 
 def save_teacher_file(path: Path, probs: np.ndarray, labels: np.ndarray, source: str) -> None:

@@ -801,12 +801,16 @@ class TrainingJobRunner:
             raise JobError(f"run {run_id!r} is still running; wait for it to end or cancel it")
         if not (info.path / "best.keras").exists():
             raise JobError(f"run {run_id!r} has no best.keras (no epoch finished)")
-        targets = [self.models_dir / f"{name}{ext}" for ext in (".keras", ".json", ".tflite")]
+        targets = self._model_files(name)
         if any(t.exists() for t in targets):
             raise ModelError(
                 f"a model named {name!r} already exists in {self.models_dir}; choose another name"
             )
         return info, targets
+
+    def _model_files(self, name: str) -> list[Path]:
+        """The files model `name` has in the models folder once registered."""
+        return [self.models_dir / f"{name}{ext}" for ext in (".keras", ".json", ".tflite")]
 
     def start_activation(self, run_id: str, name: str) -> ActivationJob:
         """Start `activate` on a daemon thread and return the job to poll. What would fail at
@@ -873,9 +877,9 @@ class TrainingJobRunner:
         removed: list[str] = []
         if name and not registered:
             with contextlib.suppress(ModelError):
-                validate_name(name)
-                for ext in (".keras", ".keras.tmp", ".tflite", ".json"):
-                    leftover = self.models_dir / f"{name}{ext}"
+                # NOTE: also registry.register_model's temporary copy of the .keras file.
+                tmp = self.models_dir / f"{validate_name(name)}.keras.tmp"
+                for leftover in [*self._model_files(name), tmp]:
                     with contextlib.suppress(OSError):
                         leftover.unlink()
                         removed.append(leftover.name)

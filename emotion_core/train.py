@@ -379,9 +379,10 @@ def train(
     n = len(CLASSES)
     y_train_targets = keras.utils.to_categorical(y_train, n)
     if config.teacher and config.live_teacher:
+        from emotion_core.distill import smoothed_one_hot
+
         # NOTE: the teachers' part of the targets is computed in each step (distill.py).
-        smoothing = config.label_smoothing
-        y_train_targets = y_train_targets * (1.0 - smoothing) + smoothing / n
+        y_train_targets = smoothed_one_hot(y_train, n, config.label_smoothing)
     elif config.teacher:
         from emotion_core.distill import distillation_targets, load_teacher
 
