@@ -1,14 +1,20 @@
-"""Carry a checkpoint to a GPU machine at half its size, and rebuild it there.
+"""Carry a checkpoint to a GPU machine at half its size (or a quarter), and rebuild it there.
 
-A call carries at most 64 MiB and the data pack alone is ~55 MB, so a 15 MB `last.keras` to
+A call carries at most 64 MiB and the data pack alone is ~40-55 MB, so a 15 MB `last.keras` to
 fine-tune does not fit beside it; its weights as float16 (half the bytes) do:
 
     python scripts/f16_weights.py pack models/runs/m40-kd/last.keras .ft/m40.npz      # here
     python scripts/f16_weights.py restore vgg-m40 .ft/m40.npz /tmp/init.keras         # there
 
+(`restore` takes several ARCH IN OUT triples at once.)
+
 `restore` builds the zoo architecture (with its augmentation layer, as training saves it) and
 loads the weights as float32; the outputs stay within ~1e-3 of the original's. Then
 `train --init-model /tmp/init.keras` continues from it.
+
+`pack --int8` stores every kernel (conv, dense) as int8 with one float32 scale per output
+channel (symmetric, max-abs), the rest as float16: a quarter of the bytes, for frozen teachers
+that are only run (live distillation), not trained further.
 """
 
 from __future__ import annotations
@@ -23,29 +29,61 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from emotion_core.zoo import make_model  # noqa: E402  (registers FaceAugment for loading)
 
 
-def pack(checkpoint: str, out: str) -> None:
-    """Write every weight array of a .keras checkpoint as float16 into an .npz."""
+def quantize(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 values (same shape) and float32 scales (out_channels,) of a kernel (..., out)."""
+    flat = kernel.reshape(-1, kernel.shape[-1]).astype(np.float32)
+    scales = np.abs(flat).max(axis=0) / 127.0
+    scales[scales == 0] = 1.0
+    return np.round(kernel / scales).clip(-127, 127).astype(np.int8), scales.astype(np.float32)
+
+
+def pack(checkpoint: str, out: str, int8: bool = False) -> None:
+    """Write every weight array of a .keras checkpoint as float16 (kernels as int8 with
+    per-channel scales when int8) into an .npz."""
     from emotion_core.inference import load_keras_model
 
     weights = load_keras_model(Path(checkpoint)).get_weights()
-    np.savez(out, **{f"w{i}": w.astype(np.float16) for i, w in enumerate(weights)})
+    arrays: dict[str, np.ndarray] = {}
+    for i, w in enumerate(weights):
+        if int8 and w.ndim >= 2:
+            arrays[f"q{i}"], arrays[f"s{i}"] = quantize(w)
+        else:
+            arrays[f"w{i}"] = w.astype(np.float16)
+    np.savez(out, **arrays)
     print(f"{out}: {len(weights)} arrays, {Path(out).stat().st_size / 1e6:.1f} MB")
+
+
+def unpack(arrays: np.lib.npyio.NpzFile) -> list[np.ndarray]:
+    """The float32 weights of a packed .npz, in order."""
+    count = sum(1 for name in arrays.files if name[0] in "wq")
+    return [
+        arrays[f"w{i}"].astype(np.float32)
+        if f"w{i}" in arrays.files
+        else arrays[f"q{i}"].astype(np.float32) * arrays[f"s{i}"]
+        for i in range(count)
+    ]
 
 
 def restore(arch: str, packed: str, out: str) -> None:
     """Build `arch` from the zoo, load the packed weights as float32 and save it as .keras."""
     model = make_model(arch=arch, augment=True)
     with np.load(packed) as arrays:
-        model.set_weights([arrays[f"w{i}"].astype(np.float32) for i in range(len(arrays.files))])
+        model.set_weights(unpack(arrays))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
     print(f"{out}: {arch} rebuilt from {packed}")
 
 
 if __name__ == "__main__":
-    usage = "usage: f16_weights.py pack CHECKPOINT OUT.npz | restore ARCH IN.npz OUT.keras"
-    if len(sys.argv) == 4 and sys.argv[1] == "pack":
-        pack(sys.argv[2], sys.argv[3])
-    elif len(sys.argv) == 5 and sys.argv[1] == "restore":
-        restore(sys.argv[2], sys.argv[3], sys.argv[4])
+    usage = (
+        "usage: f16_weights.py pack CHECKPOINT OUT.npz [--int8] | "
+        "restore ARCH IN.npz OUT.keras [ARCH IN.npz OUT.keras ...]"
+    )
+    args = sys.argv[1:]
+    if args[:1] == ["pack"] and (len(args) == 3 or (len(args) == 4 and args[3] == "--int8")):
+        pack(args[1], args[2], int8=len(args) == 4)
+    elif args[:1] == ["restore"] and len(args) >= 4 and len(args) % 3 == 1:
+        for k in range(1, len(args), 3):  # several in one process: one Keras start-up
+            restore(args[k], args[k + 1], args[k + 2])
     else:
         sys.exit(usage)

@@ -116,6 +116,20 @@ def test_compact_pack_round_trip(tmp_path):
         np.testing.assert_array_equal(a.labels, b.labels)
 
 
+def test_compact_pack_can_store_training_faces_lossy_and_keeps_validation_exact(tmp_path):
+    path = synthetic_csv(tmp_path / "fer.csv", n_train=14, n_val=7)
+    splits = ("Training", "PublicTest")
+    exact = pack_npz(path, tmp_path / "exact.npz", splits=splits, compact=True)
+    lossy = pack_npz(path, tmp_path / "lossy.npz", splits=splits, compact=True, training_quality=90)
+    assert lossy.stat().st_size < exact.stat().st_size
+    train, original = load_dataset(lossy, "Training"), load_fer_csv(path, "Training")
+    difference = np.abs(train.images.astype(int) - original.images)
+    assert 0 < difference.mean() < 8  # close to the faces, not the same bytes
+    np.testing.assert_array_equal(train.labels, original.labels)
+    val = load_dataset(lossy, "PublicTest")
+    np.testing.assert_array_equal(val.images, load_fer_csv(path, "PublicTest").images)
+
+
 def test_preprocess_shapes_and_range():
     bgr = np.full((120, 90, 3), 255, np.uint8)
     out = preprocess(bgr)

@@ -73,7 +73,12 @@ def test_concurrent_runs_come_back_slim_and_a_failed_run_fails_the_script(tmp_pa
     assert json.loads((back / "c" / "hparams.json").read_text())["init_model"] == str(init)
 
 
-def test_a_checkpoint_travels_as_float16_and_is_rebuilt_with_the_same_predictions(tmp_path):
+@pytest.mark.parametrize(
+    ("flags", "size_ratio", "atol"), [((), 0.55, 2e-3), (("--int8",), 0.3, 2e-2)]
+)
+def test_a_checkpoint_travels_as_float16_or_int8_and_is_rebuilt_with_the_same_predictions(
+    tmp_path, flags, size_ratio, atol
+):
     import keras
 
     from emotion_core.inference import load_keras_model
@@ -83,16 +88,19 @@ def test_a_checkpoint_travels_as_float16_and_is_rebuilt_with_the_same_prediction
     original = make_model(arch="vgg-s", augment=True)
     original.save(tmp_path / "last.keras")
     packed, rebuilt = tmp_path / "w.npz", tmp_path / "init.keras"
-    for args in (["pack", tmp_path / "last.keras", packed], ["restore", "vgg-s", packed, rebuilt]):
+    for args in (
+        ["pack", tmp_path / "last.keras", packed, *flags],
+        ["restore", "vgg-s", packed, rebuilt],
+    ):
         subprocess.run(
             [sys.executable, "scripts/f16_weights.py", *map(str, args)],
             check=True, cwd=ROOT, timeout=300,
         )  # fmt: skip
-    assert packed.stat().st_size < 0.55 * (tmp_path / "last.keras").stat().st_size
+    assert packed.stat().st_size < size_ratio * (tmp_path / "last.keras").stat().st_size
     faces = np.random.default_rng(0).random((16, 48, 48, 1), dtype=np.float32)
     before = original.predict(faces, verbose=0)
     after = load_keras_model(rebuilt).predict(faces, verbose=0)
-    np.testing.assert_allclose(after, before, atol=2e-3)
+    np.testing.assert_allclose(after, before, atol=atol)
     assert (after.argmax(1) == before.argmax(1)).mean() >= 0.9
 
 
