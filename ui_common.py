@@ -1,4 +1,4 @@
-"""Shared Streamlit UI: the nervousness-rule sidebar used by the Analysis and Live pages.
+"""Shared Streamlit UI: the page list and the nervousness-rule sidebar used by the pages.
 
 The current rule lives in ``st.session_state[RULE_KEY]`` as a dict (NervousnessRule.to_dict()),
 so it survives page switches; the sidebar widgets (keys starting with ``rule_``) are rebuilt
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from emotion_core import inference, registry
 from emotion_core.classes import CLASSES
@@ -65,6 +66,31 @@ VERDICT_ICONS = {
     "inconclusive": ":gray[inconclusive]",
     "not enough data": ":gray[not enough data]",
 }
+
+
+# The sidebar's page list, in the order a session's work goes. Streamlit's own list is hidden
+# (.streamlit/config.toml: client.showSidebarNavigation) because it names the home page after
+# its file, "app", and sorts the others by file name.
+PAGES = (
+    ("app.py", "Home", "🙂"),
+    ("pages/1_Live.py", "Live", "🎥"),
+    ("pages/2_Analysis.py", "Analysis", "📊"),
+    ("pages/4_Video.py", "Video", "🎬"),
+    ("pages/3_Training.py", "Training", "🧠"),
+)
+
+
+def page_nav() -> None:
+    """Links to every page at the top of the sidebar; none when a page runs on its own (e.g.
+    under AppTest), where the other pages are unknown to Streamlit."""
+    slot = st.sidebar.empty()
+    try:
+        with slot.container():
+            for path, label, icon in PAGES:
+                st.page_link(path, label=label, icon=icon)
+            st.divider()
+    except StreamlitAPIException:
+        slot.empty()
 
 
 def _saved_settings() -> Settings:

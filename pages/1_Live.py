@@ -311,6 +311,7 @@ def render_stats(snap: LiveSnapshot, rule: NervousnessRule, playing: bool) -> No
 
 def main() -> None:
     st.set_page_config(page_title="Live - Emotion analytics", page_icon="🎥", layout="wide")
+    ui_common.page_nav()
     st.title("🎥 Live")
     aggregator, processor = live_objects()
 

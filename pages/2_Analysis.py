@@ -361,6 +361,7 @@ def detail_section(
 
 
 def main() -> None:
+    ui_common.page_nav()
     st.title("Session analysis")
     st.caption(
         "The nervousness verdict is a heuristic indicator from a facial-expression classifier - "

@@ -178,6 +178,7 @@ def outcome_panel(view: JobView) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="Video analysis - Emotion analytics", page_icon="🎬")
+    ui_common.page_nav()
     st.title("🎬 Video analysis")
     limit_mb, limit_warning = max_video_mb()
     st.caption(

@@ -51,3 +51,19 @@ def test_home_without_a_usable_default_says_so(
     at = run_home(models, monkeypatch)
     assert "No usable default model" in at.error[0].value
     assert not at.metric
+
+
+def test_the_sidebar_lists_the_pages_home_first_on_every_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMOTION_SESSIONS_DIR", str(tmp_path / "sessions"))
+    at = run_home(tmp_path, monkeypatch)
+    expected = ["Home", "Live", "Analysis", "Video", "Training"]  # not "app", not by file name
+    assert [link.proto.label for link in at.sidebar.get("page_link")] == expected
+    at.switch_page("pages/2_Analysis.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Session analysis"
+    links = at.sidebar.get("page_link")
+    assert [link.proto.label for link in links] == expected
+    assert [link.proto.page for link in links][1:] == expected[1:]  # URLs /Live, /Analysis, ...
