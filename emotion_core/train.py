@@ -5,7 +5,8 @@
 
 Writes to the run folder: hparams.json, status.json (live progress), metrics.csv (per epoch),
 last.keras (every epoch, with optimizer state, for --resume), best.keras (best val accuracy),
-eval.json (evaluation of best.keras on the validation split when training ends).
+eval.json (evaluation of best.keras on the validation split when training ends); with live
+distillation, whose checkpoints hold the student alone, also optimizer.npz (for --resume).
 Backend-agnostic: TensorFlow here, KERAS_BACKEND=jax on a GPU box.
 """
 
@@ -201,6 +202,41 @@ def live_trainer(student: Any, config: TrainConfig) -> Any:
     return _compile(trainer, config, live=True)
 
 
+OPTIMIZER_STATE = "optimizer.npz"  # a live-distillation run's optimizer variables
+
+
+def save_optimizer_state(optimizer: Any, path: Path) -> None:
+    """Write an optimizer's variables (step count, moments: one array per variable) to .npz,
+    atomically: a live-distillation run's checkpoints hold the student alone."""
+    import keras
+
+    partial = path.with_name(path.stem + ".partial.npz")
+    np.savez(partial, *[keras.ops.convert_to_numpy(v) for v in optimizer.variables])
+    os.replace(partial, path)
+
+
+def restore_optimizer_state(model: Any, path: Path) -> int | None:
+    """Build model's optimizer on its trainable variables and load the saved ones; the step
+    count restored, or None (nothing loaded) when the file is missing, unreadable or made for
+    another graph."""
+    import keras
+
+    optimizer = model.optimizer
+    optimizer.build(model.trainable_variables)
+    try:
+        with np.load(path) as saved:
+            values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    except (OSError, ValueError, KeyError):
+        return None
+    variables = list(optimizer.variables)
+    shapes = [tuple(v.shape) for v in variables]
+    if shapes != [value.shape for value in values]:
+        return None
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value)
+    return int(keras.ops.convert_to_numpy(optimizer.iterations))
+
+
 def lr_at(config: TrainConfig, epoch: int, progress: float) -> float:
     """Learning rate for an epoch; progress in [0, 1] is the epoch or time fraction done."""
     if epoch < config.warmup_epochs:
@@ -307,6 +343,8 @@ def _make_callbacks(
             self.epoch_times.append(time.time() - self.epoch_started)
             saved = network if network is not None else self.model
             saved.save(run_dir / "last.keras")
+            if saved is not self.model:  # live distillation: the student alone, so also
+                save_optimizer_state(self.model.optimizer, run_dir / OPTIMIZER_STATE)
             val_acc = logs.get("val_accuracy", logs.get("accuracy", 0.0))
             if val_acc > self.best:
                 self.best = val_acc
@@ -410,11 +448,8 @@ def train(
         initial_epoch, prior_elapsed, best = state["epoch"], state["elapsed_s"], state["best"]
         live = config.live_teacher
         model = keras.saving.load_model(run_dir / "last.keras", compile=not live, safe_mode=True)
-        if live:
-            # NOTE: the checkpoints hold the student alone; the optimizer state of the
-            # training graph around it is not saved, so a resumed live run starts a new one.
-            print("note: live distillation resumes with a fresh optimizer", flush=True)
-        elif getattr(model, "optimizer", None) is None:
+        # (live: the training graph around the student, and its optimizer state, below)
+        if not live and getattr(model, "optimizer", None) is None:
             # NOTE: checkpoints slimmed for transfer (scripts/gpu_train.sh) have no optimizer
             # state; training goes on with a fresh optimizer at the scheduled learning rate.
             print(f"note: {run_dir / 'last.keras'} has no optimizer state; starting a new one")
@@ -422,7 +457,8 @@ def train(
     else:
         if resume:
             print(f"note: {run_dir} has no checkpoint to resume from; starting fresh", flush=True)
-        for stale in ("metrics.csv", "resume.json", "last.keras", "best.keras", "eval.json"):
+        stale_files = ("metrics.csv", "resume.json", "last.keras", "best.keras", "eval.json")
+        for stale in (*stale_files, OPTIMIZER_STATE):
             (run_dir / stale).unlink(missing_ok=True)
         model = build_model(config, steps)
     network = model  # what the checkpoints hold
@@ -431,6 +467,12 @@ def train(
             raise ValueError("--live-teacher needs --teacher a.keras[,b.keras...]")
         _emit_simple(listeners, "start", config, f"live teachers {config.teacher}")
         model = live_trainer(network, config)
+        if initial_epoch:
+            step = restore_optimizer_state(model, run_dir / OPTIMIZER_STATE)
+            # NOTE: without the file (a run from before it was saved, or slimmed for transfer)
+            # training goes on with a fresh optimizer at the scheduled learning rate.
+            what = f"its optimizer state (step {step})" if step is not None else "a new optimizer"
+            print(f"note: live distillation resumes with {what}", flush=True)
     from emotion_core.jobs import describe_hardware
 
     atomic_write_json(

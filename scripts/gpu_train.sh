@@ -71,8 +71,8 @@ if [ -n "${AFTER_RUNS:-}" ]; then
     echo "== after the runs: $AFTER_RUNS"
     OUT="$OUT" bash -c "$AFTER_RUNS" || status=1
 fi
-# Only the checkpoints each run keeps, without optimizer state (a third of the size);
-# --init-model continues them.
+# Only the checkpoints each run keeps, without optimizer state (a third of the size; a live-
+# distillation run's optimizer.npz stays there too); --init-model or --resume continue them.
 for i in "${!names[@]}"; do
     for checkpoint in best last; do
         [[ ",${keeps[$i]}," == *",$checkpoint,"* ]] || rm -f "$runs/${names[$i]}/$checkpoint.keras"
@@ -85,6 +85,6 @@ for path in sorted(pathlib.Path(sys.argv[1]).glob("*/*.keras")):
     load_keras_model(path).save(path)
     print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
 PYEOF
-(cd "$runs" && tar cf - --exclude=CANCEL "${names[@]}") | split -b 15M -d - "$OUT/${TAR:-runs}.tar."
+(cd "$runs" && tar cf - --exclude=CANCEL --exclude=optimizer.npz "${names[@]}") | split -b 15M -d - "$OUT/${TAR:-runs}.tar."
 ls -l "$OUT"
 exit "$status"

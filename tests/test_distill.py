@@ -193,6 +193,37 @@ def test_live_distillation_shows_teachers_and_student_the_same_view(tmp_path):
         live_distillation_trainer(make_tiny_model(augment=False), teachers, 2.0)
 
 
+def test_a_live_runs_optimizer_state_is_restored_exactly_or_not_at_all(tmp_path):
+    import keras
+
+    from emotion_core.train import restore_optimizer_state, save_optimizer_state
+    from emotion_core.zoo import make_tiny_model
+
+    def compiled() -> keras.Model:
+        keras.utils.set_random_seed(0)
+        model = make_tiny_model()
+        model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="categorical_crossentropy")
+        return model
+
+    faces = np.random.default_rng(0).random((8, 48, 48, 1), dtype=np.float32)
+    labels = np.eye(7, dtype=np.float32)[np.arange(8) % 7]
+    trained = compiled()
+    trained.fit(faces, labels, epochs=3, batch_size=4, verbose=0)
+    save_optimizer_state(trained.optimizer, tmp_path / "optimizer.npz")
+    resumed = compiled()
+    assert restore_optimizer_state(resumed, tmp_path / "optimizer.npz") == 6
+    for mine, theirs in zip(resumed.optimizer.variables, trained.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+
+    other = make_tiny_model(num_classes=3)  # another graph: nothing is loaded
+    other.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="categorical_crossentropy")
+    assert restore_optimizer_state(other, tmp_path / "optimizer.npz") is None
+    assert int(np.asarray(other.optimizer.iterations)) == 0
+    (tmp_path / "broken.npz").write_bytes(b"not a zip file")
+    assert restore_optimizer_state(resumed, tmp_path / "broken.npz") is None
+    assert restore_optimizer_state(resumed, tmp_path / "missing.npz") is None
+
+
 def test_live_distillation_trains_resumes_and_refuses_probability_files(tmp_path):
     csv = synthetic_csv(tmp_path / "fer.csv")
     train(tiny_config(csv, epochs=1), tmp_path / "teacher")
@@ -206,7 +237,12 @@ def test_live_distillation_trains_resumes_and_refuses_probability_files(tmp_path
 
     student = load_keras_model(run / "best.keras")  # the plain student, not the training graph
     assert student.output_shape == (None, 7) and json.loads((run / "eval.json").read_text())["n"]
+    with np.load(run / "optimizer.npz") as saved:  # written with every epoch's checkpoint
+        step_after_one_epoch = int(saved["arr_0"])
+    assert step_after_one_epoch > 0
     assert train(replace(config, epochs=2), run, resume=True)["epochs_done"] == 2
+    with np.load(run / "optimizer.npz") as saved:  # the step count went on, not from zero
+        assert int(saved["arr_0"]) == 2 * step_after_one_epoch
 
     proc = subprocess.run(
         [sys.executable, "-m", "emotion_core.train", "--data", str(csv), "--arch", "tiny",
