@@ -121,21 +121,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("source", type=Path, help="a trained zoo VGG-BN .keras file")
     p.add_argument("--keep", type=float, default=0.75, help="fraction of channels kept")
     p.add_argument("--data", required=True, help="FER-2013 CSV, folder root or .npz pack")
-    p.add_argument("--calibration-faces", type=int, default=12800)
+    p.add_argument(
+        "--calibration-faces", type=int, default=12800, help="faces for batch norm (0: all)"
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     from emotion_core.data import load_dataset
     from emotion_core.inference import load_keras_model
     from emotion_core.preprocess import preprocess_batch
-    from emotion_core.soup import recalibrate_batchnorm
+    from emotion_core.soup import recalibrate_batchnorm, sample_faces
 
     try:
         source = load_keras_model(a.source)
         pruned = prune_vgg(source, a.keep)
         train = load_dataset(a.data, "Training")
-        pick = np.random.default_rng(a.seed).permutation(len(train))[: a.calibration_faces]
-        recalibrate_batchnorm(pruned, preprocess_batch(train.images[pick]))  # clean faces
+        clean = sample_faces(train.images, a.calibration_faces, a.seed)
+        recalibrate_batchnorm(pruned, clean)
         a.out.parent.mkdir(parents=True, exist_ok=True)
         pruned.save(a.out)
         val = load_dataset(a.data, "PublicTest")
