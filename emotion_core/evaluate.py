@@ -191,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(
+        f"model {model_name} ({classifier.runtime} runtime), {dataset.split} of {a.data}: "
+        f"{len(dataset)} faces, {'with flip TTA' if a.tta else 'no TTA'}"
+    )
     labels = dataset.labels
     missed = 0
     if a.detect_faces:
@@ -216,12 +220,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{name:>9}  precision={row['precision']:.3f} recall={row['recall']:.3f} "
             f"f1={row['f1']:.3f} support={row['support']}"
         )
+    problem = ""
     if a.json:
         out = Path(a.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2))
-        save_confusion_png(np.array(report["confusion_matrix"]), out.with_suffix(".png"))
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=2))
+            save_confusion_png(np.array(report["confusion_matrix"]), out.with_suffix(".png"))
+        except OSError as exc:  # e.g. a full disk: the figures still get printed
+            problem = f"error: cannot write the report {out}: {exc}"
     print(f"accuracy={report['accuracy']:.4f} macro_f1={report['macro_f1']:.4f} n={report['n']}")
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     return 0
 
 

@@ -277,9 +277,22 @@ def test_evaluate_cli_last_line(tmp_path):
     assert "absl" not in proc.stderr and "cpu_feature_guard" not in proc.stderr, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("accuracy=") and last.endswith("n=14")
+    assert proc.stdout.startswith(f"model {tmp_path / 'm.keras'} (keras runtime), PublicTest of")
+    assert "14 faces, with flip TTA" in proc.stdout.splitlines()[0]
     report = json.loads(out.read_text())
     assert np.array(report["confusion_matrix"]).sum() == 14
     assert out.with_suffix(".png").exists()
+
+    (tmp_path / "a-file").write_text("")  # a report that cannot be written: figures, then why
+    proc = subprocess.run(
+        [sys.executable, "-m", "emotion_core.evaluate", "--model", str(tmp_path / "m.keras"),
+         "--data", str(csv), "--json", str(tmp_path / "a-file" / "report.json")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={"EMOTION_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "cannot write the report" in proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("accuracy=")
 
 
 def test_emotion_core_never_imports_ui_packages():

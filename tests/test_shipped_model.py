@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
-from helpers_data import SHARED_DATA
+from helpers_data import SHARED_DATA, write_fer_csv
 
 from emotion_core.calibration import apply_temperature, expected_calibration_error
 from emotion_core.data import load_dataset
@@ -90,3 +95,24 @@ def test_every_registered_model_scores_what_its_card_says(card, public_test):
     assert classifier.runtime == card.runtime and not classifier.runtime_problem
     report = report_from_probs(predict_all(classifier, public_test[0]), public_test[1])
     assert report["accuracy"] == pytest.approx(card.val_accuracy, abs=0.002)
+
+
+def test_the_official_test_split_command_measures_the_shipped_default(tmp_path, public_test):
+    """#3 is measured outside with `python -m emotion_core.evaluate --data <FER-2013 CSV> --split
+    PrivateTest`: on a full-format CSV (all three usages; here PublicTest faces stand in for the
+    PrivateTest rows we do not have) it scores the default model, without TTA."""
+    data = load_dataset(SHARED_DATA / "fer2013" / "fer2013.csv.gz", "PublicTest")
+    rows = [(int(label), image, "Training") for image, label in zip(data.images[:5], data.labels)]
+    rows += [(int(label), image, usage) for usage in ("PublicTest", "PrivateTest")
+             for image, label in zip(data.images[:300], data.labels[:300])]  # fmt: skip
+    csv = write_fer_csv(tmp_path / "fer2013.csv", rows)
+    proc = subprocess.run(
+        [sys.executable, "-m", "emotion_core.evaluate", "--data", csv, "--split", "PrivateTest"],
+        capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1],
+        env=os.environ | {"EMOTION_CACHE_DIR": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    expected = predict_all(load_classifier(), public_test[0][:300]).argmax(1) == data.labels[:300]
+    assert last.startswith(f"accuracy={expected.mean():.4f} ") and last.endswith(" n=300"), last
+    assert default_model_name() in proc.stdout
