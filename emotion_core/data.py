@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -279,31 +280,23 @@ def pack_npz(
             continue
     if not parts:
         raise DataError(f"{source}: none of the splits {list(splits)} could be loaded")
-    out = Path(out)
-    images = np.concatenate([p.images for p in parts])
-    if compact:
-        blobs = [
-            cv2.imencode(".webp", im, [cv2.IMWRITE_WEBP_QUALITY, quality])[1]
-            for p in parts
-            for quality in [training_quality if p.split == "Training" else LOSSLESS]
-            for im in p.images
-        ]
-        offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
-        np.savez(
-            out,
-            encoded=np.concatenate(blobs).ravel(),
-            offsets=offsets,
-            labels=np.concatenate([p.labels for p in parts]).astype(np.uint8),
-            usage=np.concatenate([np.full(len(p), p.split) for p in parts]),
-        )
-        return out
-    np.savez_compressed(
-        out,
-        images=images,
-        labels=np.concatenate([p.labels for p in parts]).astype(np.uint8),
-        usage=np.concatenate([np.full(len(p), p.split) for p in parts]),
-    )
-    return out
+    columns: dict[str, Any] = {
+        "labels": np.concatenate([p.labels for p in parts]).astype(np.uint8),
+        "usage": np.concatenate([np.full(len(p), p.split) for p in parts]),
+    }
+    if not compact:
+        images = np.concatenate([p.images for p in parts])
+        np.savez_compressed(Path(out), images=images, **columns)
+        return Path(out)
+    blobs = [
+        cv2.imencode(".webp", im, [cv2.IMWRITE_WEBP_QUALITY, quality])[1]
+        for p in parts
+        for quality in [training_quality if p.split == "Training" else LOSSLESS]
+        for im in p.images
+    ]
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+    np.savez(Path(out), encoded=np.concatenate(blobs).ravel(), offsets=offsets, **columns)
+    return Path(out)
 
 
 def load_dataset(path: Path | str, split: str = "Training", skip_bad: bool = True) -> Dataset:

@@ -448,7 +448,8 @@ def train(
         initial_epoch, prior_elapsed, best = state["epoch"], state["elapsed_s"], state["best"]
         live = config.live_teacher
         model = keras.saving.load_model(run_dir / "last.keras", compile=not live, safe_mode=True)
-        # (live: the training graph around the student, and its optimizer state, below)
+        # (a live run's checkpoint is the student alone: its training graph and optimizer
+        # state are rebuilt below)
         if not live and getattr(model, "optimizer", None) is None:
             # NOTE: checkpoints slimmed for transfer (scripts/gpu_train.sh) have no optimizer
             # state; training goes on with a fresh optimizer at the scheduled learning rate.

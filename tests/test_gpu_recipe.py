@@ -87,10 +87,10 @@ def test_a_checkpoint_travels_as_float16_or_int8_and_is_rebuilt_with_the_same_pr
     keras.utils.set_random_seed(3)
     original = make_model(arch="vgg-s", augment=True)
     original.save(tmp_path / "last.keras")
-    packed, rebuilt = tmp_path / "w.npz", tmp_path / "init.keras"
+    packed, rebuilt, again = tmp_path / "w.npz", tmp_path / "init.keras", tmp_path / "t" / "2.keras"
     for args in (
         ["pack", tmp_path / "last.keras", packed, *flags],
-        ["restore", "vgg-s", packed, rebuilt],
+        ["restore", "vgg-s", packed, rebuilt, "vgg-s", packed, again],  # several in one call
     ):
         subprocess.run(
             [sys.executable, "scripts/f16_weights.py", *map(str, args)],
@@ -101,6 +101,7 @@ def test_a_checkpoint_travels_as_float16_or_int8_and_is_rebuilt_with_the_same_pr
     before = original.predict(faces, verbose=0)
     after = load_keras_model(rebuilt).predict(faces, verbose=0)
     np.testing.assert_allclose(after, before, atol=atol)
+    np.testing.assert_array_equal(load_keras_model(again).predict(faces, verbose=0), after)
     assert (after.argmax(1) == before.argmax(1)).mean() >= 0.9
 
 
