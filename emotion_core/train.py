@@ -153,9 +153,42 @@ def build_model(config: TrainConfig, steps_per_epoch: int) -> Any:
 
     if config.init_model:
         model = keras.saving.load_model(config.init_model, compile=False, safe_mode=True)
+        model, note = with_augmentation(model, config.augment)
+        if note:
+            print(f"note: {note}", flush=True)
     else:
         model = make_model((48, 48, 1), len(CLASSES), config.arch, augment=config.augment)
     return _compile(model, config)
+
+
+def with_augmentation(model: Any, augment: bool) -> tuple[Any, str]:
+    """A fine-tune's start model with an augmentation layer exactly when `augment`: one added
+    after the input (registered fer-fast models are published folded, without it) or its own
+    removed (--no-augment), with copies of the other layers and their weights. Plain stacks only
+    (soup.is_chain); returns (model, what changed or why not; "" when nothing had to)."""
+    import keras
+
+    from emotion_core.soup import is_chain
+    from emotion_core.zoo import make_augmentation
+
+    layers = list(model.layers)
+    has_it = any(layer.name == "augment" for layer in layers)
+    if has_it == augment:
+        return model, ""
+    if not is_chain(model):
+        kept = "keeps its augmentation layer" if has_it else "trains without augmentation"
+        return model, f"{model.name} is not a plain stack of layers, so it {kept}"
+    inputs = keras.Input(tuple(model.input_shape[1:]), name=layers[0].name)
+    x = make_augmentation()(inputs) if augment else inputs
+    for layer in layers[1:]:
+        if layer.name != "augment":
+            # NOTE: copies, not the layers themselves: a layer called in two graphs has two
+            # inputs, and the copy must stay a plain stack (live distillation checks it).
+            copy = type(layer).from_config(layer.get_config())
+            x = copy(x)
+            copy.set_weights(layer.get_weights())
+    what = "added an augmentation layer to" if augment else "removed the augmentation layer of"
+    return keras.Model(inputs, x, name=model.name), f"{what} {model.name}"
 
 
 def _compile(model: Any, config: TrainConfig, live: bool = False) -> Any:

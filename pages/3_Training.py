@@ -502,9 +502,9 @@ def new_run_form(busy: RunInfo | None) -> None:
             "Run the teacher on every augmented view (live distillation)", key="train_live",
             help="The teacher sees exactly the shifted, rotated, partly erased face the student "
             "sees, in every step, instead of giving fixed probabilities of the clean faces. "
-            "Slower per step (a vgg-m40 student with a vgg-m40 teacher: ~5% on CPU); needs a "
-            "student with its augmentation layer: from scratch, or fine-tuning a VGG model "
-            "(registered fer-fast models are folded without it).",
+            "Slower per step (a vgg-m40 student with a vgg-m40 teacher: ~5% on CPU); needs "
+            "augmentation on (a registered model published without its augmentation layer "
+            "gets a new one).",
         )  # fmt: skip
         t1, t2 = st.columns(2)
         alpha = float(t1.number_input("Teacher weight (alpha)", 0.0, 1.0, 0.5, 0.1,

@@ -244,6 +244,13 @@ def test_live_distillation_trains_resumes_and_refuses_probability_files(tmp_path
     with np.load(run / "optimizer.npz") as saved:  # the step count went on, not from zero
         assert int(saved["arr_0"]) == 2 * step_after_one_epoch
 
+    # a student published without its augmentation layer (registered fer-fast) gets one
+    from emotion_core.zoo import make_tiny_model
+
+    make_tiny_model().save(tmp_path / "folded.keras")
+    folded = replace(config, init_model=str(tmp_path / "folded.keras"))
+    assert train(folded, tmp_path / "live-folded")["state"] == "finished"
+
     proc = subprocess.run(
         [sys.executable, "-m", "emotion_core.train", "--data", str(csv), "--arch", "tiny",
          "--epochs", "1", "--live-teacher", "--teacher", str(tmp_path / "t.npz"),

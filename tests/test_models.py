@@ -119,6 +119,40 @@ def test_train_one_epoch_writes_run_folder(tmp_path):
     assert probs.shape == (1, 7)
 
 
+def test_a_fine_tune_gets_the_augmentation_its_config_asks_for(tmp_path, capsys):
+    import keras
+
+    from emotion_core.inference import load_keras_model
+    from emotion_core.soup import is_chain
+    from emotion_core.train import with_augmentation
+    from emotion_core.zoo import make_tiny_model
+
+    faces = np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32)
+    plain, augmented = make_tiny_model(), make_tiny_model(augment=True)
+    for model, augment in ((plain, True), (augmented, False)):
+        changed, note = with_augmentation(model, augment)
+        assert any(layer.name == "augment" for layer in changed.layers) == augment and note
+        assert is_chain(changed)  # still a plain stack (live distillation needs one)
+        # same weights, same inference outputs: the augmentation layer only acts in training
+        before, after = model.predict(faces, verbose=0), changed.predict(faces, verbose=0)
+        np.testing.assert_allclose(after, before)
+    assert with_augmentation(plain, False) == (plain, "")
+    inputs = keras.Input((48, 48, 1))  # a graph with branches is left as it is, with a reason
+    branches = keras.layers.Concatenate()([keras.layers.Flatten()(inputs)] * 2)
+    graph = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(branches))
+    assert with_augmentation(graph, True)[0] is graph
+    assert "trains without augmentation" in with_augmentation(graph, True)[1]
+
+    # a registered fer-fast model is published without the layer: fine-tuning it with
+    # augmentation on (the default) really augments, and the checkpoints keep the layer
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    plain.save(tmp_path / "registered.keras")
+    run = tmp_path / "ft"
+    train(tiny_config(csv, init_model=str(tmp_path / "registered.keras")), run)
+    assert "added an augmentation layer to tiny" in capsys.readouterr().out
+    assert "augment" in [layer.name for layer in load_keras_model(run / "last.keras").layers]
+
+
 def test_resume_continues_from_last_checkpoint(tmp_path):
     csv = synthetic_csv(tmp_path / "fer.csv")
     run = tmp_path / "run"
