@@ -111,7 +111,8 @@ def prepare_and_start(page: Any, expect: Any, url: str) -> bool:
     page.goto(f"{url}/Live", wait_until="domcontentloaded")
     expect(page.get_by_role("heading", name="Live")).to_be_visible(timeout=90_000)
     pages = page.locator("[data-testid=stSidebar] [data-testid=stPageLink] a")  # ui_common.page_nav
-    expect(pages).to_contain_text(["Home", "Live", "Analysis", "Video", "Training"])
+    # NOTE: the sidebar fills up to ~3 s after the title on a first visit (more under load)
+    expect(pages).to_contain_text(["Home", "Live", "Analysis", "Video", "Training"], timeout=30_000)
     page.get_by_text(CONSENT).click()
     record = page.locator(".st-key-live_record [data-testid^=stBaseButton]")
     expect(record).to_have_count(1, timeout=30_000)  # not a stale copy from the last run
