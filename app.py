@@ -21,10 +21,14 @@ st.markdown(
     "uncertainty, including a configurable, heuristic *nervousness indicator*."
 )
 
-st.page_link("pages/1_Live.py", label="Live: analyse the webcam and record a session", icon="🎥")
-st.page_link("pages/2_Analysis.py", label="Analysis: statistics, comparisons, reports", icon="📊")
-st.page_link("pages/4_Video.py", label="Video: analyse a recorded interview", icon="🎬")
-st.page_link("pages/3_Training.py", label="Training: train, evaluate, activate", icon="🧠")
+WHAT_EACH_PAGE_DOES = {
+    "Live": "analyse the webcam and record a session",
+    "Analysis": "statistics, comparisons, reports",
+    "Video": "analyse a recorded interview",
+    "Training": "train, evaluate, activate",
+}
+for path, label, icon in ui_common.PAGES[1:]:  # the sidebar's list, after Home
+    st.page_link(path, label=f"{label}: {WHAT_EACH_PAGE_DOES[label]}", icon=icon)
 
 st.subheader("Active model")
 models_dir = Path(os.environ.get("EMOTION_MODELS_DIR", Path(__file__).parent / "models"))

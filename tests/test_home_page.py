@@ -60,6 +60,8 @@ def test_the_sidebar_lists_the_pages_home_first_on_every_page(
     at = run_home(tmp_path, monkeypatch)
     expected = ["Home", "Live", "Analysis", "Video", "Training"]  # not "app", not by file name
     assert [link.proto.label for link in at.sidebar.get("page_link")] == expected
+    body = [link.proto.label for link in at.main.get("page_link")]  # the same pages, described
+    assert [label.split(":")[0] for label in body] == expected[1:] and all(": " in b for b in body)
     at.switch_page("pages/2_Analysis.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
