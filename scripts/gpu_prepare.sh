@@ -3,8 +3,10 @@
 # call): the Keras wheel and its small pure-Python needs for the machine's Python 3.12 in .whl/,
 # and FER-2013 train + validation as a compact WebP pack in .gpu/fer.npz: the Training faces
 # lossy at TRAINING_QUALITY (default 95: ~39 MB in all, 45 dB PSNR, which leaves room for frozen
-# teachers in the same call; 101: lossless, ~55 MB), the validation faces lossless.
-# Both folders are git-ignored; carry them with the device call, then run scripts/gpu_train.sh.
+# teachers in the same call; 101: lossless, ~55 MB), the validation faces lossless; and the
+# next call's start point and frozen teachers (scripts/gpu_runs/next.txt) in .next/, packed from
+# the registered networks: START as float16, TEACHERS with int8 kernels (f16_weights.py).
+# The folders are git-ignored; carry them with the device call, then run scripts/gpu_train.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -19,7 +21,19 @@ if [ ! -s .gpu/fer.npz ]; then
 pack_npz(sys.argv[1], '.gpu/fer.npz', splits=('Training', 'PublicTest'), compact=True, \
 training_quality=int(sys.argv[2]))" "$DATA" "${TRAINING_QUALITY:-95}"
 fi
-ls -l .whl .gpu
+START=${START:-vgg-m40-v3}
+TEACHERS=${TEACHERS:-vgg-m40-v2 vgg-s3-v1 vgg-m-v1 fer-fast-v3 fer-fast-v4}
+mkdir -p .next
+pack() {  # registered network, pack file, [--int8]: (re)packed when missing or older
+    if [ ! -s "$2" ] || [ "models/$1.keras" -nt "$2" ]; then
+        "$PY" scripts/f16_weights.py pack "models/$1.keras" "$2" "${@:3}"
+    fi
+}
+pack "$START" .next/start.npz
+for teacher in $TEACHERS; do
+    pack "$teacher" ".next/t-$teacher.npz" --int8
+done
+ls -l .whl .gpu .next
 # A device call takes the working tree (tracked and untracked-not-ignored files) plus the carried
 # folders, 64 MiB in all: say how close this is.
 tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)

@@ -13,14 +13,16 @@
 # Join them here:
 #   cat runs.tar.* | tar xf - -C models/runs
 # Environment: PYTHON (python3), OUT, WHEELS ("" when keras is installed), DATA (.gpu/fer.npz),
-# RUNS_DIR (/tmp/runs), KERAS_BACKEND (jax), TAR (runs: the parts' name, so that two scripts in
-# one call do not collide), AFTER_RUNS (a command run once the runs end, in the same Python
-# environment, before packing; e.g. an ensemble teacher from the new nets, written under $OUT:
+# RUNS_DIR (/tmp/runs), HARD_STOP_S (60: the hard stop's delay after the budget; a run it stops
+# that kept a checkpoint does not fail the script), KERAS_BACKEND (jax), TAR (runs: the parts'
+# name, so that two scripts in one call do not collide), AFTER_RUNS (a command run once the
+# runs end, in the same Python environment, before packing; e.g. an ensemble teacher from the
+# new nets, written under $OUT:
 #   AFTER_RUNS='python3 -m emotion_core.distill --teacher /tmp/runs/a/last.keras
 #               --teacher /tmp/runs/b/last.keras --data .gpu/fer.npz --out $OUT/ensemble.npz'),
 # BEFORE_RUNS (a command run first, in that environment; if it fails nothing trains; e.g. the
 # start point of a fine-tune, carried as float16 weights:
-#   BEFORE_RUNS='python3 scripts/f16_weights.py restore vgg-m40 .next/m40-ft.npz /tmp/init.keras').
+#   BEFORE_RUNS='python3 scripts/f16_weights.py restore .next/start.npz /tmp/init.keras').
 set -uo pipefail
 budget=$1 spec=$2
 PY=${PYTHON:-python3}
@@ -50,7 +52,7 @@ while read -r name args; do
     keeps+=("$keep")
     mkdir -p "$runs/$name"
     # shellcheck disable=SC2086  # the spec line's arguments are split on purpose
-    timeout -s TERM -k 30 $((budget + 60)) "$PY" -m emotion_core.train \
+    timeout -s TERM -k 30 $((budget + ${HARD_STOP_S:-60})) "$PY" -m emotion_core.train \
         --data "${DATA:-.gpu/fer.npz}" --epochs 100000 --patience 0 --time-budget "$budget" \
         --out "$runs/$name" $args \
         >"$runs/$name/train.log" 2>&1 &
@@ -59,8 +61,15 @@ while read -r name args; do
     echo "started $name: $args"
 done <"$spec"
 status=0
-for pid in "${pids[@]}"; do
-    wait "$pid" || status=1  # a failed run fails the script; the others still come back
+for i in "${!pids[@]}"; do
+    wait "${pids[$i]}"
+    rc=$?
+    if [ "$rc" = 124 ] && [ -s "$runs/${names[$i]}/last.keras" ]; then
+        # timeout's code: the hard stop came mid-epoch; train stopped and kept its checkpoints
+        echo "${names[$i]}: stopped by the hard limit (budget + ${HARD_STOP_S:-60} s); kept its checkpoints"
+    elif [ "$rc" != 0 ]; then
+        status=1  # a failed run fails the script; the others still come back
+    fi
 done
 for name in "${names[@]}"; do
     echo "== $name"

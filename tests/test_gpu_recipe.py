@@ -73,6 +73,13 @@ def test_concurrent_runs_come_back_slim_and_a_failed_run_fails_the_script(tmp_pa
     assert json.loads((back / "c" / "hparams.json").read_text())["init_model"] == str(init)
 
 
+def _f16_tool(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "scripts/f16_weights.py", *map(str, args)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("flags", "size_ratio", "atol"), [((), 0.55, 2e-3), (("--int8",), 0.3, 2e-2)]
 )
@@ -87,30 +94,50 @@ def test_a_checkpoint_travels_as_float16_or_int8_and_is_rebuilt_with_the_same_pr
     keras.utils.set_random_seed(3)
     original = make_model(arch="vgg-s", augment=True)
     original.save(tmp_path / "last.keras")
+    # registered fer-fast networks are published folded (no batch norm, no augmentation
+    # layer): the pack carries each network's own config, so no architecture is named
+    folded = make_model(arch="fer-fast-folded")
+    folded.save(tmp_path / "folded.keras")
     packed, rebuilt, again = tmp_path / "w.npz", tmp_path / "init.keras", tmp_path / "t" / "2.keras"
+    packed_folded, rebuilt_folded = tmp_path / "f.npz", tmp_path / "t" / "folded.keras"
     for args in (
         ["pack", tmp_path / "last.keras", packed, *flags],
-        ["restore", "vgg-s", packed, rebuilt, "vgg-s", packed, again],  # several in one call
+        ["pack", tmp_path / "folded.keras", packed_folded, *flags],
+        # several in one call
+        ["restore", packed, rebuilt, packed, again, packed_folded, rebuilt_folded],
     ):
-        subprocess.run(
-            [sys.executable, "scripts/f16_weights.py", *map(str, args)],
-            check=True, cwd=ROOT, timeout=300,
-        )  # fmt: skip
+        proc = _f16_tool(*args)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     assert packed.stat().st_size < size_ratio * (tmp_path / "last.keras").stat().st_size
     faces = np.random.default_rng(0).random((16, 48, 48, 1), dtype=np.float32)
-    before = original.predict(faces, verbose=0)
-    after = load_keras_model(rebuilt).predict(faces, verbose=0)
-    np.testing.assert_allclose(after, before, atol=atol)
-    np.testing.assert_array_equal(load_keras_model(again).predict(faces, verbose=0), after)
-    assert (after.argmax(1) == before.argmax(1)).mean() >= 0.9
+    for before_model, after_file in ((original, rebuilt), (folded, rebuilt_folded)):
+        before = before_model.predict(faces, verbose=0)
+        after_model = load_keras_model(after_file)
+        assert [layer.name for layer in after_model.layers] == [
+            layer.name for layer in before_model.layers
+        ]
+        after = after_model.predict(faces, verbose=0)
+        np.testing.assert_allclose(after, before, atol=atol)
+        assert (after.argmax(1) == before.argmax(1)).mean() >= 0.9
+    np.testing.assert_array_equal(
+        load_keras_model(again).predict(faces, verbose=0),
+        load_keras_model(rebuilt).predict(faces, verbose=0),
+    )
+
+
+def test_a_pack_without_a_network_config_is_refused_with_a_clear_message(tmp_path):
+    old = tmp_path / "old.npz"
+    np.savez(old, w0=np.zeros((3, 3), np.float16))  # an older pack: weights only
+    proc = _f16_tool("restore", old, tmp_path / "out.keras")
+    assert proc.returncode != 0
+    assert "no network config in this pack (an older format)" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out.keras").exists()
 
 
 def test_the_float16_tool_says_how_to_call_it():
-    proc = subprocess.run(
-        [sys.executable, "scripts/f16_weights.py", "pack"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode != 0 and "usage: f16_weights.py pack" in proc.stderr
+    for args in (["pack"], ["restore", "vgg-m40", "in.npz", "out.keras"]):  # old triple form
+        proc = _f16_tool(*args)
+        assert proc.returncode != 0 and "usage: f16_weights.py pack" in proc.stderr
 
 
 def test_a_failed_before_runs_command_stops_the_script_before_any_training(tmp_path):
@@ -128,3 +155,24 @@ def test_a_failed_before_runs_command_stops_the_script_before_any_training(tmp_p
     assert proc.returncode == 1
     assert "cannot rebuild the start point" in proc.stderr
     assert "started a" not in proc.stdout and not (tmp_path / "runs" / "a").exists()
+
+
+def test_a_run_the_hard_stop_ends_mid_training_keeps_its_checkpoint_and_does_not_fail(tmp_path):
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    spec = tmp_path / "spec.txt"
+    spec.write_text("a:last --arch tiny --batch-size 16 --no-augment\n")
+    # NOTE: the budget (60 s) outlasts the hard stop (60 - 35 = 25 s after the start), so the
+    # run is still training, past its first epochs, when timeout sends SIGTERM.
+    env = os.environ | {
+        "PYTHON": sys.executable, "WHEELS": "", "KERAS_BACKEND": "tensorflow", "DATA": str(csv),
+        "RUNS_DIR": str(tmp_path / "runs"), "OUT": str(tmp_path / "out"),
+        "EMOTION_CACHE_DIR": str(tmp_path / "cache"), "HARD_STOP_S": "-35",
+    }  # fmt: skip
+    proc = subprocess.run(
+        ["bash", "scripts/gpu_train.sh", "60", str(spec)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "a: stopped by the hard limit (budget + -35 s); kept its checkpoints" in proc.stdout
+    assert (tmp_path / "runs" / "a" / "last.keras").exists()
+    assert list((tmp_path / "out").glob("runs.tar.*"))
