@@ -12,7 +12,7 @@ from emotion_core import __version__
 from emotion_core.registry import ModelError, default_model_name, list_models, read_card
 
 st.set_page_config(page_title="Emotion analytics", page_icon="🙂")
-ui_common.page_nav()
+ui_common.page_nav(settings_follow=False)
 st.title("Emotion analytics")
 st.caption(f"version {__version__}")
 st.markdown(

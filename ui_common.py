@@ -80,15 +80,17 @@ PAGES = (
 )
 
 
-def page_nav() -> None:
-    """Links to every page at the top of the sidebar; none when a page runs on its own (e.g.
+def page_nav(settings_follow: bool = True) -> None:
+    """Links to every page at the top of the sidebar, divided from the page's own settings when
+    `settings_follow` (Home and Training have none); none when a page runs on its own (e.g.
     under AppTest), where the other pages are unknown to Streamlit."""
     slot = st.sidebar.empty()
     try:
         with slot.container():
             for path, label, icon in PAGES:
                 st.page_link(path, label=label, icon=icon)
-            st.divider()
+            if settings_follow:
+                st.divider()
     except StreamlitAPIException:
         slot.empty()
 

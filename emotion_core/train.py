@@ -161,6 +161,21 @@ def build_model(config: TrainConfig, steps_per_epoch: int) -> Any:
     return _compile(model, config)
 
 
+def init_model_arch(model: Any, config: TrainConfig) -> str:
+    """The architecture a run records: a fine-tune's start model names its own when it is a zoo
+    network (e.g. a registered fer-fast file is 'fer-fast-folded'), whatever --arch says, since
+    publishing rebuilds and folds by that name; else config.arch."""
+    from emotion_core.zoo import ARCHITECTURES
+
+    if not config.init_model or model.name not in ARCHITECTURES or model.name == config.arch:
+        return config.arch
+    print(
+        f"note: {config.init_model} is a {model.name} network; recording that, not {config.arch!r}",
+        flush=True,
+    )
+    return str(model.name)
+
+
 def with_augmentation(model: Any, augment: bool) -> tuple[Any, str]:
     """A fine-tune's start model with an augmentation layer exactly when `augment`: one added
     after the input (registered fer-fast models are published folded, without it) or its own
@@ -495,6 +510,7 @@ def train(
         for stale in (*stale_files, OPTIMIZER_STATE):
             (run_dir / stale).unlink(missing_ok=True)
         model = build_model(config, steps)
+        config = replace(config, arch=init_model_arch(model, config))
     network = model  # what the checkpoints hold
     if config.live_teacher:
         if not config.teacher:

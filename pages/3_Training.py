@@ -555,7 +555,7 @@ def new_run_form(busy: RunInfo | None) -> None:
 
 
 def main() -> None:
-    ui_common.page_nav()
+    ui_common.page_nav(settings_follow=False)
     st.title("Training")
     device_slot = st.empty()  # filled last: the first check imports TensorFlow (seconds)
     show_flash()

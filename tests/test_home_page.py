@@ -62,10 +62,12 @@ def test_the_sidebar_lists_the_pages_home_first_on_every_page(
     assert [link.proto.label for link in at.sidebar.get("page_link")] == expected
     body = [link.proto.label for link in at.main.get("page_link")]  # the same pages, described
     assert [label.split(":")[0] for label in body] == expected[1:] and all(": " in b for b in body)
+    assert not at.sidebar.get("divider")  # nothing below the list to divide it from
     at.switch_page("pages/2_Analysis.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Session analysis"
     links = at.sidebar.get("page_link")
     assert [link.proto.label for link in links] == expected
+    assert len(at.sidebar.get("divider")) == 1  # the list, then the page's own settings
     assert [link.proto.page for link in links][1:] == expected[1:]  # URLs /Live, /Analysis, ...

@@ -153,6 +153,23 @@ def test_a_fine_tune_gets_the_augmentation_its_config_asks_for(tmp_path, capsys)
     assert "augment" in [layer.name for layer in load_keras_model(run / "last.keras").layers]
 
 
+def test_a_fine_tune_records_its_start_models_architecture_not_a_mismatched_flag(tmp_path, capsys):
+    from emotion_core.zoo import make_model
+
+    # a registered fer-fast file is the folded network; `--arch fer-fast` (the default) with it
+    # once went into hparams, and publishing would then have folded it a second time
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    make_model(arch="fer-fast-folded").save(tmp_path / "registered.keras")
+    run = tmp_path / "ft"
+    train(tiny_config(csv, arch="fer-fast", init_model=str(tmp_path / "registered.keras")), run)
+    assert json.loads((run / "hparams.json").read_text())["arch"] == "fer-fast-folded"
+    assert "is a fer-fast-folded network; recording that, not 'fer-fast'" in capsys.readouterr().out
+    matching = tmp_path / "ft2"  # a start model that is what --arch says: nothing to note
+    train(tiny_config(csv, init_model=str(run / "last.keras"), arch="fer-fast-folded"), matching)
+    assert json.loads((matching / "hparams.json").read_text())["arch"] == "fer-fast-folded"
+    assert "recording that" not in capsys.readouterr().out
+
+
 def test_resume_continues_from_last_checkpoint(tmp_path):
     csv = synthetic_csv(tmp_path / "fer.csv")
     run = tmp_path / "run"
