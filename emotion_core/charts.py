@@ -181,7 +181,8 @@ def speed_accuracy_chart(models: pd.DataFrame, budget_ms: float | None = None) -
         ),
     )
     points = base.mark_point(size=90).encode(
-        shape=alt.Shape("role:N", title=None),
+        # NOTE: a legend on the right would cover the labels of the slowest models
+        shape=alt.Shape("role:N", title=None, legend=alt.Legend(orient="top")),
         fill=alt.condition("datum.role == 'default'", alt.value("#1f77b4"), alt.value("white")),
         tooltip=[
             "model:N", "arch:N",

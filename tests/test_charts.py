@@ -83,3 +83,5 @@ def test_models_frame_ranks_models_and_marks_the_default() -> None:
     assert plotted["best"]["role"] == "default" and plotted["fast"]["role"] == "other"
     assert {"ms": 5.0} in rows  # the budget rule
     assert len(spec["layer"]) == 3 and len(speed_accuracy_chart(frame).to_dict()["layer"]) == 2
+    # the legend sits above the plot, clear of the labels of the slowest (rightmost) models
+    assert spec["layer"][0]["encoding"]["shape"]["legend"] == {"orient": "top"}
