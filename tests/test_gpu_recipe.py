@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_data import synthetic_csv
+from helpers_data import synthetic_csv, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -176,3 +176,42 @@ def test_a_run_the_hard_stop_ends_mid_training_keeps_its_checkpoint_and_does_not
     assert "a: stopped by the hard limit (budget + -35 s); kept its checkpoints" in proc.stdout
     assert (tmp_path / "runs" / "a" / "last.keras").exists()
     assert list((tmp_path / "out").glob("runs.tar.*"))
+
+
+def test_collect_unpacks_the_returned_runs_recalibrates_them_and_restores_the_registry(tmp_path):
+    from emotion_core.train import train
+
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    trained = tmp_path / "device" / "runs"
+    train(tiny_config(csv, arch="fer-fast", epochs=1), trained / "live-hi")
+    call = tmp_path / "call"  # what the device call returned: the tar in 15 MB parts
+    call.mkdir()
+    subprocess.run(
+        f"tar cf - live-hi | split -b 1M -d - {call}/runs.tar.",
+        shell=True, check=True, cwd=trained,
+    )  # fmt: skip
+    models, aside = tmp_path / "models", tmp_path / "aside"
+    models.mkdir()
+    aside.mkdir()
+    (aside / "kept.keras").write_bytes(b"a registered network, moved aside for the call")
+    env = os.environ | {
+        "PY": sys.executable, "DATA": str(csv), "EMOTION_MODELS_DIR": str(models),
+        "ASIDE": str(aside), "EMOTION_CACHE_DIR": str(tmp_path / "cache"),
+    }  # fmt: skip
+    collect = ["bash", "scripts/gpu_collect.sh", str(call)]
+    proc = subprocess.run(collect, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (models / "kept.keras").read_bytes().startswith(b"a registered network")
+    assert (models / "runs" / "live-hi" / "last.keras").exists()
+    recalibrated = models / "runs" / "live-hi-bn"
+    assert (recalibrated / "last.keras").exists() and (recalibrated / "eval.json").exists()
+    assert "no default to compare with" in proc.stdout
+    assert f"{recalibrated}: " in proc.stdout and "%" in proc.stdout.split(f"{recalibrated}: ")[1]
+    # run twice, it refuses to unpack over the runs, and an empty folder is an error too
+    again = subprocess.run(collect, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert again.returncode == 2 and "exists already" in again.stderr
+    empty = subprocess.run(
+        [*collect[:2], str(tmp_path)], capture_output=True, text=True, cwd=ROOT, env=env,
+        timeout=300,
+    )  # fmt: skip
+    assert empty.returncode == 2 and "no runs.tar.* parts" in empty.stderr
