@@ -22,6 +22,7 @@ that are only run (live distillation), not trained further.
 from __future__ import annotations
 
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -87,10 +88,15 @@ if __name__ == "__main__":
         "restore IN.npz OUT.keras [IN.npz OUT.keras ...]"
     )
     args = sys.argv[1:]
-    if args[:1] == ["pack"] and (len(args) == 3 or (len(args) == 4 and args[3] == "--int8")):
-        pack(args[1], args[2], int8=len(args) == 4)
-    elif args[:1] == ["restore"] and len(args) >= 3 and len(args) % 2 == 1:
-        for k in range(1, len(args), 2):  # several in one process: one Keras start-up
-            restore(args[k], args[k + 1])
-    else:
-        sys.exit(usage)
+    from emotion_core.registry import ModelError
+
+    try:
+        if args[:1] == ["pack"] and (len(args) == 3 or (len(args) == 4 and args[3] == "--int8")):
+            pack(args[1], args[2], int8=len(args) == 4)
+        elif args[:1] == ["restore"] and len(args) >= 3 and len(args) % 2 == 1:
+            for k in range(1, len(args), 2):  # several in one process: one Keras start-up
+                restore(args[k], args[k + 1])
+        else:
+            sys.exit(usage)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, ModelError) as exc:  # bad file
+        sys.exit(f"error: {exc}")

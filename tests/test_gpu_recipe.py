@@ -132,6 +132,16 @@ def test_a_pack_without_a_network_config_is_refused_with_a_clear_message(tmp_pat
     assert proc.returncode != 0
     assert "no network config in this pack (an older format)" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "out.keras").exists()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(b"PK\x03\x04" + bytes(40))
+    for args in (  # a missing or broken file: one line, no traceback
+        ["restore", tmp_path / "missing.npz", tmp_path / "out.keras"],
+        ["pack", tmp_path / "missing.keras", tmp_path / "out.npz"],
+        ["restore", truncated, tmp_path / "out.keras"],
+    ):
+        proc = _f16_tool(*args)
+        assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1].startswith("error:")
+        assert "Traceback" not in proc.stderr
 
 
 def test_the_float16_tool_says_how_to_call_it():
