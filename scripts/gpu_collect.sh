@@ -21,7 +21,7 @@ if [ ${#parts[@]} = 0 ]; then
     echo "error: no ${TAR:-runs}.tar.* parts in $src" >&2
     exit 2
 fi
-if [ -d "$aside" ]; then  # the networks moved aside for the call; never over a newer file
+if [ -d "$aside" ]; then  # the networks moved aside for the call; never over a file there
     mv -n "$aside"/* "$models"/ 2>/dev/null || true
 fi
 deleted=$(git ls-files --deleted -- "$models" 2>/dev/null || true)  # tracked, moved, not back

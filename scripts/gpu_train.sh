@@ -39,6 +39,7 @@ nvidia-smi -L || echo "no NVIDIA GPU visible"
 "$PY" -c "import keras; print('keras', keras.__version__, 'backend', keras.backend.backend())" \
     || exit 1
 runs=${RUNS_DIR:-/tmp/runs}
+hard_stop=${HARD_STOP_S:-60}
 mkdir -p "$runs" "$OUT"
 if [ -n "${BEFORE_RUNS:-}" ]; then
     echo "== before the runs: $BEFORE_RUNS"
@@ -52,7 +53,7 @@ while read -r name args; do
     keeps+=("$keep")
     mkdir -p "$runs/$name"
     # shellcheck disable=SC2086  # the spec line's arguments are split on purpose
-    timeout -s TERM -k 30 $((budget + ${HARD_STOP_S:-60})) "$PY" -m emotion_core.train \
+    timeout -s TERM -k 30 $((budget + hard_stop)) "$PY" -m emotion_core.train \
         --data "${DATA:-.gpu/fer.npz}" --epochs 100000 --patience 0 --time-budget "$budget" \
         --out "$runs/$name" $args \
         >"$runs/$name/train.log" 2>&1 &
@@ -66,7 +67,7 @@ for i in "${!pids[@]}"; do
     rc=$?
     if [ "$rc" = 124 ] && [ -s "$runs/${names[$i]}/last.keras" ]; then
         # timeout's code: the hard stop came mid-epoch; train stopped and kept its checkpoints
-        echo "${names[$i]}: stopped by the hard limit (budget + ${HARD_STOP_S:-60} s); kept its checkpoints"
+        echo "${names[$i]}: stopped by the hard limit (budget + $hard_stop s); kept its checkpoints"
     elif [ "$rc" != 0 ]; then
         status=1  # a failed run fails the script; the others still come back
     fi
