@@ -4,12 +4,16 @@ Usage::
 
     python -m emotion_core.bench VIDEO [--json OUT] [--model NAME] [--max-frames N]
     python -m emotion_core.bench model [--model NAME]
+    python -m emotion_core.bench models [--rounds R] [--update-cards]
 
 The video benchmark decodes every frame first (not timed), loads the model (timed apart), warms
 up, then times detection + classification + tracking + smoothing + annotation per frame and
 ends with ``fps=F p50_ms=X p95_ms=Y frames=N faces=M``. The model benchmark ends with
 ``model=NAME runtime=R p50_ms_per_face=X p95_ms=Y batch8_ms=Z`` (R: the card's runtime, e.g.
-tflite; ``--keras`` times the Keras call instead).
+tflite; ``--keras`` times the Keras call instead). ``models`` times every registered model
+in interleaved rounds on this machine, so their figures compare fairly (a card's own figure
+comes from whichever machine published it, and these VMs drift by tens of percent between
+hours); ``--update-cards`` writes the results into the cards.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,7 +35,7 @@ from emotion_core.detect import DetectorError
 from emotion_core.inference import Classifier, EmotionClassifier
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
 from emotion_core.registry import ModelError
-from emotion_core.runtime import call_times_ms
+from emotion_core.runtime import call_times_ms, speed_note
 from emotion_core.video import DecodedFrame, VideoError, read_frames
 
 
@@ -61,6 +65,19 @@ class ModelBench:
     p50_ms_per_face: float
     p95_ms: float
     batch8_ms: float
+
+
+@dataclass(frozen=True)
+class ModelSpeed:
+    """One model's single-face time over interleaved rounds (milliseconds): the median of the
+    rounds' medians, their lowest and highest, and the card's figure before (None: none)."""
+
+    name: str
+    runtime: str
+    p50_ms: float
+    low_ms: float
+    high_ms: float
+    card_ms: float | None
 
 
 def bench_pipeline(
@@ -119,6 +136,41 @@ def bench_model(classifier: Classifier, repeats: int = 200, size: int = 48) -> M
     )
 
 
+def bench_models(
+    classifiers: Sequence[EmotionClassifier],
+    rounds: int = 5,
+    repeats: int = 200,
+    progress: Callable[[str], None] | None = None,
+) -> list[ModelSpeed]:
+    """Time one face through each classifier.predict, `repeats` calls a round; each round
+    visits the models in a rotated order, so a slow spell of the machine does not fall on one
+    model. Returns the models in the order given."""
+    if rounds < 1 or repeats < 1:
+        raise ValueError("--rounds and --repeats must be >= 1")
+    rng = np.random.default_rng(0)
+    medians: list[list[float]] = [[] for _ in classifiers]
+    for r in range(rounds):
+        for k in range(len(classifiers)):
+            i = (k + r) % len(classifiers)
+            predict, size = classifiers[i].predict, classifiers[i].card.input_size
+            face = rng.random((1, size, size, 1), dtype=np.float32)
+            call_times_ms(predict, face, 20)
+            medians[i].append(float(np.median(call_times_ms(predict, face, repeats))))
+        if progress is not None:
+            progress(f"round {r + 1}/{rounds} done")
+    return [
+        ModelSpeed(
+            name=c.name,
+            runtime=c.runtime,
+            p50_ms=float(np.median(m)),
+            low_ms=min(m),
+            high_ms=max(m),
+            card_ms=c.card.cpu_ms_per_face,
+        )
+        for c, m in zip(classifiers, medians, strict=True)
+    ]
+
+
 def load_model(
     name: str | None, model_file: Path | None, keras_only: bool = False
 ) -> EmotionClassifier:
@@ -131,14 +183,29 @@ def load_model(
     return load_classifier(name, keras_only=keras_only)
 
 
-def _parser(model_mode: bool) -> argparse.ArgumentParser:
+MODES = ("model", "models")
+
+
+def _parser(mode: str) -> argparse.ArgumentParser:
+    descriptions = {
+        "video": "Benchmark the full live pipeline on a video file.",
+        "model": "Benchmark the model's compiled call.",
+        "models": "Time every registered model together on this machine (fair comparison).",
+    }
     parser = argparse.ArgumentParser(
-        prog="python -m emotion_core.bench" + (" model" if model_mode else ""),
-        description="Benchmark the model's compiled call."
-        if model_mode
-        else "Benchmark the full live pipeline on a video file.",
+        prog="python -m emotion_core.bench" + ("" if mode == "video" else f" {mode}"),
+        description=descriptions[mode],
     )
-    if not model_mode:
+    if mode == "models":
+        parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+        parser.add_argument("--repeats", type=int, default=200, help="faces a round per model")
+        parser.add_argument(
+            "--update-cards",
+            action="store_true",
+            help="write each median into its model card (cpu_ms_per_face, cpu_ms_measured)",
+        )
+        return parser
+    if mode == "video":
         parser.add_argument("video", type=Path, help="video file (e.g. a 640x480 clip)")
         parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
         parser.add_argument("--max-frames", type=int, help="use only the first N frames")
@@ -150,6 +217,43 @@ def _parser(model_mode: bool) -> argparse.ArgumentParser:
         "--keras", action="store_true", help="run the Keras call even where a TFLite file ships"
     )
     return parser
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from emotion_core.inference import MODELS_DIR, load_classifier
+    from emotion_core.registry import list_models, update_card
+
+    cards = list_models(MODELS_DIR)
+    if not cards:
+        raise ModelError(f"{MODELS_DIR}: no registered models")
+    classifiers = [load_classifier(card.name, MODELS_DIR) for card in cards]
+    fallbacks = [c.name for c in classifiers if c.runtime_problem]
+    if fallbacks and args.update_cards:
+        raise ModelError(
+            f"{', '.join(fallbacks)}: the card's runtime file is unusable (timed through Keras "
+            "instead); fix it before writing timings into cards"
+        )
+    results = bench_models(
+        classifiers, args.rounds, args.repeats, lambda line: print(line, file=sys.stderr)
+    )
+    how = f"`bench models`, {args.rounds} interleaved rounds of {args.repeats} single-face calls"
+    note = speed_note(how)
+    for res in sorted(results, key=lambda r: r.p50_ms):
+        card = "-" if res.card_ms is None else f"{res.card_ms:.2f}"
+        print(
+            f"model={res.name} runtime={res.runtime} p50_ms_per_face={res.p50_ms:.2f} "
+            f"rounds={res.low_ms:.2f}-{res.high_ms:.2f} card={card}"
+        )
+    print(f"measured: {note}")
+    if args.update_cards:
+        for res in results:
+            update_card(
+                res.name,
+                {"cpu_ms_per_face": round(res.p50_ms, 2), "cpu_ms_measured": note},
+                MODELS_DIR,
+            )
+        print(f"updated {len(results)} card(s) in {MODELS_DIR}")
+    return 0
 
 
 def _run_model(args: argparse.Namespace) -> int:
@@ -207,10 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 with `error: ...` on bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet_native_logs()
-    model_mode = bool(argv) and argv[0] == "model" and not Path("model").is_file()
-    args = _parser(model_mode).parse_args(argv[1:] if model_mode else argv)
+    mode = argv[0] if argv and argv[0] in MODES and not Path(argv[0]).is_file() else "video"
+    args = _parser(mode).parse_args(argv if mode == "video" else argv[1:])
+    runs = {"video": _run_video, "model": _run_model, "models": _run_models}
     try:
-        return _run_model(args) if model_mode else _run_video(args)
+        return runs[mode](args)
     except (ModelError, VideoError, DetectorError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -57,6 +57,7 @@ class ModelCard:
     cpu_ms_per_face: float | None = None  # measured on `runtime`, one face, median
     runtime: str = "keras"  # keras, tflite (float32: same outputs) or tflite-dynamic (int8 weights)
     cpu_ms_per_face_keras: float | None = None  # the Keras tf.function call, for comparison
+    cpu_ms_measured: str = ""  # when, where and how cpu_ms_per_face was measured ("": unknown)
     hardware: str = ""
     training_time_s: float | None = None
     date: str = ""
@@ -198,6 +199,21 @@ def register_model(
     if make_default:
         set_default(card.name, models_dir)
     return target
+
+
+def update_card(name: str, changes: dict[str, Any], models_dir: Path | None = None) -> ModelCard:
+    """Change some fields of a registered model's card (atomic; keys the card does not know
+    are kept in the file). Returns the new card; raises ModelError for an unknown field."""
+    models_dir = models_dir or MODELS_DIR
+    unknown = set(changes) - set(ModelCard.__dataclass_fields__)
+    if unknown:
+        raise ModelError(f"unknown card field(s): {', '.join(sorted(unknown))}")
+    read_card(name, models_dir)  # exists and is valid
+    path = models_dir / f"{name}.json"
+    data = {**json.loads(path.read_text()), **changes}
+    card = ModelCard.from_dict(data)
+    atomic_write_json(path, data)
+    return card
 
 
 def model_path(name: str, models_dir: Path | None = None) -> Path:

@@ -78,6 +78,17 @@ def models_frame(cards: Sequence[ModelCard], default: str) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def speed_provenance(cards: Sequence[ModelCard]) -> str:
+    """Where the ms/face figures come from: one shared measurement, or several."""
+    notes = {card.cpu_ms_measured for card in cards}
+    if len(notes) == 1 and "" not in notes:
+        return f"measured {notes.pop()}"
+    return (
+        "measured at different times or on different machines, so not strictly comparable "
+        "(`python -m emotion_core.bench models --update-cards` times them all together here)"
+    )
+
+
 def summary_frame(
     entries: Sequence[tuple[Mapping[str, Any], SessionStats, NervousnessResult]],
 ) -> pd.DataFrame:

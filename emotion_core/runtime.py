@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -131,6 +132,12 @@ class TFLiteCall:
         return out
 
 
+# NOTE: the single-face median is what the live path pays; timings on shared VMs drift by
+# +-30% between hours, so `python -m emotion_core.bench models` re-times all models together.
+SPEED_WHEN_EXPORTED = "median of 200 single-face calls when the runtime was added"
+SPEED_WHEN_PUBLISHED = "median of 200 single-face calls when published"
+
+
 def call_times_ms(call: Callable[[np.ndarray], Any], x: np.ndarray, repeats: int) -> np.ndarray:
     """Wall milliseconds of `repeats` calls call(x), one per call (no warm-up)."""
     times = np.empty(repeats)
@@ -146,6 +153,23 @@ def median_ms_per_face(call: Any, size: int = 48, repeats: int = 200) -> float:
     face = np.random.default_rng(1).random((1, size, size, 1), dtype=np.float32)
     call_times_ms(call, face, 20)
     return float(np.median(call_times_ms(call, face, repeats)))
+
+
+def cpu_description() -> str:
+    """This machine's CPU for a speed figure, e.g. 'AMD EPYC, 2 cores'."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            names = (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
+            model = next(names, "")
+    except OSError:
+        pass
+    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def speed_note(how: str) -> str:
+    """What a card's cpu_ms_per_face records: today, this CPU and `how` it was timed."""
+    return f"{time.strftime('%Y-%m-%d')}, {cpu_description()}: {how}"
 
 
 def max_output_difference(model: Any, call: TFLiteCall, faces: np.ndarray) -> float:
@@ -199,6 +223,7 @@ def add_runtime(
         runtime="tflite",
         cpu_ms_per_face=round(median_ms_per_face(call, card.input_size), 2),
         cpu_ms_per_face_keras=card.cpu_ms_per_face_keras or card.cpu_ms_per_face,
+        cpu_ms_measured=speed_note(SPEED_WHEN_EXPORTED),
     )
     atomic_write_json(models_dir / f"{name}.json", new_card.to_dict())
     return new_card, diff

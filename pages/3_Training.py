@@ -40,7 +40,7 @@ from emotion_core.jobs import (
     validate_dataset,
 )
 from emotion_core.registry import ModelCard, ModelError
-from emotion_core.report import models_frame
+from emotion_core.report import models_frame, speed_provenance
 from emotion_core.train import TrainConfig
 
 POLL_S = 2.0
@@ -418,8 +418,8 @@ def models_section(activating: bool) -> None:
     st.caption(
         "Accuracy and macro-F1 on each model's validation split (PublicTest for FER-2013), "
         "without and with flip test-time augmentation; ECE after temperature scaling; median "
-        "CPU time per face, measured on the machine that published the model (dashed: the live "
-        f"path's {LIVE_BUDGET_MS:.0f} ms budget). The Live page runs the default without TTA."
+        f"CPU time per face, {speed_provenance(cards)} (dashed: the live path's "
+        f"{LIVE_BUDGET_MS:.0f} ms budget). The Live page runs the default without TTA."
     )
     others = [name for name in frame["model"] if name != default]  # most accurate first
     if not others:

@@ -16,7 +16,7 @@ from emotion_core.classes import CLASSES
 from emotion_core.live import LiveSnapshot
 from emotion_core.nervousness import NervousnessRule
 from emotion_core.registry import ModelCard
-from emotion_core.report import MODEL_COLUMNS, models_frame
+from emotion_core.report import MODEL_COLUMNS, models_frame, speed_provenance
 
 
 def _datasets(spec: dict) -> list[list[dict]]:
@@ -85,3 +85,13 @@ def test_models_frame_ranks_models_and_marks_the_default() -> None:
     assert len(spec["layer"]) == 3 and len(speed_accuracy_chart(frame).to_dict()["layer"]) == 2
     # the legend sits above the plot, clear of the labels of the slowest (rightmost) models
     assert spec["layer"][0]["encoding"]["shape"]["legend"] == {"orient": "top"}
+
+
+def test_speed_provenance_says_whether_the_timings_compare() -> None:
+    note = "2026-11-27, AMD EPYC, 2 cores: `bench models`, 5 interleaved rounds"
+    together = [ModelCard(name=n, arch="tiny", cpu_ms_measured=note) for n in ("a", "b")]
+    assert speed_provenance(together) == f"measured {note}"
+    apart = [*together, ModelCard(name="c", arch="tiny", cpu_ms_measured="2026-11-01, X: y")]
+    assert "not strictly comparable" in speed_provenance(apart)
+    unknown = [*together, ModelCard(name="d", arch="tiny")]  # published before the field
+    assert "not strictly comparable" in speed_provenance(unknown)

@@ -209,6 +209,7 @@ def test_publish_counts_every_stage_of_a_fine_tuned_run(tmp_path):
     # the app's runtime ships beside the network, and the card's figures are the runtime's
     assert (tmp_path / "models" / "two-stage.tflite").exists() and card.runtime == "tflite"
     assert card.cpu_ms_per_face and card.cpu_ms_per_face_keras
+    assert "cores: median of 200 single-face calls when published" in card.cpu_ms_measured
     assert card.training_time_s == pytest.approx(sum(s.seconds for s in stages), abs=0.1)
     assert "2 stages" in card.notes and "first (2 epochs" in card.notes
     (first / "hparams.json").unlink()  # a parent without its folder's files ends the chain

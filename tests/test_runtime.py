@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
 
+from emotion_core import bench
 from emotion_core.inference import check_shapes_match_card, compile_call, load_classifier
-from emotion_core.registry import ModelCard, ModelError, read_card, register_model, tflite_path
+from emotion_core.registry import (
+    ModelCard,
+    ModelError,
+    read_card,
+    register_model,
+    tflite_path,
+    update_card,
+)
 from emotion_core.runtime import TFLiteCall, add_runtime, export_tflite, main
 from emotion_core.zoo import ARCHITECTURES, fold_batchnorm, make_model
 
@@ -107,3 +116,81 @@ def test_runtime_cli(registered, monkeypatch, capsys):
     out = capsys.readouterr().out.strip().splitlines()[-1]
     assert out.startswith("model=tiny-a runtime=tflite checked_on='64 random images' max_diff=")
     assert json.loads((registered / "tiny-a.json").read_text())["runtime"] == "tflite"
+
+
+def test_update_card_changes_fields_and_keeps_unknown_keys(registered):
+    path = registered / "tiny-a.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "reviewer": "kept"}))
+    card = update_card("tiny-a", {"cpu_ms_per_face": 1.5, "cpu_ms_measured": "today"}, registered)
+    assert card == read_card("tiny-a", registered) and card.cpu_ms_per_face == 1.5
+    assert json.loads(path.read_text())["reviewer"] == "kept"
+    with pytest.raises(ModelError, match="unknown card field"):
+        update_card("tiny-a", {"speed": 1.0}, registered)
+    with pytest.raises(ModelError, match="model card not found"):
+        update_card("absent", {"cpu_ms_per_face": 1.0}, registered)
+
+
+class _Recorder:
+    """A classifier stand-in that logs which model each call went to."""
+
+    def __init__(self, name, log):
+        self.name, self.runtime, self.log = name, "fake", log
+        self.card = ModelCard(name=name, arch="tiny", cpu_ms_per_face=2.0)
+
+    def predict(self, faces):
+        self.log.append(self.name)
+        return np.zeros((len(faces), 7))
+
+
+def test_bench_models_interleaves_rounds_in_rotated_order():
+    log = []
+    models = [_Recorder(n, log) for n in "abc"]
+    results = bench.bench_models(models, rounds=3, repeats=4)
+    visits = [name for i, name in enumerate(log) if i % 24 == 0]  # first call of each visit
+    assert visits == list("abc" + "bca" + "cab") and len(log) == 3 * 3 * (20 + 4)
+    assert [r.name for r in results] == list("abc")  # the order given
+    assert all(r.low_ms <= r.p50_ms <= r.high_ms and r.card_ms == 2.0 for r in results)
+    with pytest.raises(ValueError, match="--rounds"):
+        bench.bench_models(models, rounds=0)
+
+
+def test_bench_models_cli_times_every_model_and_updates_cards(registered, monkeypatch, capsys):
+    add_runtime("tiny-a", models_dir=registered)
+    path = registered / "m2.keras"
+    make_model(arch="tiny").save(path)
+    register_model(path, ModelCard(name="tiny-b", arch="tiny"), registered)
+    monkeypatch.setattr("emotion_core.inference.MODELS_DIR", registered)
+    before = read_card("tiny-a", registered)
+    assert bench.main(["models", "--rounds", "2", "--repeats", "5"]) == 0
+    assert read_card("tiny-a", registered) == before  # only --update-cards writes
+    lines = capsys.readouterr().out.strip().splitlines()
+    pattern = r"model=(\S+) runtime=(\S+) p50_ms_per_face=[0-9.]+ rounds=[0-9.]+-[0-9.]+ card=\S+"
+    timed = [re.fullmatch(pattern, line) for line in lines[:2]]
+    assert all(timed)
+    assert {(m[1], m[2]) for m in timed if m} == {("tiny-a", "tflite"), ("tiny-b", "keras")}
+    assert lines[2].startswith("measured: ") and "`bench models`, 2 interleaved rounds" in lines[2]
+
+    assert bench.main(["models", "--rounds", "2", "--repeats", "5", "--update-cards"]) == 0
+    out = capsys.readouterr().out
+    assert "updated 2 card(s)" in out
+    for name in ("tiny-a", "tiny-b"):
+        card = read_card(name, registered)
+        printed = re.search(rf"model={name} \S+ p50_ms_per_face=([0-9.]+)", out)
+        assert card.cpu_ms_per_face == float(printed[1]) > 0
+        assert re.search(r"\d+ cores: `bench models`", card.cpu_ms_measured)
+        assert card.cpu_ms_measured in out
+
+    tflite_path("tiny-a", registered).write_bytes(b"broken")  # timed through Keras instead
+    written = read_card("tiny-a", registered)
+    assert bench.main(["models", "--rounds", "1", "--repeats", "2", "--update-cards"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: tiny-a: the card's runtime file is unusable")
+    assert read_card("tiny-a", registered) == written
+    assert bench.main(["models", "--rounds", "0"]) == 2
+    assert "--rounds and --repeats must be >= 1" in capsys.readouterr().err
+
+
+def test_bench_models_cli_without_models(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("emotion_core.inference.MODELS_DIR", tmp_path / "none")
+    assert bench.main(["models"]) == 2
+    assert "no registered models" in capsys.readouterr().err

@@ -243,6 +243,7 @@ def test_registered_models_are_compared_and_the_default_can_change(
     assert list(table["model"]) == ["fast-one", "old-default"]  # most accurate first
     assert list(table["default"]) == [False, True]
     assert len(charts(at)) >= 1 and "5 ms budget" in texts(at, "caption")
+    assert "not strictly comparable" in texts(at, "caption")  # timed apart, and it says so
 
     def disk_full(*args: Any) -> None:
         raise OSError(28, "No space left on device")
