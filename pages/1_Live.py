@@ -265,11 +265,14 @@ def render_stats(snap: LiveSnapshot, rule: NervousnessRule, playing: bool) -> No
     """
     c1, c2, c3 = st.columns(3)
     c1.metric("Frames analysed", f"{snap.frames:,}")
-    c2.metric("Frames with a face", f"{snap.frames_with_face:,}")
+    # NOTE: three metrics share a narrow column: short labels and values, or they are cut off.
+    c2.metric("With a face", f"{snap.frames_with_face:,}", help="frames with a face found")
     c3.metric(
-        "Speed",
-        f"{snap.fps:.1f} fps" if playing else "-",
-        help=f"{snap.process_ms:.0f} ms per frame" if playing else None,
+        "Speed (fps)",
+        f"{snap.fps:.0f}" if playing else "-",
+        help=f"{snap.fps:.1f} frames per second, {snap.process_ms:.0f} ms per frame"
+        if playing
+        else None,
     )
     if not playing:
         st.info("Press START on the video to analyse the webcam.")
