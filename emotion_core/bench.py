@@ -171,6 +171,43 @@ def bench_models(
     ]
 
 
+def retime_registered(
+    models_dir: Path,
+    rounds: int = 5,
+    repeats: int = 200,
+    update_cards: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[ModelSpeed], str]:
+    """Time every model registered in models_dir together (bench_models, on each card's
+    runtime) -> (results, a note of when, where and how). update_cards writes each median and
+    the note into its card. Raises ModelError when there is no model, or, before timing
+    anything, when update_cards is asked and a card's runtime file is unusable (it would be
+    timed through Keras)."""
+    from emotion_core.inference import load_classifier
+    from emotion_core.registry import list_models, update_card
+
+    cards = list_models(models_dir)
+    if not cards:
+        raise ModelError(f"{models_dir}: no registered models")
+    classifiers = [load_classifier(card.name, models_dir) for card in cards]
+    fallbacks = [c.name for c in classifiers if c.runtime_problem]
+    if fallbacks and update_cards:
+        raise ModelError(
+            f"{', '.join(fallbacks)}: the card's runtime file is unusable (timed through Keras "
+            "instead); fix it before writing timings into cards"
+        )
+    results = bench_models(classifiers, rounds, repeats, progress)
+    note = speed_note(f"`bench models`, {rounds} interleaved rounds of {repeats} single-face calls")
+    if update_cards:
+        for res in results:
+            update_card(
+                res.name,
+                {"cpu_ms_per_face": round(res.p50_ms, 2), "cpu_ms_measured": note},
+                models_dir,
+            )
+    return results, note
+
+
 def load_model(
     name: str | None, model_file: Path | None, keras_only: bool = False
 ) -> EmotionClassifier:
@@ -220,24 +257,15 @@ def _parser(mode: str) -> argparse.ArgumentParser:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from emotion_core.inference import MODELS_DIR, load_classifier
-    from emotion_core.registry import list_models, update_card
+    from emotion_core.inference import MODELS_DIR
 
-    cards = list_models(MODELS_DIR)
-    if not cards:
-        raise ModelError(f"{MODELS_DIR}: no registered models")
-    classifiers = [load_classifier(card.name, MODELS_DIR) for card in cards]
-    fallbacks = [c.name for c in classifiers if c.runtime_problem]
-    if fallbacks and args.update_cards:
-        raise ModelError(
-            f"{', '.join(fallbacks)}: the card's runtime file is unusable (timed through Keras "
-            "instead); fix it before writing timings into cards"
-        )
-    results = bench_models(
-        classifiers, args.rounds, args.repeats, lambda line: print(line, file=sys.stderr)
+    results, note = retime_registered(
+        MODELS_DIR,
+        args.rounds,
+        args.repeats,
+        update_cards=args.update_cards,
+        progress=lambda line: print(line, file=sys.stderr),
     )
-    how = f"`bench models`, {args.rounds} interleaved rounds of {args.repeats} single-face calls"
-    note = speed_note(how)
     for res in sorted(results, key=lambda r: r.p50_ms):
         card = "-" if res.card_ms is None else f"{res.card_ms:.2f}"
         print(
@@ -246,12 +274,6 @@ def _run_models(args: argparse.Namespace) -> int:
         )
     print(f"measured: {note}")
     if args.update_cards:
-        for res in results:
-            update_card(
-                res.name,
-                {"cpu_ms_per_face": round(res.p50_ms, 2), "cpu_ms_measured": note},
-                MODELS_DIR,
-            )
         print(f"updated {len(results)} card(s) in {MODELS_DIR}")
     return 0
 

@@ -23,6 +23,7 @@ import streamlit as st
 
 import ui_common
 from emotion_core import registry
+from emotion_core.bench import retime_registered
 from emotion_core.charts import confusion_chart, curves_chart, speed_accuracy_chart
 from emotion_core.classes import CLASSES
 from emotion_core.jobs import (
@@ -387,7 +388,32 @@ def _suggest_name(info: RunInfo) -> str:
 # ---------------------------------------------------------------- registered models
 
 
-def models_section(activating: bool) -> None:
+def retime_button(models: Path, cpu_busy: bool) -> None:
+    """Time every registered model here and write the figures into their cards."""
+    clicked = st.button(
+        "Time all models on this machine",
+        key="train_retime",
+        disabled=cpu_busy,
+        help="About half a minute: every model's single-face time in 5 interleaved rounds "
+        "(`python -m emotion_core.bench models --update-cards`); the results replace the "
+        "ms/face figures in the cards, so the column compares.",
+    )
+    if cpu_busy:
+        st.caption("Timing waits until no training run or activation is using the CPU.")
+    if not clicked:
+        return
+    with st.spinner("Timing every registered model..."):
+        try:
+            results, _ = retime_registered(models, rounds=5, repeats=100, update_cards=True)
+        except (ModelError, OSError, ValueError) as exc:
+            st.error(f"Could not time the models: {exc}")
+            return
+    timings = ", ".join(f"{r.name} {r.p50_ms:.2f}" for r in sorted(results, key=lambda r: r.p50_ms))
+    flash("success", f"Timed here (median ms per face): {timings}.")
+    st.rerun()
+
+
+def models_section(activating: bool, training: bool = False) -> None:
     """Every registered model side by side, and a way to make another one the default."""
     models = ui_common.models_dir()
     cards = registry.list_models(models)
@@ -421,6 +447,7 @@ def models_section(activating: bool) -> None:
         f"CPU time per face, {speed_provenance(cards)} (dashed: the live path's "
         f"{LIVE_BUDGET_MS:.0f} ms budget). The Live page runs the default without TTA."
     )
+    retime_button(models, cpu_busy=activating or training)
     others = [name for name in frame["model"] if name != default]  # most accurate first
     if not others:
         return
@@ -593,7 +620,7 @@ def main() -> None:
         st.info(f"No training runs yet in {jobs.runs_dir}. Start one below.")
 
     st.subheader("Registered models")
-    models_section(activating=jobs.current_activation() is not None)
+    models_section(activating=jobs.current_activation() is not None, training=busy is not None)
 
     st.subheader("New training run")
     new_run_form(busy)

@@ -145,6 +145,7 @@ def test_start_watch_reattach_and_cancel(env: dict[str, Any]) -> None:
     run_id = at.selectbox(key="train_run").value
     assert jobs.TrainingJobRunner(env["runs"]).info(run_id).running
     assert at.button(key="train_start").disabled  # one job at a time...
+    assert at.button(key="train_retime").disabled  # and no timing while training loads the CPU
     at.checkbox(key="train_force").check()
     run_page(at)
     assert not at.button(key="train_start").disabled  # ...unless confirmed
@@ -357,3 +358,35 @@ def test_a_recalibrated_run_says_its_figures_are_after_recalibration(env: dict[s
     assert "before Activate" not in texts(at, "caption")
     assert "trained no epochs" in texts(at, "caption")
     assert "Curves appear after the first epoch" not in texts(at, "caption")
+
+
+def test_models_are_timed_together_from_the_page(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry.register_model(env["model"], ModelCard(name="second", arch="tiny",
+                            cpu_ms_per_face=99.0), env["models"])  # fmt: skip
+    at = run_page()
+    assert "not strictly comparable" in texts(at, "caption")
+    assert not at.button(key="train_retime").disabled
+    at.button(key="train_retime").click()
+    run_page(at)
+    success = texts(at, "success")
+    assert "Timed here (median ms per face)" in success
+    assert "old-default" in success and "second" in success
+    cards = {c.name: c for c in registry.list_models(env["models"])}
+    how = "`bench models`, 5 interleaved rounds of 100 single-face calls"
+    for card in cards.values():
+        assert how in card.cpu_ms_measured and card.cpu_ms_per_face is not None
+        assert f"{card.name} {card.cpu_ms_per_face:.2f}" in success
+    assert cards["second"].cpu_ms_per_face != 99.0
+    assert "not strictly comparable" not in texts(at, "caption")  # now one measurement
+    assert "interleaved rounds" in texts(at, "caption")
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("emotion_core.bench.retime_registered", disk_full)
+    at.button(key="train_retime").click()
+    run_page(at)
+    error = texts(at, "error")
+    assert "Could not time the models" in error and "No space left" in error
