@@ -48,6 +48,7 @@ POLL_S = 2.0
 DEFAULT_DATA = "../shared/data/fer2013"
 RUN_KEY = "train_run"
 PENDING_RUN_KEY = "train_pending_run"
+RETIME_KEY = "train_retime_result"
 FLASH_KEY = "train_flash"
 SUMMARY_KEY = "train_dataset_summary"
 LIVE_BUDGET_MS = 5.0  # per face, the live path's target on a laptop CPU
@@ -400,6 +401,11 @@ def retime_button(models: Path, cpu_busy: bool) -> None:
     )
     if cpu_busy:
         st.caption("Timing waits until no training run or activation is using the CPU.")
+    # NOTE: shown here after the rerun that redraws the table above, not at the page top,
+    # where the flash of a button this far down would go unseen.
+    done = st.session_state.pop(RETIME_KEY, "")
+    if done:
+        st.success(done)
     if not clicked:
         return
     with st.spinner("Timing every registered model..."):
@@ -409,7 +415,7 @@ def retime_button(models: Path, cpu_busy: bool) -> None:
             st.error(f"Could not time the models: {exc}")
             return
     timings = ", ".join(f"{r.name} {r.p50_ms:.2f}" for r in sorted(results, key=lambda r: r.p50_ms))
-    flash("success", f"Timed here (median ms per face): {timings}.")
+    st.session_state[RETIME_KEY] = f"Timed here (median ms per face): {timings}."
     st.rerun()
 
 
