@@ -48,7 +48,6 @@ POLL_S = 2.0
 DEFAULT_DATA = "../shared/data/fer2013"
 RUN_KEY = "train_run"
 PENDING_RUN_KEY = "train_pending_run"
-RETIME_KEY = "train_retime_result"
 FLASH_KEY = "train_flash"
 SUMMARY_KEY = "train_dataset_summary"
 LIVE_BUDGET_MS = 5.0  # per face, the live path's target on a laptop CPU
@@ -92,13 +91,14 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{s} s"
 
 
-def flash(kind: str, text: str) -> None:
-    """Show a message after the next rerun."""
-    st.session_state[FLASH_KEY] = (kind, text)
+def flash(kind: str, text: str, where: str = "top") -> None:
+    """Show a message after the next rerun, at the show_flash(where) call: the page top, or
+    beside a button far down the page (a message at the top would be out of view there)."""
+    st.session_state[f"{FLASH_KEY}:{where}"] = (kind, text)
 
 
-def show_flash() -> None:
-    kind, text = st.session_state.pop(FLASH_KEY, ("", ""))
+def show_flash(where: str = "top") -> None:
+    kind, text = st.session_state.pop(f"{FLASH_KEY}:{where}", ("", ""))
     if text:
         getattr(st, kind)(text)
 
@@ -401,11 +401,7 @@ def retime_button(models: Path, cpu_busy: bool) -> None:
     )
     if cpu_busy:
         st.caption("Timing waits until no training run or activation is using the CPU.")
-    # NOTE: shown here after the rerun that redraws the table above, not at the page top,
-    # where the flash of a button this far down would go unseen.
-    done = st.session_state.pop(RETIME_KEY, "")
-    if done:
-        st.success(done)
+    show_flash("retime")  # after the rerun that redraws the table above with the new figures
     if not clicked:
         return
     with st.spinner("Timing every registered model..."):
@@ -415,7 +411,7 @@ def retime_button(models: Path, cpu_busy: bool) -> None:
             st.error(f"Could not time the models: {exc}")
             return
     timings = ", ".join(f"{r.name} {r.p50_ms:.2f}" for r in sorted(results, key=lambda r: r.p50_ms))
-    st.session_state[RETIME_KEY] = f"Timed here (median ms per face): {timings}."
+    flash("success", f"Timed here (median ms per face): {timings}.", where="retime")
     st.rerun()
 
 
@@ -467,8 +463,9 @@ def models_section(activating: bool, training: bool = False) -> None:
             st.error(f"The default model is unchanged: {exc}")
         else:
             flash("success", f"Model **{choice}** is now the default; the Live page uses it "
-                             "from now on.")  # fmt: skip
+                             "from now on.", where="default")  # fmt: skip
             st.rerun()
+    show_flash("default")
     if activating:
         st.caption("Wait for the activation to finish before changing the default.")
 
