@@ -165,14 +165,15 @@ def confusion_chart(matrix: list[list[int]], classes: list[str]) -> alt.LayerCha
     )
 
 
-def labels_below(data: pd.DataFrame, x_frac: float = 0.15, y_frac: float = 0.08) -> pd.Series:
+def labels_left(data: pd.DataFrame, x_frac: float = 0.15, y_frac: float = 0.08) -> pd.Series:
     """For speed_accuracy_chart: True for a model whose label (drawn above-right of its point)
     would overlap the label of a more accurate model close by (within x_frac of the ms range and
-    y_frac of the accuracy range); its label goes below its point instead."""
+    y_frac of the accuracy range); its label goes to the left of its point instead (below, it
+    would meet the label of the next model down)."""
     ms, acc = data["ms_per_face"].astype(float), data["val_accuracy"].astype(float)
     x_span = max(float(ms.max()), 1e-9)
     y_span = max(float(acc.max() - acc.min()), 1e-9)
-    below = [
+    left = [
         bool(
             (
                 ((ms - m).abs() / x_span < x_frac)
@@ -182,7 +183,7 @@ def labels_below(data: pd.DataFrame, x_frac: float = 0.15, y_frac: float = 0.08)
         )
         for i, m, a in zip(data.index, ms, acc, strict=True)
     ]
-    return pd.Series(below, index=data.index, dtype=bool)
+    return pd.Series(left, index=data.index, dtype=bool)
 
 
 def speed_accuracy_chart(models: pd.DataFrame, budget_ms: float | None = None) -> alt.LayerChart:
@@ -191,7 +192,7 @@ def speed_accuracy_chart(models: pd.DataFrame, budget_ms: float | None = None) -
     filled; `budget_ms` draws a vertical rule (e.g. the live path's per-face budget)."""
     data = models.dropna(subset=["val_accuracy", "ms_per_face"]).copy()
     data["role"] = data["default"].map({True: "default", False: "other"})
-    data["label_below"] = labels_below(data) if len(data) else pd.Series(dtype=bool)
+    data["label_left"] = labels_left(data) if len(data) else pd.Series(dtype=bool)
     base = alt.Chart(data).encode(
         x=alt.X("ms_per_face:Q", title="CPU ms per face (median)", scale=alt.Scale(zero=True)),
         y=alt.Y(
@@ -213,13 +214,13 @@ def speed_accuracy_chart(models: pd.DataFrame, budget_ms: float | None = None) -
             "runtime:N",
         ],
     )  # fmt: skip
-    above = base.transform_filter("!datum.label_below").mark_text(
+    right = base.transform_filter("!datum.label_left").mark_text(
         align="left", dx=8, dy=-6, fontSize=11
     )
-    below = base.transform_filter("datum.label_below").mark_text(
-        align="left", dx=8, dy=10, fontSize=11
+    left = base.transform_filter("datum.label_left").mark_text(
+        align="right", dx=-8, dy=-6, fontSize=11
     )
-    layers: list[Any] = [points, *(t.encode(text="model:N") for t in (above, below))]
+    layers: list[Any] = [points, *(t.encode(text="model:N") for t in (right, left))]
     if budget_ms is not None:
         rule = alt.Chart(pd.DataFrame({"ms": [budget_ms]})).mark_rule(strokeDash=[4, 4])
         layers.append(rule.encode(x="ms:Q"))

@@ -9,7 +9,7 @@ from emotion_core.charts import (
     confusion_chart,
     curves_chart,
     distribution_ci_chart,
-    labels_below,
+    labels_left,
     live_distribution_chart,
     speed_accuracy_chart,
 )
@@ -83,7 +83,7 @@ def test_models_frame_ranks_models_and_marks_the_default() -> None:
     assert set(plotted) == {"best", "fast"}  # a model without both figures is not plotted
     assert plotted["best"]["role"] == "default" and plotted["fast"]["role"] == "other"
     assert {"ms": 5.0} in rows  # the budget rule
-    # points, labels above, labels below (none here), and the budget rule
+    # points, labels right, labels left (none here), and the budget rule
     assert len(spec["layer"]) == 4 and len(speed_accuracy_chart(frame).to_dict()["layer"]) == 3
     # the legend sits above the plot, clear of the labels of the slowest (rightmost) models
     assert spec["layer"][0]["encoding"]["shape"]["legend"] == {"orient": "top"}
@@ -107,14 +107,14 @@ def test_close_models_get_their_labels_on_opposite_sides() -> None:
         ModelCard(name="fast", arch="fer-fast", val_accuracy=0.6584, cpu_ms_per_face=0.70),
     ]
     frame = models_frame(cards, default="v3")
-    below = dict(zip(frame["model"], labels_below(frame), strict=True))
-    # v2 sits just under v3 at the same speed: its label goes below; the others stay above
-    assert below == {"v3": False, "v2": True, "v1": False, "fast": False}
+    left = dict(zip(frame["model"], labels_left(frame), strict=True))
+    # v2 sits just under v3 at the same speed: its label goes left; the others stay right
+    assert left == {"v3": False, "v2": True, "v1": False, "fast": False}
     spec = speed_accuracy_chart(frame).to_dict()
     filters = [layer.get("transform", [{}])[0].get("filter") for layer in spec["layer"][1:]]
-    assert filters == ["!datum.label_below", "datum.label_below"]
+    assert filters == ["!datum.label_left", "datum.label_left"]
     rows = [r for data in _datasets(spec) for r in data if "model" in r]
-    assert {r["model"]: r["label_below"] for r in rows} == below
+    assert {r["model"]: r["label_left"] for r in rows} == left
     twins = models_frame([cards[0], ModelCard(name="twin", arch="x", val_accuracy=0.7155,
                                               cpu_ms_per_face=4.30)], default="v3")  # fmt: skip
-    assert sorted(labels_below(twins)) == [False, True]  # exact ties: one of the two moves
+    assert sorted(labels_left(twins)) == [False, True]  # exact ties: one of the two moves
