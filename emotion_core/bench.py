@@ -181,8 +181,7 @@ def retime_registered(
     """Time every model registered in models_dir together (bench_models, on each card's
     runtime) -> (results, a note of when, where and how). update_cards writes each median and
     the note into its card. Raises ModelError when there is no model, or, before timing
-    anything, when update_cards is asked and a card's runtime file is unusable (it would be
-    timed through Keras)."""
+    anything, when update_cards is asked and a model would not run on its card's runtime."""
     from emotion_core.inference import load_classifier
     from emotion_core.registry import list_models, update_card
 
@@ -190,11 +189,16 @@ def retime_registered(
     if not cards:
         raise ModelError(f"{models_dir}: no registered models")
     classifiers = [load_classifier(card.name, models_dir) for card in cards]
-    fallbacks = [c.name for c in classifiers if c.runtime_problem]
-    if fallbacks and update_cards:
+    # NOTE: a card's figure is for its own runtime; a Keras fallback (a broken .tflite file, or
+    # EMOTION_RUNTIME=keras) is timed and shown, but never written into the card.
+    elsewhere = [c for c in classifiers if c.runtime != c.card.runtime]
+    if elsewhere and update_cards:
+        why = "; ".join(
+            f"{c.name}: {c.runtime_problem or 'EMOTION_RUNTIME=keras'}" for c in elsewhere
+        )
         raise ModelError(
-            f"{', '.join(fallbacks)}: the card's runtime file is unusable (timed through Keras "
-            "instead); fix it before writing timings into cards"
+            f"not writing timings into cards: some models would run on Keras instead of their "
+            f"card's runtime ({why})"
         )
     results = bench_models(classifiers, rounds, repeats, progress)
     note = speed_note(f"`bench models`, {rounds} interleaved rounds of {repeats} single-face calls")

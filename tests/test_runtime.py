@@ -184,7 +184,15 @@ def test_bench_models_cli_times_every_model_and_updates_cards(registered, monkey
     written = read_card("tiny-a", registered)
     assert bench.main(["models", "--rounds", "1", "--repeats", "2", "--update-cards"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: tiny-a: the card's runtime file is unusable")
+    assert err.startswith("error: not writing timings into cards") and "tiny-a: " in err
+    assert "not a usable TFLite model" in err and read_card("tiny-a", registered) == written
+    add_runtime("tiny-a", models_dir=registered)  # repaired
+    written = read_card("tiny-a", registered)
+    monkeypatch.setenv("EMOTION_RUNTIME", "keras")  # every model on Keras: shown, not written
+    assert bench.main(["models", "--rounds", "1", "--repeats", "2"]) == 0
+    assert "model=tiny-a runtime=keras" in capsys.readouterr().out
+    assert bench.main(["models", "--rounds", "1", "--repeats", "2", "--update-cards"]) == 2
+    assert "tiny-a: EMOTION_RUNTIME=keras" in capsys.readouterr().err
     assert read_card("tiny-a", registered) == written
     assert bench.main(["models", "--rounds", "0"]) == 2
     assert "--rounds and --repeats must be >= 1" in capsys.readouterr().err
