@@ -80,6 +80,8 @@ def test_add_runtime_makes_the_classifier_use_it(registered, monkeypatch):
     card, diff = add_runtime("tiny-a", models_dir=registered)
     assert diff < 1e-4 and tflite_path("tiny-a", registered).exists()
     assert card.runtime == "tflite" and card.cpu_ms_per_face_keras == 9.0
+    assert card.cpu_ms_measured.endswith("cores: median of 200 single-face calls when the "
+                                         "runtime was added")  # fmt: skip
     assert read_card("tiny-a", registered) == card
     classifier = load_classifier(models_dir=registered)
     assert classifier.runtime == "tflite" and classifier.model is None
