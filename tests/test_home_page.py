@@ -29,8 +29,9 @@ def test_home_names_the_active_model_and_its_figures(
     make_tiny_model().save(tmp_path / "tiny.keras")
     models = tmp_path / "models"
     figures = {"val_accuracy": 0.7155, "val_accuracy_tta": 0.7208, "val_macro_f1": 0.7025}
+    measured = "2026-11-27, AMD EPYC, 2 cores: `bench models`"
     card = ModelCard(name="a-rather-long-model-name-v12", arch="tiny", cpu_ms_per_face=3.18,
-                     **figures)  # fmt: skip
+                     cpu_ms_measured=measured, **figures)  # fmt: skip
     registry.register_model(tmp_path / "tiny.keras", card, models, make_default=True)
     registry.register_model(tmp_path / "tiny.keras", ModelCard(name="other", arch="tiny"), models)
     at = run_home(models, monkeypatch)
@@ -39,6 +40,8 @@ def test_home_names_the_active_model_and_its_figures(
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {"Val. accuracy": "71.5%", "With flip TTA": "72.1%",
                        "Macro-F1": "0.703", "CPU ms/face": "3.18"}  # fmt: skip
+    speed = next(m for m in at.metric if m.label == "CPU ms/face")
+    assert speed.help == f"Median of single-face calls, measured {measured}."
     assert "2 model(s) in the registry" in at.caption[-1].value
     assert "Responsible use" in at.warning[0].value
 
