@@ -397,7 +397,8 @@ def retime_button(models: Path, cpu_busy: bool) -> None:
         disabled=cpu_busy,
         help="About half a minute: every model's single-face time in 5 interleaved rounds "
         "(`python -m emotion_core.bench models --update-cards`); the results replace the "
-        "ms/face figures in the cards, so the column compares.",
+        "ms/face figures in the cards, so the column compares. Stop any live stream first: "
+        "it shares the CPU.",
     )
     if cpu_busy:
         st.caption("Timing waits until no training run or activation is using the CPU.")
