@@ -35,7 +35,7 @@ from emotion_core.detect import DetectorError
 from emotion_core.inference import Classifier, EmotionClassifier
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
 from emotion_core.registry import ModelError
-from emotion_core.runtime import call_times_ms, speed_note
+from emotion_core.runtime import call_times_ms, median_ms_per_face, speed_note
 from emotion_core.video import DecodedFrame, VideoError, read_frames
 
 
@@ -147,15 +147,12 @@ def bench_models(
     model. Returns the models in the order given."""
     if rounds < 1 or repeats < 1:
         raise ValueError("--rounds and --repeats must be >= 1")
-    rng = np.random.default_rng(0)
     medians: list[list[float]] = [[] for _ in classifiers]
     for r in range(rounds):
         for k in range(len(classifiers)):
             i = (k + r) % len(classifiers)
-            predict, size = classifiers[i].predict, classifiers[i].card.input_size
-            face = rng.random((1, size, size, 1), dtype=np.float32)
-            call_times_ms(predict, face, 20)
-            medians[i].append(float(np.median(call_times_ms(predict, face, repeats))))
+            c = classifiers[i]
+            medians[i].append(median_ms_per_face(c.predict, c.card.input_size, repeats))
         if progress is not None:
             progress(f"round {r + 1}/{rounds} done")
     return [
