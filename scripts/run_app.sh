@@ -2,7 +2,7 @@
 # Install the app into .venv (first run only) and start it on the shipped model and ./sessions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+source scripts/python.sh
 if [ ! -x .venv/bin/streamlit ] || [ requirements.txt -nt .venv/.installed ]; then
   "$PY" -m venv .venv
   .venv/bin/pip install -q --upgrade pip

@@ -3,8 +3,8 @@
 # Usage: scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
+source scripts/python.sh
 if ! command -v chromium >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then
   SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
