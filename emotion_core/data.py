@@ -77,20 +77,20 @@ def canonical_split(split: str) -> str:
 # ---------------------------------------------------------------- CSV
 
 
-def parse_pixels(pixels: Iterable[str], source: str, first_row: int = 0) -> np.ndarray:
-    """Parse pixel strings of 2,304 integers 0-255 -> (N, 48, 48) uint8; DataError on a bad row."""
+def parse_pixels(pixels: Iterable[str], source: str, first_line: int = 2) -> np.ndarray:
+    """Parse pixel strings of 2,304 integers 0-255 -> (N, 48, 48) uint8; DataError on a bad row,
+    naming its line in the file (first_line: the line of the first string; 2 below a header)."""
     out = []
     for i, text in enumerate(pixels):
+        where = f"{source}: line {first_line + i}"
         try:
             values = np.array(str(text).split(), dtype=np.int64)
         except ValueError as exc:
-            raise DataError(f"{source}: row {first_row + i}: pixels are not integers") from exc
+            raise DataError(f"{where}: pixels are not integers") from exc
         if values.size != PIXELS:
-            raise DataError(
-                f"{source}: row {first_row + i}: pixels has {values.size} values, expected {PIXELS}"
-            )
+            raise DataError(f"{where}: pixels has {values.size} values, expected {PIXELS}")
         if values.min() < 0 or values.max() > 255:
-            raise DataError(f"{source}: row {first_row + i}: pixel values outside 0-255")
+            raise DataError(f"{where}: pixel values outside 0-255")
         out.append(values.astype(np.uint8))
     if not out:
         return np.zeros((0, 48, 48), np.uint8)
@@ -101,6 +101,12 @@ def _cache_path(path: Path) -> Path:
     stat = path.stat()
     key = f"{path.resolve()}|{stat.st_size}|{int(stat.st_mtime)}"
     return CACHE_DIR / f"fer-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+
+def _csv_line(row: int) -> int:
+    """The line of data row `row` (0-based) in a CSV file with one header line, as an editor or
+    a spreadsheet numbers it (assumes no quoted line breaks, which FER-2013 files never have)."""
+    return row + 2
 
 
 def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,18 +125,20 @@ def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if len(frame) == 0:
         raise DataError(f"{path}: no data rows")
     labels = pd.to_numeric(frame["emotion"], errors="coerce")
-    bad = labels.isna() | (labels < 0) | (labels >= len(CLASSES))
+    bad = labels.isna() | (labels < 0) | (labels >= len(CLASSES)) | (labels % 1 != 0)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(
-            f"{path}: row {row}: emotion must be an integer 0-6, got {frame['emotion'][row]!r}"
+            f"{path}: line {_csv_line(row)}: emotion must be an integer 0-6, "
+            f"got {frame['emotion'][row]!r}"
         )
     usage = frame["Usage"].astype(str).str.strip()
     unknown = ~usage.isin(USAGES)
     if unknown.any():
         row = int(np.flatnonzero(unknown.to_numpy())[0])
         raise DataError(
-            f"{path}: row {row}: unknown Usage {usage[row]!r}; expected {', '.join(USAGES)}"
+            f"{path}: line {_csv_line(row)}: unknown Usage {usage[row]!r}; "
+            f"expected {', '.join(USAGES)}"
         )
     images = parse_pixels(frame["pixels"].fillna(""), str(path))
     return images, labels.to_numpy(np.int64), usage.to_numpy(dtype=str)

@@ -51,6 +51,7 @@ def test_cache_invalidated_when_file_changes(tmp_path):
         ("emotion,pixels,Usage\n0," + " ".join(["a"] * 2304) + ",Training\n", "not integers"),
         ("emotion,pixels,Usage\n0," + " ".join(["1"] * 2304) + ",Holdout\n", "unknown Usage"),
         ("emotion,pixels,Usage\n9," + " ".join(["1"] * 2304) + ",Training\n", "integer 0-6"),
+        ("emotion,pixels,Usage\n1.5," + " ".join(["1"] * 2304) + ",Training\n", "integer 0-6"),
         ("", "empty"),
     ],
 )
@@ -60,6 +61,20 @@ def test_bad_csv_gets_clear_error(tmp_path, content, message):
     with pytest.raises(DataError) as info:
         load_fer_csv(path, "Training", use_cache=False)
     assert message in str(info.value) and "bad.csv" in str(info.value)
+
+
+def test_bad_csv_error_names_the_line_an_editor_shows(tmp_path):
+    good = "0," + " ".join(["1"] * 2304) + ",Training\n"
+    cases = {
+        "emotion,pixels,Usage\n" + good * 2 + "x,1 2,Training\n": "line 4: emotion",
+        "emotion,pixels,Usage\n" + good + "0,1 2 3,Training\n": "line 3: pixels has 3",
+        "emotion,pixels,Usage\n" + good * 3 + "0,1,Holdout\n": "line 5: unknown Usage",
+    }
+    for i, (content, message) in enumerate(cases.items()):
+        path = tmp_path / f"bad{i}.csv"
+        path.write_text(content)
+        with pytest.raises(DataError, match=message):
+            load_fer_csv(path, "Training", use_cache=False)
 
 
 def test_missing_split_and_missing_file(tmp_path):
