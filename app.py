@@ -39,10 +39,8 @@ except ModelError as exc:
 else:
     st.markdown(f"**{card.name}** (the model the Live and Video pages use)")
     cols = st.columns(4)
-    cols[0].metric("Val. accuracy", f"{card.val_accuracy:.1%}" if card.val_accuracy else "n/a")
-    cols[1].metric(
-        "With flip TTA", f"{card.val_accuracy_tta:.1%}" if card.val_accuracy_tta else "n/a"
-    )
+    cols[0].metric("Val. accuracy", ui_common.accuracy_text(card.val_accuracy))
+    cols[1].metric("With flip TTA", ui_common.accuracy_text(card.val_accuracy_tta))
     cols[2].metric("Macro-F1", f"{card.val_macro_f1:.3f}" if card.val_macro_f1 else "n/a")
     cols[3].metric(
         "CPU ms/face",

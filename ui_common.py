@@ -350,11 +350,17 @@ def cached_classifier(models_path: str, name: str, version: float) -> inference.
     return inference.load_classifier(name, Path(models_path))
 
 
+def accuracy_text(value: float | None, missing: str = "n/a") -> str:
+    """A model's accuracy as the cards and README give it: two decimals (0.7155 -> "71.55%";
+    one decimal would print 71.5%, since 0.7155 is stored as 0.71549999...)."""
+    return missing if value is None else f"{value:.2%}"
+
+
 def model_sidebar(card: registry.ModelCard) -> None:
     """Which model is in use, how good and how fast it is (both from its card)."""
     sb = st.sidebar
     sb.header("Model")
-    acc = f"{card.val_accuracy:.1%}" if card.val_accuracy is not None else "not measured"
+    acc = accuracy_text(card.val_accuracy, "not measured")
     sb.markdown(f"**{card.name}** ({card.arch})  \nValidation accuracy: **{acc}**")
     if card.val_macro_f1 is not None:
         sb.caption(f"Macro F1 {card.val_macro_f1:.3f} on {card.validation_split}.")
@@ -374,7 +380,7 @@ def model_choice(
 
     def label(name: str) -> str:
         card = cards[name]
-        acc = f"{card.val_accuracy:.1%}" if card.val_accuracy is not None else "accuracy ?"
+        acc = accuracy_text(card.val_accuracy, "accuracy ?")
         speed = f", {card.cpu_ms_per_face:.1f} ms/face" if card.cpu_ms_per_face else ""
         return f"{name} ({acc}{speed})" + (" - default" if name == default.name else "")
 

@@ -341,7 +341,11 @@ def detail_section(
         per_class = per_class_frame(card)
         if per_class is not None:
             acc = card.get("val_accuracy") if card else None
-            acc_text = f", validation accuracy {acc:.1%}" if isinstance(acc, float) else ""
+            acc_text = (
+                f", validation accuracy {ui_common.accuracy_text(acc)}"
+                if isinstance(acc, float)
+                else ""
+            )
             st.markdown(f"**How reliable is each label?** Model `{name}`{acc_text}, per class:")
             used = set(rule.emotions)
             per_class.insert(1, "in rule", per_class["class"].isin(used))

@@ -200,7 +200,7 @@ def default_card() -> tuple[ModelCard | None, str]:
 
 
 def show_card(card: ModelCard) -> None:
-    acc = f"{card.val_accuracy:.1%}" if card.val_accuracy is not None else "—"
+    acc = ui_common.accuracy_text(card.val_accuracy, "—")
     f1 = f"{card.val_macro_f1:.3f}" if card.val_macro_f1 is not None else "—"
     c1, c2 = st.columns(2)
     c1.metric("Accuracy", acc)
@@ -221,7 +221,7 @@ def show_card(card: ModelCard) -> None:
 
 def show_evaluation(evaluation: dict[str, Any], recalibrated: bool = False) -> None:
     c1, c2 = st.columns(2)
-    c1.metric("Accuracy", f"{evaluation.get('accuracy', 0.0):.1%}")
+    c1.metric("Accuracy", ui_common.accuracy_text(evaluation.get("accuracy", 0.0)))
     c2.metric("Macro-F1", f"{evaluation.get('macro_f1', 0.0):.3f}")
     when = "batch norm recalibrated" if recalibrated else "before Activate recalibrates batch norm"
     st.caption(f"best.keras on {evaluation.get('n', 0):,} validation images ({when})")
@@ -335,7 +335,7 @@ def activation_panel() -> None:
         if view.error:
             flash("error", view.error)
         elif view.card is not None:
-            acc = f"{view.card.val_accuracy:.1%}" if view.card.val_accuracy is not None else "?"
+            acc = ui_common.accuracy_text(view.card.val_accuracy, "?")
             flash("success", f"Model **{view.card.name}** (validation accuracy {acc}) is now "
                              "the default; the Live page uses it from now on.")  # fmt: skip
             st.session_state.pop("train_activate_name", None)  # next time: a fresh suggestion

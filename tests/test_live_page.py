@@ -117,7 +117,7 @@ def test_page_renders_with_component_settings_and_model(env: dict[str, Any]) -> 
     assert kwargs["rtc_configuration"] == {"iceServers": []}
     assert callable(kwargs["video_frame_callback"])
     sidebar = "\n".join(str(m.value) for m in at.sidebar.markdown)
-    assert "tiny" in sidebar and "61.3%" in sidebar
+    assert "tiny" in sidebar and "61.30%" in sidebar
     assert "Never images or video" in text(at)
     assert any("Press START" in i.value for i in at.info)
     assert not at.error and not at.sidebar.warning

@@ -214,7 +214,7 @@ def test_another_registered_model_can_analyse_the_video(env: Path, tmp_path: Pat
     at = open_page()
     choice = at.sidebar.selectbox(key="video_model")
     assert choice.value == "tiny-video" and choice.options == [
-        "tiny-other (50.0%, 2.0 ms/face)", "tiny-video (accuracy ?) - default"
+        "tiny-other (50.00%, 2.0 ms/face)", "tiny-video (accuracy ?) - default"
     ]  # fmt: skip
     choice.set_value("tiny-other")
     run(at)
