@@ -243,6 +243,7 @@ def test_registered_models_are_compared_and_the_default_can_change(
     table = table_with(at, "model")
     assert list(table["model"]) == ["fast-one", "old-default"]  # most accurate first
     assert list(table["default"]) == [False, True]
+    assert table["val_accuracy"].tolist() == pytest.approx([61.0, 50.0])  # "%.2f%%" of percents
     assert len(charts(at)) >= 1 and "5 ms budget" in texts(at, "caption")
     assert "not strictly comparable" in texts(at, "caption")  # timed apart, and it says so
 
