@@ -20,6 +20,7 @@ import shutil
 import threading
 import time
 import unicodedata
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -117,13 +118,148 @@ def _fmt_prob(p: float) -> str:
     return f"{float(p):.6f}"
 
 
+class _SessionFile:
+    """The open frames.csv and meta.json of one recording: buffer, flush, close (thread-safe).
+
+    Kept apart from SessionRecorder so that a finalizer can close it when the recorder is
+    dropped without close() (the browser tab closed, the server stopped) without keeping the
+    recorder alive. The counts in ``meta`` are of rows on disk; ``pending_*`` of buffered ones.
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any], flush_interval_s: float) -> None:
+        self.frames_path = path / FRAMES_FILE
+        self.meta_path = path / META_FILE
+        self.meta = meta
+        self.flush_interval_s = flush_interval_s
+        # NOTE: rows arrive on the webrtc worker thread while the page thread may flush or
+        # close; every method that touches the file or the counts holds this lock.
+        self.lock = threading.Lock()
+        self.buffer: list[str] = []
+        self.pending_frames = 0
+        self.pending_faces = 0
+        self.last_flush = time.monotonic()
+        self.closed = False
+        self.error: str | None = None
+        self._fh: IO[str] | None = None
+        try:
+            atomic_write_json(self.meta_path, self.meta)
+            # NOTE: kept open for the recording's lifetime; close() closes it.
+            self._fh = open(self.frames_path, "a", encoding="utf-8", newline="")  # noqa: SIM115
+            self._fh.write(",".join(COLUMNS) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            self._discard(path)
+            raise SessionError(f"{path}: cannot start the session ({exc})") from exc
+
+    def _discard(self, path: Path) -> None:
+        """Undo a start that failed: close the file and remove the new, empty folder."""
+        if self._fh is not None:
+            try:
+                self._fh.close()
+            except OSError:
+                pass
+        shutil.rmtree(path, ignore_errors=True)
+
+    def add(self, rows: list[str], faces: int) -> None:
+        """Buffer one frame's rows; flush when flush_interval_s has passed."""
+        with self.lock:
+            if self.error is not None:
+                raise SessionError(self.error)
+            if self.closed:
+                raise SessionError(f"{self.meta_path.parent}: the recording is already stopped")
+            self.buffer.extend(rows)
+            self.pending_frames += 1
+            self.pending_faces += faces
+            if time.monotonic() - self.last_flush >= self.flush_interval_s:
+                self._flush_locked()
+
+    def counts(self) -> tuple[int, int]:
+        """(frames, face rows) recorded: on disk, plus buffered unless a write failed."""
+        with self.lock:
+            frames, faces = int(self.meta["frames"]), int(self.meta["faces"])
+            if self.error is None:
+                frames, faces = frames + self.pending_frames, faces + self.pending_faces
+            return frames, faces
+
+    def flush(self, only_if_due: bool = False) -> None:
+        """Append buffered rows to frames.csv and fsync them (only_if_due: if the interval
+        has passed)."""
+        with self.lock:
+            if self.closed or self.error is not None or not self.buffer:
+                return
+            if only_if_due and time.monotonic() - self.last_flush < self.flush_interval_s:
+                return
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        self.last_flush = time.monotonic()
+        if not self.buffer or self._fh is None:
+            return
+        data = "\n".join(self.buffer) + "\n"
+        try:
+            self._fh.write(data)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            self.error = (
+                f"{self.frames_path}: could not write session data ({exc.strerror or exc}); "
+                "recording stopped, rows written before are kept"
+            )
+            raise SessionError(self.error) from exc
+        self.buffer.clear()
+        self.meta["frames"] += self.pending_frames
+        self.meta["faces"] += self.pending_faces
+        self.pending_frames = self.pending_faces = 0
+
+    def close(self, complete: bool) -> None:
+        """Flush, close the file and rewrite meta.json (complete, ended_at, counts of rows on
+        disk) atomically. Closing twice is harmless. Raises SessionError when a write fails
+        (what was written before stays on disk, marked incomplete)."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            first_error = self.error
+            try:
+                if first_error is None:
+                    self._flush_locked()
+            except SessionError as exc:
+                first_error = str(exc)
+            finally:
+                try:
+                    if self._fh is not None:
+                        self._fh.close()
+                except OSError:
+                    pass
+            self.meta["ended_at"] = _now_iso()
+            self.meta["complete"] = bool(complete) and first_error is None
+            try:
+                atomic_write_json(self.meta_path, self.meta)
+            except OSError as exc:
+                raise SessionError(
+                    f"{self.meta_path}: could not finalise the session ({exc}); the rows already"
+                    " written are kept and the session will be listed as incomplete"
+                ) from exc
+            if first_error is not None:
+                raise SessionError(first_error)
+
+    def close_abandoned(self) -> None:
+        """What the finalizer runs: keep the buffered rows, mark the session incomplete."""
+        try:
+            self.close(complete=False)
+        except SessionError:
+            pass  # NOTE: nobody is left to tell; the rows on disk stay, listed as incomplete.
+
+
 class SessionRecorder:
     """Writes one session while frames arrive (thread-safe).
 
     Rows are buffered and appended + fsynced to frames.csv whenever ``flush_interval_s`` has
     passed (checked on each add_frame and by flush_if_due), on flush() and on close().
     Any OSError (e.g. disk full) leaves what is already on disk and raises SessionError; the
-    recorder then refuses further frames.
+    recorder then refuses further frames. A recorder dropped without close() (its browser
+    session ended, the server stopped) is closed as incomplete, its buffered rows kept.
     """
 
     def __init__(
@@ -158,46 +294,32 @@ class SessionRecorder:
             "frames": 0,
             "faces": 0,
         }
-        # NOTE: add_frame runs on the webrtc worker thread while the page thread may flush or
-        # close; every method that touches the file or counters holds this lock.
-        self._lock = threading.Lock()
-        self._buffer: list[str] = []
         self._t0: float | None = None
         self._frame0 = 0
-        self._last_flush = time.monotonic()
-        self._closed = False
-        self._error: str | None = None
-        try:
-            atomic_write_json(self.meta_path, self.meta)
-            # NOTE: kept open for the recorder's lifetime; close() closes it.
-            self._fh: IO[str] = open(  # noqa: SIM115
-                self.frames_path, "a", encoding="utf-8", newline=""
-            )
-            self._fh.write(",".join(COLUMNS) + "\n")
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-        except OSError as exc:
-            raise SessionError(f"{self.path}: cannot start the session ({exc})") from exc
+        self._file = _SessionFile(self.path, self.meta, self.flush_interval_s)
+        # NOTE: runs at garbage collection or interpreter exit, whichever comes first; close()
+        # detaches it.
+        self._finalizer = weakref.finalize(self, self._file.close_abandoned)
 
     @property
     def frames(self) -> int:
-        """Frames added so far."""
-        return int(self.meta["frames"])
+        """Frames recorded so far (on disk, plus buffered unless a write failed)."""
+        return self._file.counts()[0]
 
     @property
     def faces(self) -> int:
-        """Face rows added so far."""
-        return int(self.meta["faces"])
+        """Face rows recorded so far (as frames)."""
+        return self._file.counts()[1]
 
     @property
     def closed(self) -> bool:
         """True once close() was called."""
-        return self._closed
+        return self._file.closed
 
     @property
     def error(self) -> str | None:
         """The write error that stopped this recorder, if any."""
-        return self._error
+        return self._file.error
 
     def _rows(self, result: FrameResult) -> list[str]:
         if self._t0 is None:
@@ -232,31 +354,17 @@ class SessionRecorder:
 
     def add_frame(self, result: FrameResult) -> None:
         """Buffer one frame's rows (one per face, or one face_id=-1 row); flush when due."""
-        with self._lock:
-            self._check_writable()
-            rows = self._rows(result)
-            self._buffer.extend(rows)
-            self.meta["frames"] += 1
-            self.meta["faces"] += len(result.faces)
-            if time.monotonic() - self._last_flush >= self.flush_interval_s:
-                self._flush_locked()
+        # NOTE: one frame comes at a time (the webrtc worker, or the video job's loop), so
+        # _t0 needs no lock; the file's own lock orders rows against flush and close.
+        self._file.add(self._rows(result), len(result.faces))
 
     def flush_if_due(self) -> None:
         """Flush if flush_interval_s has passed since the last flush (cheap to call often)."""
-        with self._lock:
-            if (
-                not self._closed
-                and self._error is None
-                and self._buffer
-                and time.monotonic() - self._last_flush >= self.flush_interval_s
-            ):
-                self._flush_locked()
+        self._file.flush(only_if_due=True)
 
     def flush(self) -> None:
         """Append buffered rows to frames.csv and fsync them."""
-        with self._lock:
-            if not self._closed and self._error is None:
-                self._flush_locked()
+        self._file.flush()
 
     def close(self, complete: bool = True) -> Path:
         """Flush, close the file and rewrite meta.json (complete, ended_at, counts) atomically.
@@ -264,56 +372,22 @@ class SessionRecorder:
         Returns the session folder. Closing twice is harmless. Raises SessionError when the
         final write fails (what was written before stays on disk, marked incomplete).
         """
-        with self._lock:
-            if self._closed:
-                return self.path
-            self._closed = True
-            first_error = self._error
-            try:
-                if first_error is None:
-                    self._flush_locked()
-            except SessionError as exc:
-                first_error = str(exc)
-            finally:
-                try:
-                    self._fh.close()
-                except OSError:
-                    pass
-            self.meta["ended_at"] = _now_iso()
-            self.meta["complete"] = bool(complete) and first_error is None
-            try:
-                atomic_write_json(self.meta_path, self.meta)
-            except OSError as exc:
-                raise SessionError(
-                    f"{self.meta_path}: could not finalise the session ({exc}); the rows already"
-                    " written are kept and the session will be listed as incomplete"
-                ) from exc
-            if first_error is not None:
-                raise SessionError(first_error)
-            return self.path
+        self._finalizer.detach()
+        self._file.close(complete)
+        return self.path
 
-    def _check_writable(self) -> None:
-        if self._error is not None:
-            raise SessionError(self._error)
-        if self._closed:
-            raise SessionError(f"{self.path}: the recording is already stopped")
-
-    def _flush_locked(self) -> None:
-        self._last_flush = time.monotonic()
-        if not self._buffer:
+    def discard(self) -> None:
+        """Close and delete a recording that never got a frame (e.g. it could not be attached);
+        one that has frames is closed as incomplete instead, never deleted."""
+        if self.frames:
+            self.close(complete=False)
             return
-        data = "\n".join(self._buffer) + "\n"
+        self._finalizer.detach()
         try:
-            self._fh.write(data)
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-        except OSError as exc:
-            self._error = (
-                f"{self.frames_path}: could not write session data ({exc.strerror or exc}); "
-                "recording stopped, rows written before are kept"
-            )
-            raise SessionError(self._error) from exc
-        self._buffer.clear()
+            self._file.close(complete=False)
+        except SessionError:
+            pass
+        shutil.rmtree(self.path, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import io
 import json
 import threading
@@ -292,16 +293,64 @@ def test_disk_full_keeps_recorded_rows_and_raises_clearly(tmp_path: Path) -> Non
     rec = SessionRecorder(tmp_path, "Hal", flush_interval_s=0.0)
     rec.add_frame(frame(0, 0.0))
     rec.add_frame(frame(1, 0.1))
-    rec._fh = _FullDisk(rec._fh)  # type: ignore[assignment]
+    rec._file._fh = _FullDisk(rec._file._fh)  # type: ignore[assignment]
     with pytest.raises(SessionError, match="No space left on device"):
         rec.add_frame(frame(2, 0.2))
     assert rec.error is not None and str(rec.frames_path) in rec.error
+    assert (rec.frames, rec.faces) == (2, 2)  # the rows on disk, not the lost third
     with pytest.raises(SessionError, match="recording stopped"):
         rec.add_frame(frame(3, 0.3))
     with pytest.raises(SessionError):
         rec.close()
     session = load_session(rec.path)
     assert len(session.frames) == 2 and session.info.complete is False
+    assert (session.info.frames, session.info.faces) == (2, 2)  # meta.json agrees with the CSV
+
+
+def test_recorder_dropped_without_close_keeps_its_buffered_rows(tmp_path: Path) -> None:
+    rec = SessionRecorder(tmp_path, "Gone", flush_interval_s=3600.0)
+    for i in range(3):
+        rec.add_frame(frame(i, i / 10))
+    assert len(load_session(rec.path).frames) == 0  # still buffered
+    path = rec.path
+    del rec  # the browser session ended: nobody calls close()
+    gc.collect()
+    session = load_session(path)
+    assert len(session.frames) == 3
+    assert session.info.complete is False and session.info.frames == 3
+    assert json.loads((path / "meta.json").read_text())["ended_at"]
+
+
+def test_a_closed_recorder_is_not_closed_again_when_dropped(tmp_path: Path) -> None:
+    rec = SessionRecorder(tmp_path, "Done")
+    rec.add_frame(frame(0, 0.0))
+    path = rec.close()
+    del rec
+    gc.collect()
+    assert load_session(path).info.complete is True
+
+
+def test_discard_removes_only_an_empty_recording(tmp_path: Path) -> None:
+    empty = SessionRecorder(tmp_path, "Empty")
+    empty.discard()
+    assert not empty.path.exists()
+    used = SessionRecorder(tmp_path, "Used", flush_interval_s=3600.0)
+    used.add_frame(frame(0, 0.0))
+    used.discard()
+    session = load_session(used.path)
+    assert len(session.frames) == 1 and session.info.complete is False
+
+
+def test_a_start_that_fails_leaves_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sessions_mod, "atomic_write_json", disk_full)
+    with pytest.raises(SessionError, match="cannot start the session"):
+        SessionRecorder(tmp_path, "Nope")
+    assert list(tmp_path.iterdir()) == []  # nothing half-made for the sessions list
 
 
 def test_cannot_start_in_unwritable_place(tmp_path: Path) -> None:
