@@ -331,12 +331,18 @@ class FramePipeline(Protocol):
     def reset(self) -> None: ...
 
 
+DEFAULT_FRAME_INTERVAL_S = 1 / 30
+
+
 class LiveProcessor:
     """The whole per-frame job of the video callback: process, aggregate, annotate.
 
     Never raises: a failing frame is returned unannotated and the error is reported through
     the aggregator (the page shows it). The pipeline can be swapped from the script thread.
     A new stream (time going backwards or a gap over ``restart_gap_s``) resets tracking.
+    Times stay continuous across streams: each new connection's clock starts again near 0,
+    so a stream whose time goes backwards is shifted to follow the last frame one frame
+    interval later (a recording that spans STOP/START keeps increasing times).
     """
 
     def __init__(
@@ -356,6 +362,8 @@ class LiveProcessor:
         self._pipeline_key: object = None
         self._frame_index = 0
         self._last_t_s: float | None = None
+        self._offset_s = 0.0  # added to the stream's time: keeps times increasing
+        self._step_s = DEFAULT_FRAME_INTERVAL_S  # the last interval between two frames
 
     @property
     def pipeline_key(self) -> object:
@@ -381,10 +389,7 @@ class LiveProcessor:
         t = float(t_s) if t_s is not None else start
         with self._lock:
             pipeline = self._pipeline
-            restarted = self._last_t_s is not None and (
-                t < self._last_t_s or t - self._last_t_s > self.restart_gap_s
-            )
-            self._last_t_s = t
+            restarted, t = self._continuous_time_locked(t)
             index = self._frame_index
             self._frame_index += 1
         if pipeline is None:
@@ -394,11 +399,26 @@ class LiveProcessor:
                 pipeline.reset()
             result = pipeline.process(frame_bgr, t, index)
             out = pipeline.annotate(frame_bgr, result)
+            self.aggregator.update(result, (self._clock() - start) * 1000.0)
         except Exception as exc:  # noqa: BLE001  NOTE: raising here would kill the stream.
             self.aggregator.report_error(f"Frame processing failed: {type(exc).__name__}: {exc}")
             return frame_bgr
-        self.aggregator.update(result, (self._clock() - start) * 1000.0)
         return out
+
+    def _continuous_time_locked(self, stream_t: float) -> tuple[bool, float]:
+        """(is this a new stream, the frame's time on the continuous clock)."""
+        last = self._last_t_s
+        self._last_t_s = stream_t
+        if last is None:
+            return False, stream_t + self._offset_s
+        previous = last + self._offset_s
+        gap = stream_t - last
+        if gap < 0:  # a new connection: its clock started again
+            self._offset_s = previous + self._step_s - stream_t
+            return True, previous + self._step_s
+        if 0 < gap <= self.restart_gap_s:
+            self._step_s = gap
+        return gap > self.restart_gap_s, stream_t + self._offset_s
 
 
 def parse_ice_servers(value: Any) -> list[dict[str, Any]]:

@@ -96,10 +96,12 @@ def make_callback(processor: LiveProcessor) -> Any:
     return callback
 
 
-def pipeline_sidebar() -> PipelineConfig:
-    """Detection and smoothing settings."""
+def pipeline_sidebar(recording: bool) -> PipelineConfig:
+    """Detection and smoothing settings (fixed while recording: one session, one pipeline)."""
     default = PipelineConfig()
     with st.sidebar.expander("Detection & smoothing"):
+        if recording:
+            st.caption("Fixed while recording; changes apply to the next recording.")
         widths = [0, 224, 256, 320, 480, 640]
         detect_width = st.select_slider(
             "Detection width (px)",
@@ -107,6 +109,7 @@ def pipeline_sidebar() -> PipelineConfig:
             value=default.detect_width,
             format_func=lambda w: "full size" if w == 0 else str(w),
             key="live_detect_width",
+            disabled=recording,
             help="Frames are shrunk to this width to find faces: smaller is faster.",
         )
         min_neighbors = st.slider(
@@ -115,13 +118,25 @@ def pipeline_sidebar() -> PipelineConfig:
             10,
             default.min_neighbors,
             key="live_min_neighbors",
+            disabled=recording,
             help="Higher: fewer false faces, more missed faces.",
         )
         min_face_px = st.slider(
-            "Smallest face (px)", 24, 240, default.min_face_px, step=8, key="live_min_face"
+            "Smallest face (px)",
+            24,
+            240,
+            default.min_face_px,
+            step=8,
+            key="live_min_face",
+            disabled=recording,
         )
         max_faces = st.slider(
-            "Faces per frame (largest first)", 1, 8, default.max_faces, key="live_max_faces"
+            "Faces per frame (largest first)",
+            1,
+            8,
+            default.max_faces,
+            key="live_max_faces",
+            disabled=recording,
         )
         alpha = st.slider(
             "Smoothing",
@@ -130,11 +145,15 @@ def pipeline_sidebar() -> PipelineConfig:
             default.smoothing_alpha,
             step=0.05,
             key="live_smoothing",
+            disabled=recording,
             help="Weight of the past in the on-screen label (0 = none). Recorded probabilities "
             "are always the raw per-frame ones.",
         )
         tta = st.checkbox(
-            "Mirror test-time augmentation (slower)", value=default.tta, key="live_tta"
+            "Mirror test-time augmentation (slower)",
+            value=default.tta,
+            key="live_tta",
+            disabled=recording,
         )
     return PipelineConfig(
         detect_width=int(detect_width),
@@ -153,6 +172,9 @@ def start_recording(card: ModelCard, rule: NervousnessRule) -> None:
     if not st.session_state.get(CONSENT_KEY):
         st.session_state[MESSAGE_KEY] = ("error", "Recording needs the candidate's consent.")
         return
+    if aggregator.recording:  # NOTE: a double click queues a second on_click
+        return
+    recorder = None
     try:
         recorder = SessionRecorder(
             sessions_dir_default(),
@@ -165,6 +187,8 @@ def start_recording(card: ModelCard, rule: NervousnessRule) -> None:
         )
         aggregator.start_recording(recorder)
     except SessionError as exc:
+        if recorder is not None:
+            recorder.discard()  # no frame reached it: leave no empty session behind
         st.session_state[MESSAGE_KEY] = ("error", f"Could not start recording: {exc}")
         return
     aggregator.reset()  # the on-screen statistics now describe this session
@@ -180,7 +204,14 @@ def stop_recording() -> None:
         st.session_state[MESSAGE_KEY] = ("error", f"The session was not saved cleanly: {exc}")
         return
     st.session_state.pop(MESSAGE_KEY, None)
-    if status is not None:
+    if status is not None and status.error:  # a write failed earlier and stopped it
+        # NOTE: the statistics column already shows the error; this says what was kept.
+        st.session_state[MESSAGE_KEY] = (
+            "info",
+            f"The recording had stopped early; the {status.frames} frames written before "
+            f"the failure are kept in `{status.path}` (listed as incomplete).",
+        )
+    elif status is not None:
         st.session_state[SAVED_KEY] = {
             "path": str(status.path),
             "frames": status.frames,
@@ -322,9 +353,9 @@ def main() -> None:
     card, version = ui_common.default_model_or_stop("live analysis cannot start")
 
     ui_common.model_sidebar(card)
-    config = pipeline_sidebar()
-    rule = ui_common.rule_sidebar()
     recording = aggregator.recording
+    config = pipeline_sidebar(recording)
+    rule = ui_common.rule_sidebar()
 
     col_video, col_stats = st.columns([3, 2], gap="large")
     with col_video:
@@ -346,13 +377,22 @@ def main() -> None:
         )
         recording_controls(card, rule, recording)
 
-    classifier = ui_common.classifier_or_error(card, version)
-    if classifier is None:
-        processor.set_pipeline(None)
-        st.stop()
     key = (str(mdir), card.name, version, config)
-    if processor.pipeline_key != key:
-        processor.set_pipeline(EmotionPipeline.from_config(classifier, config), key)
+    if recording and processor.has_pipeline:
+        # NOTE: a recording keeps the pipeline it started with: the model named in its
+        # meta.json, and the tracker's face ids (a new pipeline would number faces from 0).
+        if processor.pipeline_key != key:
+            st.sidebar.info(
+                "The default model changed; this recording goes on with the model it started "
+                "with, the next one uses the new default."
+            )
+    else:
+        classifier = ui_common.classifier_or_error(card, version)
+        if classifier is None:
+            processor.set_pipeline(None)
+            st.stop()
+        if processor.pipeline_key != key:
+            processor.set_pipeline(EmotionPipeline.from_config(classifier, config), key)
 
     with col_stats:
         st.subheader("Statistics")

@@ -103,7 +103,7 @@ def test_write_failure_detaches_recorder_and_is_reported(tmp_path: Path) -> None
     def broken_write(data: str) -> int:
         raise OSError(28, "No space left on device")
 
-    rec._fh.write = broken_write  # type: ignore[method-assign]
+    rec._file._fh.write = broken_write  # type: ignore[method-assign,union-attr]
     agg.update(result(1, 0.1))  # must not raise in the video thread
     snap = agg.snapshot()
     assert not agg.recording
@@ -173,6 +173,45 @@ def test_processor_processes_annotates_and_survives_errors() -> None:
     assert pipe.resets == 2
     proc.process(img, None)  # no timestamp: monotonic clock used
     assert len(pipe.calls) == 5
+
+
+def test_times_stay_continuous_when_the_stream_restarts(tmp_path: Path) -> None:
+    """STOP/START on the video during a recording: the new connection's clock starts at 0."""
+    agg = LiveAggregator()
+    proc = LiveProcessor(agg)
+    pipe = FakePipeline()
+    proc.set_pipeline(pipe)
+    rec = SessionRecorder(tmp_path, "Restart", flush_interval_s=0.0)
+    agg.start_recording(rec)
+    img = np.zeros((4, 4, 3), np.uint8)
+    for i in range(5):
+        proc.process(img, 50.0 + i * 0.1)  # first stream, 10 fps
+    for i in range(5):
+        proc.process(img, 0.2 + i * 0.1)  # second stream
+    times = [t for t, _ in pipe.calls]
+    assert times[5] == pytest.approx(50.5) and pipe.resets == 1  # one frame interval later
+    assert np.all(np.diff(times) > 0)
+    assert agg.snapshot().duration_s == pytest.approx(0.9)
+    agg.stop_recording()
+    recorded = load_session(rec.path).frames["t_s"].to_numpy()
+    assert recorded == pytest.approx(np.arange(10) * 0.1)
+    proc.process(img, 60.0)  # a forward gap is real elapsed stream time: kept
+    assert pipe.calls[-1][0] == pytest.approx(60.0 + 50.5 - 0.2) and pipe.resets == 2
+
+
+def test_an_aggregator_error_does_not_escape_the_video_callback() -> None:
+    agg = LiveAggregator()
+    proc = LiveProcessor(agg)
+
+    class EightClasses(FakePipeline):
+        def process(self, frame_bgr: np.ndarray, t_s: float, frame_index: int) -> FrameResult:
+            face = FaceResult(0, (0, 0, 4, 4), np.full(8, 0.125), np.full(8, 0.125))
+            return FrameResult(frame_index, t_s, (face,))
+
+    proc.set_pipeline(EightClasses())
+    img = np.zeros((4, 4, 3), np.uint8)
+    assert proc.process(img, 0.0) is img  # statistics reject 8 classes: reported, not raised
+    assert "Frame processing failed" in (agg.snapshot().error or "")
 
 
 def test_parse_ice_servers() -> None:

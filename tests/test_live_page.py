@@ -167,6 +167,75 @@ def test_record_requires_consent_and_writes_a_session(env: dict[str, Any]) -> No
     assert len(session.frames) == 5 and (session.frames["face_id"] == 0).all()
 
 
+def start_a_recording(env: dict[str, Any]) -> tuple[AppTest, LiveAggregator]:
+    at = run_page()
+    at.checkbox(key="live_consent").check()
+    run_page(at)
+    button(at, "Record").click()
+    run_page(at)
+    aggregator: LiveAggregator = at.session_state["live_aggregator"]
+    assert aggregator.recording
+    return at, aggregator
+
+
+def happy(i: int) -> FrameResult:
+    p = np.eye(len(CLASSES))[3] * 0.9 + 0.1 / len(CLASSES)
+    return FrameResult(i, i / 10, (FaceResult(0, (1, 2, 30, 30), p, p),))
+
+
+def test_stop_after_a_failed_write_reports_the_failure_not_a_save(env: dict[str, Any]) -> None:
+    at, aggregator = start_a_recording(env)
+    recorder = aggregator._recorder
+    assert recorder is not None
+    recorder.flush_interval_s = recorder._file.flush_interval_s = 0.0
+    aggregator.update(happy(0))  # written
+
+    def disk_full(data: str) -> int:
+        raise OSError(28, "No space left on device")
+
+    recorder._file._fh.write = disk_full  # type: ignore[method-assign,union-attr]
+    aggregator.update(happy(1))  # fails on the video thread: the recorder is detached
+    button(at, "Stop").click()  # the button was enabled when the page last ran
+    run_page(at)
+    assert not at.success  # not "Session saved"
+    (error,) = at.error
+    assert "Recording stopped" in error.value and "No space left on device" in error.value
+    assert any("1 frames written before the failure are kept" in i.value for i in at.info)
+    assert len(load_session(recorder.path).frames) == 1
+
+
+def test_a_second_record_click_starts_no_second_session(env: dict[str, Any]) -> None:
+    at, aggregator = start_a_recording(env)
+    at.session_state["live_message"] = None
+    record = at.button(key="live_record")
+    record.proto.disabled = False  # a double click: the second landed before the rerun
+    record.click()
+    run_page(at)
+    assert len(list(env["sessions"].iterdir())) == 1 and aggregator.recording
+    assert not at.error
+
+
+def test_a_recording_keeps_its_pipeline_and_settings(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at, aggregator = start_a_recording(env)
+    processor: LiveProcessor = at.session_state["live_processor"]
+    pipeline = processor._pipeline
+    assert at.sidebar.slider(key="live_min_neighbors").disabled
+    assert at.sidebar.checkbox(key="live_tta").disabled
+    # the default model changes on the Training page meanwhile
+    card = ModelCard(name="newer", arch="cnn-test", val_accuracy=0.7)
+    (env["models"] / "newer.json").write_text(json.dumps(card.to_dict()))
+    (env["models"] / "registry.json").write_text(json.dumps({"default": "newer"}))
+    run_page(at)
+    assert processor._pipeline is pipeline  # same model, same tracker (face ids)
+    assert any("goes on with the model it started with" in i.value for i in at.sidebar.info)
+    button(at, "Stop").click()
+    run_page(at)
+    assert processor._pipeline is not pipeline  # the next recording uses the new default
+    assert not at.sidebar.slider(key="live_min_neighbors").disabled
+
+
 def test_consent_unticked_after_start_is_refused(env: dict[str, Any]) -> None:
     at = run_page()
     at.checkbox(key="live_consent").check()
