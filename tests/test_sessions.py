@@ -6,6 +6,8 @@ import errno
 import gc
 import io
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -319,6 +321,30 @@ def test_recorder_dropped_without_close_keeps_its_buffered_rows(tmp_path: Path) 
     assert len(session.frames) == 3
     assert session.info.complete is False and session.info.frames == 3
     assert json.loads((path / "meta.json").read_text())["ended_at"]
+
+
+def test_a_recording_open_when_the_process_exits_keeps_its_buffered_rows(tmp_path: Path) -> None:
+    """The server stops (normal interpreter exit) while a recorder is still attached."""
+    script = (
+        "import sys, numpy as np\n"
+        "from emotion_core.results import FaceResult, FrameResult\n"
+        "from emotion_core.sessions import SessionRecorder\n"
+        "rec = SessionRecorder(sys.argv[1], 'Exit', flush_interval_s=3600.0)\n"
+        "p = np.full(7, 1 / 7)\n"
+        "for i in range(4):\n"
+        "    rec.add_frame(FrameResult(i, i / 10, (FaceResult(0, (0, 0, 9, 9), p, p),)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    (info,) = list_sessions(tmp_path)
+    assert info.frames == 4 and info.complete is False
+    assert len(load_session(info.path).frames) == 4
 
 
 def test_a_closed_recorder_is_not_closed_again_when_dropped(tmp_path: Path) -> None:
