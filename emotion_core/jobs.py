@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -307,8 +307,9 @@ def _float(value: Any, default: float = 0.0) -> float:
         return default
 
 
-def _pid_alive(pid: int | None) -> bool:
-    """True when pid is a live (not zombie) training process."""
+def _pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
+    """True when pid is a live (not zombie) training process, training into run_dir when given
+    (a reused pid now training another run, or running anything else, is not this run's)."""
     if not pid or pid <= 0:
         return False
     _reap()
@@ -323,20 +324,47 @@ def _pid_alive(pid: int | None) -> bool:
         stat = (proc / "stat").read_text()
         if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
             return False
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        argv = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0")]
     except OSError:
         return True  # no /proc (macOS): os.kill said it exists
-    return _TRAIN_MODULE in cmdline  # otherwise the pid was reused by something else
+    if _TRAIN_MODULE not in " ".join(argv):
+        return False  # the pid was reused by something else
+    return run_dir is None or _trains_into(pid, argv, run_dir)
 
 
-def _reap(wait_pid: int | None = None) -> None:
+def _trains_into(pid: int, argv: list[str], run_dir: Path) -> bool:
+    """True when the training command line argv (of process pid) has `--out run_dir`; a
+    relative --out is taken from that process's working folder."""
+    outs = [b for a, b in zip(argv, argv[1:], strict=False) if a == "--out"]
+    outs += [a.removeprefix("--out=") for a in argv if a.startswith("--out=")]
+    if not outs:
+        return False
+    out = Path(outs[-1])
+    if not out.is_absolute():
+        try:
+            out = Path(os.readlink(f"/proc/{pid}/cwd")) / out
+        except OSError:
+            return False
+    return _same_dir(out, run_dir)
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    """True when a and b are the same folder (links and relative paths resolved)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _reap(wait_pid: int | None = None, run_dir: Path | None = None) -> None:
     """Poll the children this process launched; record exit codes in exit.json.
 
-    wait_pid: a child that looks dead (a killed multi-threaded process shows as a zombie before
-    all its threads are gone, and only then can it be reaped): wait up to 10 s for it.
+    wait_pid: a child of run_dir that looks dead (a killed multi-threaded process shows as a
+    zombie before all its threads are gone, and only then can it be reaped): wait up to 10 s
+    for it. A child training another run (the pid was reused) is not waited for.
     """
     entry = _PROCS.get(wait_pid) if wait_pid else None
-    if entry is not None:
+    if entry is not None and (run_dir is None or _same_dir(entry[0], run_dir)):
         with contextlib.suppress(subprocess.TimeoutExpired):
             entry[1].wait(timeout=10)
     with _PROCS_LOCK:
@@ -354,6 +382,30 @@ def _reap(wait_pid: int | None = None) -> None:
             lock = run_dir.parent / LOCK_FILE
             if read_json_object(lock).get("pid") == pid:
                 lock.unlink(missing_ok=True)
+
+
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a just-launched training process group (it has nothing to save yet) and reap it
+    here, so that _reap records no exit code for it (its run did not start)."""
+    with _PROCS_LOCK:
+        _PROCS.pop(proc.pid, None)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def _cannot_write(path: Path, exc: OSError) -> str:
+    """'cannot write <path>: No space left on device' (the OS error without the file name)."""
+    return f"cannot write {path}: {exc.strerror or exc}"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """atomic_write_json, with an OSError turned into a JobError naming the file."""
+    try:
+        atomic_write_json(path, data)
+    except OSError as exc:
+        raise JobError(_cannot_write(path, exc)) from exc
 
 
 def launched_processes() -> list[subprocess.Popen[bytes]]:
@@ -517,7 +569,7 @@ class TrainingJobRunner:
         """
         run_id = run_id or self.new_run_id(config.arch)
         run_dir = self.run_dir(run_id)
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             raise JobError(f"run {run_id!r} already exists in {self.runs_dir}; pick another id")
         config = self._absolute_paths(config)
         with self._start_lock():
@@ -557,8 +609,13 @@ class TrainingJobRunner:
     @contextlib.contextmanager
     def _start_lock(self) -> Iterator[None]:
         """Serialise check-then-launch between threads/processes (two tabs clicking Start)."""
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        with (self.runs_dir / ".start.lock").open("w") as fh:
+        lock_path = self.runs_dir / ".start.lock"
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            lock_file = lock_path.open("w")
+        except OSError as exc:
+            raise JobError(_cannot_write(lock_path, exc)) from exc
+        with lock_file as fh:
             try:
                 import fcntl
 
@@ -576,9 +633,8 @@ class TrainingJobRunner:
             )
 
     def _launch(self, run_dir: Path, config: TrainConfig, resume: bool) -> RunHandle:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("CANCEL", "exit.json"):
-            (run_dir / stale).unlink(missing_ok=True)
+        """Start the process and record it; JobError when a file cannot be written (a process
+        already started is then stopped, so none runs untracked)."""
         command = [self.python, "-m", _TRAIN_MODULE, *config_to_args(config),
                    "--out", str(run_dir.resolve())]  # fmt: skip
         if resume:
@@ -588,12 +644,9 @@ class TrainingJobRunner:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(registry.PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
         )
-        with (run_dir / "stdout.log").open("ab") as log:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            log.write(
-                f"=== {stamp} {'resume' if resume else 'start'}: {' '.join(command)}\n".encode()
-            )
-            log.flush()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        header = f"=== {stamp} {'resume' if resume else 'start'}: {' '.join(command)}\n"
+        with self._open_log(run_dir, header) as log:
             try:
                 proc = subprocess.Popen(
                     command, cwd=registry.PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
@@ -603,15 +656,44 @@ class TrainingJobRunner:
                 raise JobError(f"cannot start {self.python}: {exc}") from exc
         with _PROCS_LOCK:
             _PROCS[proc.pid] = (run_dir, proc)
+        try:
+            self._record_launch(run_dir, proc.pid, command, config, resume)
+        except JobError as exc:
+            _stop_child(proc)
+            raise JobError(f"{exc}; the training process was stopped") from exc
+        return RunHandle(run_dir.name, run_dir, proc.pid, tuple(command))
+
+    @staticmethod
+    def _open_log(run_dir: Path, header: str) -> BinaryIO:
+        """Prepare the run folder and open its stdout.log for appending, header written."""
+        log_path = run_dir / "stdout.log"
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in ("CANCEL", "exit.json"):
+                (run_dir / stale).unlink(missing_ok=True)
+            log = log_path.open("ab")
+        except OSError as exc:
+            raise JobError(_cannot_write(log_path, exc)) from exc
+        try:
+            log.write(header.encode())
+            log.flush()
+        except OSError as exc:
+            log.close()
+            raise JobError(_cannot_write(log_path, exc)) from exc
+        return log
+
+    def _record_launch(
+        self, run_dir: Path, pid: int, command: list[str], config: TrainConfig, resume: bool
+    ) -> None:
+        """Write launch.json and the runner's job.lock for a started process."""
         launch = read_json_object(run_dir / "launch.json")
-        atomic_write_json(run_dir / "launch.json", {
-            "run_id": run_dir.name, "pid": proc.pid, "command": command,
+        _write_json(run_dir / "launch.json", {
+            "run_id": run_dir.name, "pid": pid, "command": command,
             "config": asdict(config), "resume": resume,
             "started_at": launch.get("started_at", time.time()), "launched_at": time.time(),
             "launches": _int(launch.get("launches")) + 1,
         })  # fmt: skip
-        atomic_write_json(self.runs_dir / LOCK_FILE, {"run_id": run_dir.name, "pid": proc.pid})
-        return RunHandle(run_dir.name, run_dir, proc.pid, tuple(command))
+        _write_json(self.runs_dir / LOCK_FILE, {"run_id": run_dir.name, "pid": pid})
 
     # ------------------------------------------------------------ watching
 
@@ -641,8 +723,9 @@ class TrainingJobRunner:
         lock_path = self.runs_dir / LOCK_FILE
         lock = read_json_object(lock_path)
         if lock:
-            if _pid_alive(_int(lock.get("pid"))) and (self.runs_dir / str(lock["run_id"])).is_dir():
-                info = self._info(self.runs_dir / str(lock["run_id"]))
+            locked = self.runs_dir / str(lock.get("run_id"))
+            if locked.is_dir() and _pid_alive(_int(lock.get("pid")), locked):
+                info = self._info(locked)
                 if info.running:
                     return info
             lock_path.unlink(missing_ok=True)
@@ -684,7 +767,7 @@ class TrainingJobRunner:
         message = str(status.get("message", "")) if status_current else ""
         if raw_state in FINAL_STATES:
             state = raw_state
-        elif _pid_alive(pid):
+        elif _pid_alive(pid, path):
             state, message = "running", message if raw_state else "starting (loading data)"
         else:
             state, message = self._dead_state(path, pid)
@@ -727,7 +810,8 @@ class TrainingJobRunner:
     @staticmethod
     def _dead_state(path: Path, pid: int | None) -> tuple[str, str]:
         """State and message of a run whose process is gone without a final status."""
-        _reap(wait_pid=pid)  # it may have died a moment ago: record its exit code first
+        # it may have died a moment ago: record its exit code first
+        _reap(wait_pid=pid, run_dir=path)
         exit_info = read_json_object(path / "exit.json")
         code = exit_info.get("returncode") if _int(exit_info.get("pid")) == pid else None
         log = tail_text(path / "stdout.log", lines=15)
@@ -750,11 +834,23 @@ class TrainingJobRunner:
         info = self.info(run_id)
         if not info.running:
             raise JobError(f"run {run_id!r} is not running ({info.state})")
-        (info.path / "CANCEL").write_text(f"{time.time()}\n")
-        if info.pid:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(info.pid, signal.SIGTERM)
+        cancel_file = info.path / "CANCEL"
+        try:
+            cancel_file.write_text(f"{time.time()}\n")
+        except OSError as exc:
+            self._terminate(info.pid)
+            raise JobError(
+                f"{_cannot_write(cancel_file, exc)}; the training process (pid {info.pid}) was "
+                "sent SIGTERM instead and should stop after the current batch"
+            ) from exc
+        self._terminate(info.pid)
         return info
+
+    @staticmethod
+    def _terminate(pid: int | None) -> None:
+        if pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
 
     # ------------------------------------------------------------ activation
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -368,3 +369,150 @@ def test_arch_for_init_model_spots_folded_files(tmp_path: Path) -> None:
     assert jobs.arch_for_init_model(tmp_path / "folded.keras", "fer-fast") == "fer-fast-folded"
     assert jobs.arch_for_init_model(tmp_path / "folded.keras", "tiny") == "tiny"
     assert jobs.arch_for_init_model(tmp_path / "missing.keras", "vgg-s") == "vgg-s"
+
+
+# ---------------------------------------------------------------- stand-in processes
+
+SLEEP = "import time; time.sleep(60)"
+
+
+@pytest.fixture
+def fake_python(tmp_path: Path) -> str:
+    """An 'interpreter' that sleeps with the training command line in its argv: a process that
+    looks like `python -m emotion_core.train ... --out <run>` but trains nothing."""
+    script = tmp_path / "fake-python"
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -c "{SLEEP}" "$@"\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+def _running_status(run: Path, pid: int) -> None:
+    run.mkdir(parents=True)
+    (run / "launch.json").write_text(json.dumps({"pid": pid, "config": {"data": "/d"}}))
+    (run / "status.json").write_text(json.dumps({"state": "running", "pid": pid, "epochs": 5}))
+
+
+def test_a_reused_pid_training_another_run_is_not_taken_for_this_one(
+    tmp_path: Path, fake_python: str
+) -> None:
+    runner = TrainingJobRunner(tmp_path / "runs", python=fake_python)
+    other = runner.start(TrainConfig(data=str(tmp_path)), run_id="other")
+    assert runner.info("other").running
+    # a run that died while 'running'; its pid now belongs to the process training "other"
+    _running_status(runner.runs_dir / "stale", other.pid)
+    started = time.monotonic()
+    assert runner.info("stale").state == "interrupted"
+    assert time.monotonic() - started < 5  # not waiting for "other" to be reaped
+    with pytest.raises(JobError, match="not running"):
+        runner.cancel("stale")
+    assert not (runner.runs_dir / "stale" / "CANCEL").exists()
+    assert runner.info("other").running  # not sent SIGTERM
+    busy = runner.running_job()
+    assert busy is not None and busy.run_id == "other"
+
+    # started by hand with a relative --out: resolved against that process's folder
+    manual = subprocess.Popen(
+        [sys.executable, "-c", SLEEP, "-m", "emotion_core.train", "--out", "runs/manual"],
+        cwd=tmp_path,
+    )
+    try:
+        _running_status(runner.runs_dir / "manual", manual.pid)
+        assert wait_for(lambda: runner.info("manual").running, 10)
+    finally:
+        manual.kill()
+        manual.wait()
+
+
+def _disk_full(path: Path | str) -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+@pytest.fixture
+def popen_spy(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    class Spy(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(subprocess, "Popen", Spy)
+    return started
+
+
+@pytest.mark.parametrize("name", ["launch.json", jobs.LOCK_FILE])
+def test_a_failed_write_after_launch_stops_the_child(
+    tmp_path: Path,
+    fake_python: str,
+    monkeypatch: pytest.MonkeyPatch,
+    popen_spy: list[subprocess.Popen[bytes]],
+    name: str,
+) -> None:
+    real_write = jobs.atomic_write_json
+
+    def write(path: Path, data: Any) -> None:
+        if Path(path).name == name:
+            raise _disk_full(path)
+        real_write(path, data)
+
+    monkeypatch.setattr(jobs, "atomic_write_json", write)
+    runner = TrainingJobRunner(tmp_path / "runs", python=fake_python)
+    with pytest.raises(JobError) as error:
+        runner.start(TrainConfig(data=str(tmp_path)), run_id="full")
+    message = str(error.value)
+    assert name in message and "No space left on device" in message and "stopped" in message
+    [child] = popen_spy
+    assert child.poll() is not None  # stopped and reaped, not left training untracked
+    assert child not in jobs.launched_processes()
+    assert not (runner.runs_dir / jobs.LOCK_FILE).exists()
+    assert runner.running_job() is None
+
+
+def test_unwritable_lock_or_log_is_a_job_error_and_launches_nothing(
+    tmp_path: Path,
+    fake_python: str,
+    monkeypatch: pytest.MonkeyPatch,
+    popen_spy: list[subprocess.Popen[bytes]],
+) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    blocked = TrainingJobRunner(tmp_path / "file" / "runs", python=fake_python)
+    with pytest.raises(JobError, match="cannot write .*runs"):
+        blocked.start(TrainConfig(data=str(tmp_path)))
+
+    runner = TrainingJobRunner(tmp_path / "runs", python=fake_python)
+    (runner.runs_dir / ".start.lock").mkdir(parents=True)  # open("w") fails, even for root
+    with pytest.raises(JobError, match=r"\.start\.lock"):
+        runner.start(TrainConfig(data=str(tmp_path)))
+    (runner.runs_dir / ".start.lock").rmdir()
+
+    real_open = Path.open
+
+    def open_(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name == "stdout.log":
+            raise _disk_full(self)
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_)
+    with pytest.raises(JobError, match=r"stdout\.log.*No space left on device"):
+        runner.start(TrainConfig(data=str(tmp_path)), run_id="nolog")
+    assert popen_spy == []
+
+
+def test_cancel_when_the_cancel_file_cannot_be_written(
+    tmp_path: Path, fake_python: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = TrainingJobRunner(tmp_path / "runs", python=fake_python)
+    handle = runner.start(TrainConfig(data=str(tmp_path)), run_id="busy")
+    real_write_text = Path.write_text
+
+    def write_text(self: Path, *args: Any, **kwargs: Any) -> int:
+        if self.name == "CANCEL":
+            raise _disk_full(self)
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    with pytest.raises(JobError, match=r"CANCEL.*No space left on device.*SIGTERM"):
+        runner.cancel("busy")
+    # the process was still asked to stop (freeing the disk is then up to the user)
+    assert wait_for(lambda: not runner.info("busy").running, 10)
+    assert runner.info("busy").pid == handle.pid
