@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -25,18 +26,42 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync it, then os.replace it into place, so
-    readers see either the old or the new file, never half of one."""
+    """Write to a temp file in the same folder, then durable_replace it into place, so readers
+    see either the old or the new file, never half of one (not even after a power loss)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; these files are meant to be shared
-        os.replace(tmp, path)
+        durable_replace(Path(tmp), path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def durable_replace(tmp: Path, path: Path) -> None:
+    """os.replace a fully written temp file onto path: its data is fsynced first and the folder
+    after, so a power loss leaves the old file or the complete new one, never an empty one."""
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(Path(path).parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the folder's entries (renames, new files) durable; best effort where the OS or file
+    system cannot fsync a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # e.g. Windows cannot open a folder
+    try:
+        with contextlib.suppress(OSError):  # some file systems refuse (EINVAL)
+            os.fsync(fd)
+    finally:
+        os.close(fd)

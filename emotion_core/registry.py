@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from emotion_core.classes import CLASSES
-from emotion_core.fileio import atomic_write_bytes, atomic_write_json
+from emotion_core.fileio import atomic_write_bytes, atomic_write_json, durable_replace
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("EMOTION_MODELS_DIR", PROJECT_ROOT / "models"))
@@ -192,7 +192,11 @@ def register_model(
     if target.resolve() != Path(keras_path).resolve():
         tmp = target.with_suffix(".keras.tmp")
         deflated_copy(Path(keras_path), tmp)
-        os.replace(tmp, target)
+        try:
+            durable_replace(tmp, target)  # before set_default can name it
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ModelError(f"{target}: cannot write the model file ({exc})") from exc
     if tflite is not None:
         atomic_write_bytes(tflite_path(card.name, models_dir), tflite)
     atomic_write_json(models_dir / f"{card.name}.json", card.to_dict())

@@ -296,6 +296,41 @@ def test_registry_round_trip_and_mismatch(tmp_path):
     assert not (tmp_path / "models" / "junk.keras").exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_registered_copy_is_on_disk_before_the_default_names_it(tmp_path, monkeypatch):
+    import os
+    import zipfile
+
+    from emotion_core.registry import register_model
+
+    source = tmp_path / "src.keras"
+    with zipfile.ZipFile(source, "w") as archive:
+        archive.writestr("config.json", "{}")
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", str(src), str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    models = Path(os.path.realpath(tmp_path)) / "models"
+    register_model(source, ModelCard(name="m", arch="tiny"), models, make_default=True)
+
+    tmp, target = str(models / "m.keras.tmp"), str(models / "m.keras")
+    renamed = events.index(("replace", tmp, target))
+    assert ("fsync", tmp) in events[:renamed]  # the data is on disk before the rename ...
+    default = next(i for i, e in enumerate(events) if e[-1] == str(models / "registry.json"))
+    assert ("fsync", str(models)) in events[renamed:default]  # ... and the rename before the
+    assert default > renamed  # default can point at it
+    assert default_model_name(models) == "m"
+
+
 def test_corrupt_model_file_is_clear(tmp_path):
     from emotion_core.fileio import atomic_write_json
     from emotion_core.inference import load_classifier
