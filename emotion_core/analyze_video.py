@@ -113,17 +113,27 @@ class _Decoder:
     def chunks(self) -> Iterator[tuple[list[DecodedFrame], list[Found]]]:
         """Chunks in file order; raises the thread's exception (e.g. VideoError) at its point."""
         while True:
-            try:
-                item = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                if self._thread.is_alive():
-                    continue
-                raise RuntimeError("the video decoding thread stopped unexpectedly") from None
+            item = self._next()
             if item is self._END:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
+
+    def _next(self) -> Any:
+        """The next item of the queue, waiting while the thread lives."""
+        while True:
+            try:
+                return self._queue.get(timeout=0.5)
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    break
+        # NOTE: the thread may have put its last item and ended between the timeout and
+        # is_alive(); only an empty queue after its end means it died without a word.
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            raise RuntimeError("the video decoding thread stopped unexpectedly") from None
 
     def stop(self) -> None:
         """Stop decoding and wait for the thread to end."""

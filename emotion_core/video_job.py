@@ -3,14 +3,19 @@
 The Video page (or any other front end) checks an upload with `check_video_file`, starts a job
 with `start_video_job` and renders `VideoJob.view()` copies until `finished`. The job copies the
 upload to a private temporary folder, runs `analyze_video` on it and deletes the copy at the end.
+Folders left behind by a server that stopped mid-analysis are deleted by
+`sweep_stale_video_folders` (at the next job, or when a page calls it).
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 import re
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,12 +30,125 @@ from emotion_core.worker import WorkerJob
 
 VIDEO_TYPES = ("mp4", "avi", "mov", "webm", "mkv")
 COPY_CHUNK = 8 * 1024 * 1024
+MAX_NAME_BYTES = 100  # UTF-8 bytes of a stored file name (file systems allow 255)
+MAX_SUFFIX_BYTES = 16
+TEMP_PREFIX = "emotion-video-"
+OWNER_FILE = "owner.pid"  # "<pid> <process start time>" of the server that made the folder
+ORPHAN_AGE_S = 3600.0  # a temp folder without a readable owner file older than this is a leftover
+
+_OWNED: set[Path] = set()  # temp folders of this process's jobs, removed at exit
+_OWNED_LOCK = threading.Lock()
 
 
 def safe_file_name(name: str) -> str:
-    """The base name with only harmless characters (it becomes the session's source)."""
-    base = re.sub(r"[^\w.\- ]", "_", Path(name).name).strip(" .")
-    return base or "video"
+    """The base name with only harmless characters (it becomes the session's source), cut to
+    MAX_NAME_BYTES of UTF-8 on a character boundary, keeping the extension."""
+    base = re.sub(r"[^\w.\- ]", "_", Path(name).name).strip(" .") or "video"
+    if len(base.encode()) <= MAX_NAME_BYTES:
+        return base
+    suffix = Path(base).suffix
+    if len(suffix.encode()) > MAX_SUFFIX_BYTES:
+        suffix = ""
+    stem = base[: len(base) - len(suffix)].encode()[: MAX_NAME_BYTES - len(suffix.encode())]
+    return (stem.decode(errors="ignore").rstrip(" .") or "video") + suffix
+
+
+# ---------------------------------------------------------------- temporary folders
+
+
+def _process_start(pid: int) -> str:
+    """When process pid started (clock ticks since boot, from /proc); '' where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _owner_alive(folder: Path) -> bool | None:
+    """Whether the process in folder's owner file still runs (a reused pid does not count);
+    None when there is no readable owner file."""
+    try:
+        pid_text, _, started = (folder / OWNER_FILE).read_text().strip().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    except (OverflowError, OSError):
+        return False
+    return not started or _process_start(pid) in ("", started)
+
+
+def _is_stale(folder: Path) -> bool:
+    """A folder of ours whose owner process is gone (or, ownerless, an old one)."""
+    try:
+        info = folder.lstat()
+    except OSError:
+        return False
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        return False  # another user's, in a shared temp folder
+    alive = _owner_alive(folder)
+    if alive is None:
+        return time.time() - info.st_mtime > ORPHAN_AGE_S
+    return not alive
+
+
+def sweep_stale_video_folders(temp_root: Path | None = None) -> list[Path]:
+    """Delete the emotion-video-* folders (uploaded videos) that a stopped server left in
+    temp_root (default: the system temp folder); those of running processes stay. Returns the
+    folders deleted."""
+    root = Path(temp_root) if temp_root is not None else Path(tempfile.gettempdir())
+    try:
+        candidates = sorted(root.glob(f"{TEMP_PREFIX}*"))
+    except OSError:
+        return []
+    removed = []
+    for folder in candidates:
+        if _is_stale(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                removed.append(folder)
+    return removed
+
+
+def _new_video_folder(temp_root: Path | None = None) -> Path:
+    """A private emotion-video-* folder, marked as this process's (see OWNER_FILE)."""
+    folder = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=temp_root))
+    with _OWNED_LOCK:
+        _OWNED.add(folder)
+    try:
+        (folder / OWNER_FILE).write_text(f"{os.getpid()} {_process_start(os.getpid())}\n")
+    except OSError:
+        _remove_folder(folder)
+        raise
+    return folder
+
+
+def _remove_folder(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    with _OWNED_LOCK:
+        _OWNED.discard(folder)
+
+
+def _remove_owned_folders() -> None:
+    """At exit: delete the folders of jobs still running (their daemon threads die with us)."""
+    with _OWNED_LOCK:
+        folders = list(_OWNED)
+    for folder in folders:
+        _remove_folder(folder)
+
+
+atexit.register(_remove_owned_folders)
 
 
 def check_video_file(name: str, size: int, limit_mb: int) -> None:
@@ -135,7 +253,7 @@ class VideoJob(WorkerJob[JobView]):
                 "in a session marked incomplete."
             )
         finally:
-            shutil.rmtree(self.video_path.parent, ignore_errors=True)
+            _remove_folder(self.video_path.parent)
 
 
 def start_video_job(
@@ -148,19 +266,23 @@ def start_video_job(
     every: int = 1,
     tta: bool = False,
     thresholds: dict[str, Any] | None = None,
+    temp_root: Path | None = None,
 ) -> VideoJob:
-    """Copy `source` (an open binary file, read from the start) to a temporary file and start
-    analysing it on a daemon thread. The candidate defaults to the file name's stem.
-    Raises OSError when the copy cannot be written (nothing is left behind then)."""
+    """Copy `source` (an open binary file, read from the start) to a temporary file in
+    temp_root (default: the system temp folder) and start analysing it on a daemon thread.
+    The candidate defaults to the file name's stem. Videos that stopped servers left there
+    are deleted first. Raises OSError when the copy cannot be written (nothing is left behind
+    then)."""
     name = safe_file_name(file_name)
-    folder = Path(tempfile.mkdtemp(prefix="emotion-video-"))
+    sweep_stale_video_folders(temp_root)
+    folder = _new_video_folder(temp_root)
     path = folder / name
     try:
         source.seek(0)
         with path.open("wb") as out:
             shutil.copyfileobj(source, out, length=COPY_CHUNK)
     except OSError:
-        shutil.rmtree(folder, ignore_errors=True)
+        _remove_folder(folder)
         raise
     job = VideoJob(name, path)
     analysis = {

@@ -30,6 +30,7 @@ from emotion_core.video_job import (
     VideoJob,
     check_video_file,
     start_video_job,
+    sweep_stale_video_folders,
 )
 
 MAX_MB_ENV = "EMOTION_MAX_VIDEO_MB"
@@ -73,6 +74,12 @@ def max_video_mb() -> tuple[int, str | None]:
             "(raise server.maxUploadSize in .streamlit/config.toml)."
         )
     return wanted, None
+
+
+@st.cache_resource(show_spinner=False)
+def sweep_leftover_uploads() -> int:
+    """Once per server process: delete the uploads a stopped server left in the temp folder."""
+    return len(sweep_stale_video_folders())
 
 
 def start_job(
@@ -180,6 +187,7 @@ def main() -> None:
     st.set_page_config(page_title="Video analysis - Emotion analytics", page_icon="🎬")
     ui_common.page_nav()
     st.title("🎬 Video analysis")
+    sweep_leftover_uploads()
     limit_mb, limit_warning = max_video_mb()
     st.caption(
         f"Analyse a recorded interview ({', '.join(VIDEO_TYPES)}; **at most {limit_mb} MB**) "

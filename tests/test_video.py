@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import queue
 import re
+import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
 from fractions import Fraction
@@ -18,14 +23,20 @@ import numpy as np
 import pytest
 
 from emotion_core import analyze_video as av_mod
-from emotion_core import bench
+from emotion_core import bench, video_job
 from emotion_core.analyze_video import analyze_video
 from emotion_core.classes import CLASSES
 from emotion_core.sessions import load_session
 from emotion_core.video import DecodedFrame, VideoError, iter_frames, probe_video, read_frames
-from emotion_core.video_job import check_video_file, safe_file_name, start_video_job
+from emotion_core.video_job import (
+    check_video_file,
+    safe_file_name,
+    start_video_job,
+    sweep_stale_video_folders,
+)
 
-VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
+ROOT = Path(__file__).resolve().parents[1]
+VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 
 
 class FakeClassifier:
@@ -308,6 +319,121 @@ def test_video_file_checks(name: str, size: int, problem: str) -> None:
 def test_safe_file_name_drops_folders_and_odd_characters() -> None:
     assert safe_file_name("../../etc/pass wd;rm.mp4") == "pass wd_rm.mp4"
     assert safe_file_name("...") == "video"
+
+
+def test_safe_file_name_fits_the_file_system(tmp_path: Path) -> None:
+    long = safe_file_name("интервью_" * 30 + ".mp4")  # 514 bytes of UTF-8
+    assert long.startswith("интервью_интервью_") and long.endswith(".mp4")
+    assert len(long.encode()) <= video_job.MAX_NAME_BYTES
+    (tmp_path / long).write_bytes(b"ok")  # no "[Errno 36] File name too long"
+    assert len(safe_file_name("é" * 300).encode()) == 100  # cut between characters
+    assert safe_file_name("x." + "a" * 300) == "x." + "a" * 98  # no real extension to keep
+    assert safe_file_name("Ana clip .mp4") == "Ana clip .mp4"  # short names are unchanged
+    job = start_video_job(
+        io.BytesIO(b"not a video"), "интервью_" * 30 + ".mp4", FakeClassifier(),
+        tmp_path / "s", temp_root=tmp_path,
+    )  # fmt: skip
+    assert job.file_name == long and "Could not analyse" in str(job.wait(60).error)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _upload_folder(root: Path, name: str, owner: str | None, age_s: float = 0.0) -> Path:
+    folder = root / f"{video_job.TEMP_PREFIX}{name}"
+    folder.mkdir()
+    (folder / "interview.mp4").write_bytes(b"video")
+    if owner is not None:
+        (folder / video_job.OWNER_FILE).write_text(owner)
+    if age_s:
+        os.utime(folder, (time.time() - age_s,) * 2)
+    return folder
+
+
+def test_upload_folders_of_stopped_servers_are_swept(tmp_path: Path) -> None:
+    me = f"{os.getpid()} {video_job._process_start(os.getpid())}"
+    stale = [
+        _upload_folder(tmp_path, "dead", f"{_dead_pid()} 1"),
+        _upload_folder(tmp_path, "reused", f"{os.getpid()} 1"),  # our pid, another start time
+        _upload_folder(tmp_path, "ownerless-old", None, age_s=2 * video_job.ORPHAN_AGE_S),
+    ]
+    kept = [
+        _upload_folder(tmp_path, "live", me),
+        _upload_folder(tmp_path, "parent", str(os.getppid())),
+        _upload_folder(tmp_path, "ownerless-new", None),  # its owner may be writing the file
+        tmp_path / "unrelated",
+    ]
+    kept[-1].mkdir()
+    assert sorted(sweep_stale_video_folders(tmp_path)) == sorted(stale)
+    assert not any(f.exists() for f in stale) and all(f.exists() for f in kept)
+
+    leftover = _upload_folder(tmp_path, "dead-again", f"{_dead_pid()} 1")
+    job = start_video_job(
+        io.BytesIO(b"not a video"), "x.mp4", FakeClassifier(), tmp_path / "s", temp_root=tmp_path
+    )
+    assert not leftover.exists()  # a new job sweeps first
+    job.wait(60)
+    assert not job.video_path.parent.exists()
+
+
+def test_upload_folders_are_marked_and_removed_when_the_server_exits(tmp_path: Path) -> None:
+    folder = video_job._new_video_folder(tmp_path)
+    assert (folder / video_job.OWNER_FILE).read_text().split()[0] == str(os.getpid())
+    assert sweep_stale_video_folders(tmp_path) == []  # ours, and we run
+    video_job._remove_owned_folders()
+    assert not folder.exists()
+
+    make = (
+        "import os, signal, sys; from pathlib import Path; from emotion_core import video_job; "
+        "f = video_job._new_video_folder(Path(sys.argv[1])); (f / 'v.mp4').write_bytes(b'x'); "
+        "sys.argv[2] == 'kill' and os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    exited = subprocess.run([sys.executable, "-c", make, str(tmp_path), "exit"], cwd=ROOT)
+    assert exited.returncode == 0 and list(tmp_path.iterdir()) == []  # atexit removed it
+    killed = subprocess.run([sys.executable, "-c", make, str(tmp_path), "kill"], cwd=ROOT)
+    assert killed.returncode == -signal.SIGKILL
+    [orphan] = tmp_path.iterdir()  # no atexit after SIGKILL ...
+    assert sweep_stale_video_folders(tmp_path) == [orphan]  # ... the next sweep deletes it
+    assert not orphan.exists()
+
+
+def test_decoder_item_put_just_after_a_timeout_is_not_lost() -> None:
+    """The decoder thread puts its last items and exits between get()'s timeout and the
+    is_alive() check: the items are still read, and only a truly empty queue is an error."""
+
+    class RacingQueue(queue.Queue):
+        def __init__(self, items: list[Any]) -> None:
+            super().__init__()
+            self.items, self.raced = items, False
+
+        def get(self, block: bool = True, timeout: float | None = None) -> Any:
+            if block and not self.raced:
+                self.raced = True
+                for item in self.items:
+                    self.put(item)
+                raise queue.Empty
+            return super().get(block, timeout)
+
+    class DeadThread:
+        def is_alive(self) -> bool:
+            return False
+
+    def decoder(items: list[Any]) -> Any:
+        dec = av_mod._Decoder.__new__(av_mod._Decoder)
+        dec._thread, dec._queue = DeadThread(), RacingQueue(items)
+        return dec
+
+    end = av_mod._Decoder._END
+    assert list(decoder([end]).chunks()) == []
+    chunk: tuple[list[Any], list[Any]] = ([], [])
+    assert list(decoder([chunk, end]).chunks()) == [chunk]
+    with pytest.raises(VideoError, match="truncated"):
+        list(decoder([VideoError("truncated", Path("v.mp4"))]).chunks())
+    with pytest.raises(RuntimeError, match="stopped unexpectedly"):
+        list(decoder([]).chunks())
 
 
 def test_video_job_runs_in_background_and_cleans_up(video: Path, tmp_path: Path) -> None:
