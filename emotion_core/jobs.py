@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import platform
 import re
@@ -33,7 +32,13 @@ import pandas as pd
 from emotion_core import registry
 from emotion_core.classes import CLASSES
 from emotion_core.data import DataError, load_dataset
-from emotion_core.fileio import atomic_write_json, read_json_object
+from emotion_core.fileio import (
+    FileId,
+    atomic_write_bytes,
+    atomic_write_json,
+    file_id,
+    read_json_object,
+)
 from emotion_core.registry import ModelCard, ModelError, validate_name
 from emotion_core.train import TrainConfig
 from emotion_core.worker import WorkerJob
@@ -861,26 +866,21 @@ class TrainingJobRunner:
 
         Uses emotion_core.publish.publish_run (batch-norm recalibration and folding, the TFLite
         runtime, temperature calibration, CPU timing, the card; `progress` gets each of its
-        PUBLISH_STEPS). Never overwrites another model; on any error the registry (and the
-        previous default) is left as it was. Raises ModelError or JobError.
+        PUBLISH_STEPS). Never overwrites another model; on any error what this activation
+        wrote is undone (see _undo_activation), while what other processes wrote meanwhile
+        stays. Raises ModelError or JobError.
         """
         info, targets = self._check_activation(run_id, name)
-        models_dir = self.models_dir
-        registry_file = models_dir / registry.REGISTRY_FILE
-        before = registry_file.read_bytes() if registry_file.exists() else None
+        registry_file = self.models_dir / registry.REGISTRY_FILE
+        before = _read_bytes(registry_file)
+        written: dict[Path, FileId] = {}
         try:
             card: ModelCard = _publish_run()(
-                info.path, name, make_default=True, models_dir=models_dir, progress=progress
-            )
+                info.path, name, make_default=True, models_dir=self.models_dir,
+                progress=progress, written=written,
+            )  # fmt: skip
         except BaseException as exc:
-            for target in targets:
-                target.unlink(missing_ok=True)
-            now = registry_file.read_bytes() if registry_file.exists() else None
-            if now != before:
-                if before is None:
-                    registry_file.unlink(missing_ok=True)
-                else:
-                    atomic_write_json(registry_file, json.loads(before))
+            _undo_activation(written, targets, registry_file, before)
             if isinstance(exc, ModelError | JobError) or not isinstance(exc, Exception):
                 raise
             raise JobError(
@@ -1119,6 +1119,33 @@ def arch_for_init_model(model_path: Path, arch: str) -> str:
     from emotion_core.zoo import ARCHITECTURES
 
     return f"{arch}-folded" if f"{arch}-folded" in ARCHITECTURES else arch
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _undo_activation(
+    written: dict[Path, FileId], targets: list[Path], registry_file: Path, before: bytes | None
+) -> None:
+    """After a failed publish: delete the model files (targets) this activation wrote, and put
+    back registry.json as it was before it (`before`, None: none) if it still is the file this
+    activation wrote. A file another process wrote or replaced since (e.g. `python -m
+    emotion_core.publish` registering the same name, or changing the default) has another
+    file_id and stays."""
+    for target in targets:
+        if target in written and file_id(target) == written[target]:
+            with contextlib.suppress(OSError):
+                target.unlink()
+    if registry_file in written and file_id(registry_file) == written[registry_file]:
+        with contextlib.suppress(OSError):
+            if before is None:
+                registry_file.unlink()
+            else:
+                atomic_write_bytes(registry_file, before)
 
 
 def _publish_run() -> Callable[..., ModelCard]:

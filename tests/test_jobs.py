@@ -228,7 +228,8 @@ def test_activate_switches_default_and_bad_names_change_nothing(
 
     def publish_then_fail(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
         registry.register_model(best, ModelCard(name=name, arch="tiny"), kwargs["models_dir"],
-                                make_default=True, tflite=b"runtime bytes")  # fmt: skip
+                                make_default=True, tflite=b"runtime bytes",
+                                written=kwargs["written"])  # fmt: skip
         raise RuntimeError("calibration exploded")
 
     monkeypatch.setattr(jobs, "_publish_run", lambda: publish_then_fail)
@@ -247,6 +248,90 @@ def test_activate_switches_default_and_bad_names_change_nothing(
     with pytest.raises(ModelError, match="already exists"):
         runner.activate(run_id, "new-model")
     assert registry.default_model_name(models) == "new-model"
+
+
+def fake_keras(path: Path) -> Path:
+    """A file that registry.register_model accepts as a .keras file (a zip)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", "{}")
+    return path
+
+
+def models_with_fake_run(tmp_path: Path) -> tuple[Path, TrainingJobRunner, Path]:
+    """A models folder with a default 'old-default', a model 'other' and a finished run 'r'
+    (no real network: the publish step is faked); the fake .keras file to register."""
+    models = tmp_path / "models"
+    run = models / "runs" / "r"
+    keras_file = fake_keras(run / "best.keras")
+    (run / "status.json").write_text(json.dumps({"state": "finished"}))
+    registry.register_model(keras_file, ModelCard(name="old-default", arch="tiny"), models, True)
+    registry.register_model(keras_file, ModelCard(name="other", arch="tiny"), models)
+    return models, TrainingJobRunner(models / "runs"), keras_file
+
+
+def test_a_failed_activation_undoes_only_its_own_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models, runner, keras_file = models_with_fake_run(tmp_path)
+    ours = ModelCard(name="mine", arch="tiny")
+
+    def use(publish: Callable[..., ModelCard]) -> None:
+        monkeypatch.setattr(jobs, "_publish_run", lambda: publish)
+
+    # it registered its model and made it the default, then failed: both undone
+    def register_then_fail(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
+        registry.register_model(keras_file, ours, kwargs["models_dir"], make_default=True,
+                                tflite=b"tflite", written=kwargs["written"])  # fmt: skip
+        raise RuntimeError("timing exploded")
+
+    use(register_then_fail)
+    with pytest.raises(JobError, match="timing exploded"):
+        runner.activate("r", "mine")
+    assert registry.default_model_name(models) == "old-default"
+    assert not list(models.glob("mine.*"))
+
+    # meanwhile another process (python -m emotion_core.publish) made 'other' the default
+    def other_default_then_fail(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
+        registry.set_default("other", kwargs["models_dir"])
+        raise RuntimeError("calibration exploded")
+
+    use(other_default_then_fail)
+    with pytest.raises(JobError, match="calibration exploded"):
+        runner.activate("r", "mine")
+    assert registry.default_model_name(models) == "other"  # not put back to 'old-default'
+
+    # it made itself the default, then another process changed the default: that stays
+    def ours_then_theirs_then_fail(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
+        registry.register_model(keras_file, ours, kwargs["models_dir"], make_default=True,
+                                written=kwargs["written"])  # fmt: skip
+        time.sleep(0.01)  # a distinct mtime even where inodes are reused at once
+        registry.set_default("old-default", kwargs["models_dir"])
+        raise RuntimeError("card exploded")
+
+    use(ours_then_theirs_then_fail)
+    with pytest.raises(JobError, match="card exploded"):
+        runner.activate("r", "mine")
+    assert registry.default_model_name(models) == "old-default"
+    assert not list(models.glob("mine.*"))
+
+    # another process registered the same name (and made it the default) during the publish:
+    # ours then refuses to overwrite it, and its model and default stay
+    def same_name_elsewhere(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
+        theirs = ModelCard(name=name, arch="theirs", notes="published by hand")
+        registry.register_model(keras_file, theirs, kwargs["models_dir"], make_default=True,
+                                tflite=b"their tflite")  # fmt: skip
+        registry.register_model(keras_file, ours, kwargs["models_dir"], make_default=True,
+                                written=kwargs["written"])  # fmt: skip
+        raise AssertionError("unreachable: the name is taken")
+
+    use(same_name_elsewhere)
+    with pytest.raises(ModelError, match="already registered"):
+        runner.activate("r", "mine")
+    assert registry.default_model_name(models) == "mine"
+    assert registry.read_card("mine", models).notes == "published by hand"
+    assert (models / "mine.tflite").read_bytes() == b"their tflite"
+    assert (models / "mine.keras").exists()
 
 
 def models_with_finished_run(
