@@ -572,35 +572,44 @@ class TrainingJobRunner:
 
         Raises JobError when another job is running (unless force) or the run id is taken.
         """
-        run_id = run_id or self.new_run_id(config.arch)
-        run_dir = self.run_dir(run_id)
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise JobError(f"run {run_id!r} already exists in {self.runs_dir}; pick another id")
         config = self._absolute_paths(config)
+        # NOTE: the id is chosen and the folder checked under the lock, where _launch creates
+        # it: two tabs starting the same architecture in the same second get two folders.
         with self._start_lock():
+            run_dir = self.run_dir(run_id or self.new_run_id(config.arch))
+            if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+                raise JobError(
+                    f"run {run_dir.name!r} already exists in {self.runs_dir}; pick another id"
+                )
             self._refuse_if_busy(force)
             return self._launch(run_dir, config, resume=False)
 
     def resume(self, run_id: str, force: bool = False, epochs: int | None = None) -> RunHandle:
         """Relaunch a cancelled/interrupted/failed run with --resume in the same folder
         (optionally with a new total number of epochs)."""
-        info = self.info(run_id)
-        if info.state not in RESUMABLE_STATES:
-            raise JobError(
-                f"run {run_id!r} is {info.state}; only cancelled, interrupted or "
-                "failed runs can be resumed"
-            )
+        # NOTE: checked under the lock: a second Resume of the same run (another tab) sees the
+        # process the first launched and is refused.
+        with self._start_lock():
+            info = self.info(run_id)
+            if info.state not in RESUMABLE_STATES:
+                raise JobError(
+                    f"run {run_id!r} is {info.state}; only cancelled, interrupted or "
+                    "failed runs can be resumed"
+                )
+            config = self._saved_config(info, epochs)
+            self._refuse_if_busy(force)
+            return self._launch(info.path, config, resume=True)
+
+    @staticmethod
+    def _saved_config(info: RunInfo, epochs: int | None) -> TrainConfig:
+        """The configuration a run was launched with (optionally with a new total of epochs)."""
         saved = read_json_object(info.path / "launch.json").get("config") or read_json_object(
             info.path / "hparams.json"
         )
         if not saved:
-            raise JobError(f"run {run_id!r} has no launch.json or hparams.json to resume from")
+            raise JobError(f"run {info.run_id!r} has no launch.json or hparams.json to resume from")
         config = config_from_dict(saved)
-        if epochs is not None:
-            config = replace(config, epochs=epochs)
-        with self._start_lock():
-            self._refuse_if_busy(force)
-            return self._launch(info.path, config, resume=True)
+        return replace(config, epochs=epochs) if epochs is not None else config
 
     def _absolute_paths(self, config: TrainConfig) -> TrainConfig:
         data = str(Path(config.data).expanduser().resolve()) if config.data else config.data

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -601,3 +602,61 @@ def test_cancel_when_the_cancel_file_cannot_be_written(
     # the process was still asked to stop (freeing the disk is then up to the user)
     assert wait_for(lambda: not runner.info("busy").running, 10)
     assert runner.info("busy").pid == handle.pid
+
+
+def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
+    """Run the calls on threads at once; each one's result or exception."""
+    results: list[Any] = [None] * len(calls)
+
+    def call(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # noqa: BLE001  returned to the test
+            results[i] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def test_two_tabs_starting_or_resuming_at_once_never_share_a_run_folder(
+    tmp_path: Path,
+    fake_python: str,
+    monkeypatch: pytest.MonkeyPatch,
+    popen_spy: list[subprocess.Popen[bytes]],
+) -> None:
+    runner = TrainingJobRunner(tmp_path / "runs", python=fake_python)
+    config = TrainConfig(data=str(tmp_path), arch="tiny")
+    real_lock = TrainingJobRunner._start_lock
+    barrier = threading.Barrier(2, timeout=30)
+
+    @contextlib.contextmanager
+    def lock_when_both_arrive(self: TrainingJobRunner) -> Iterator[None]:
+        barrier.wait()  # both clicks got this far before either holds the lock
+        with real_lock(self):
+            yield
+
+    monkeypatch.setattr(TrainingJobRunner, "_start_lock", lock_when_both_arrive)
+
+    # "run anyway" ticked in two tabs, same architecture, same second: two folders
+    first, second = _concurrently(*[lambda: runner.start(config, force=True)] * 2)
+    assert isinstance(first, jobs.RunHandle) and isinstance(second, jobs.RunHandle)
+    assert first.run_dir != second.run_dir and len(popen_spy) == 2
+
+    # the same explicit run id: one starts, the other is told the id is taken
+    results = _concurrently(*[lambda: runner.start(config, run_id="same", force=True)] * 2)
+    assert sum(isinstance(r, jobs.RunHandle) for r in results) == 1
+    (refused,) = [r for r in results if isinstance(r, JobError)]
+    assert "already exists" in str(refused) and len(popen_spy) == 3
+
+    # Resume clicked on one interrupted run in two tabs: one process
+    _running_status(runner.runs_dir / "cut", _dead_pid())
+    assert runner.info("cut").resumable
+    launched = len(popen_spy)
+    results = _concurrently(*[lambda: runner.resume("cut", force=True)] * 2)
+    assert sum(isinstance(r, jobs.RunHandle) for r in results) == 1
+    (refused,) = [r for r in results if isinstance(r, JobError)]
+    assert "is running" in str(refused) and len(popen_spy) == launched + 1
