@@ -39,6 +39,7 @@ from emotion_core.fileio import (
     file_id,
     read_json_object,
 )
+from emotion_core.procs import process_alive, process_start
 from emotion_core.registry import ModelCard, ModelError, validate_name
 from emotion_core.train import TrainConfig
 from emotion_core.worker import WorkerJob
@@ -934,7 +935,13 @@ class TrainingJobRunner:
                     f"process (pid {elsewhere.get('pid')}); wait for it to finish"
                 )
             marker = self.models_dir / ACTIVATION_MARKER
-            record = {"run_id": run_id, "name": name, "pid": os.getpid(), "started": time.time()}
+            record = {
+                "run_id": run_id,
+                "name": name,
+                "pid": os.getpid(),
+                "process_start": process_start(os.getpid()),
+                "started": time.time(),
+            }
             try:
                 atomic_write_json(marker, record)
             except OSError as exc:
@@ -949,19 +956,14 @@ class TrainingJobRunner:
 
     def _activation_elsewhere(self) -> dict[str, Any]:
         """The marker of an activation that another live process started here recently, or
-        {} (none, ours, or stale: its process is gone or it is older than a day)."""
+        {} (none, ours, or stale: its process is gone, its pid now belongs to a process that
+        started at another time, or it is older than a day)."""
         record = read_json_object(self.models_dir / ACTIVATION_MARKER)
         pid = _int(record.get("pid"))
         fresh = time.time() - _float(record.get("started")) < MARKER_STALE_S
         if not record or pid == os.getpid() or not fresh:
             return {}
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return {}
-        except (PermissionError, OverflowError, ValueError):
-            pass
-        return record
+        return record if process_alive(pid, str(record.get("process_start") or "")) else {}
 
     def recover_interrupted_activation(self) -> InterruptedActivation | None:
         """After a restart (or any loss of the worker): the activation a marker file says was

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 from emotion_core.analyze_video import AnalysisResult, analyze_video
 from emotion_core.detect import DetectorError
 from emotion_core.inference import Classifier
+from emotion_core.procs import process_alive, process_start
 from emotion_core.registry import ModelError
 from emotion_core.sessions import SessionError
 from emotion_core.video import VideoError, probe_video
@@ -56,16 +57,6 @@ def safe_file_name(name: str) -> str:
 # ---------------------------------------------------------------- temporary folders
 
 
-def _process_start(pid: int) -> str:
-    """When process pid started (clock ticks since boot, from /proc); '' where unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else ""
-
-
 def _owner_alive(folder: Path) -> bool | None:
     """Whether the process in folder's owner file still runs (a reused pid does not count);
     None when there is no readable owner file."""
@@ -74,17 +65,7 @@ def _owner_alive(folder: Path) -> bool | None:
         pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    if pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: it exists
-    except (OverflowError, OSError):
-        return False
-    return not started or _process_start(pid) in ("", started)
+    return process_alive(pid, started) if pid > 0 else None
 
 
 def _is_stale(folder: Path) -> bool:
@@ -127,7 +108,7 @@ def _new_video_folder(temp_root: Path | None = None) -> Path:
     with _OWNED_LOCK:
         _OWNED.add(folder)
     try:
-        (folder / OWNER_FILE).write_text(f"{os.getpid()} {_process_start(os.getpid())}\n")
+        (folder / OWNER_FILE).write_text(f"{os.getpid()} {process_start(os.getpid())}\n")
     except OSError:
         _remove_folder(folder)
         raise

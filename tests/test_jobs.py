@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from helpers_data import write_dataset
 
-from emotion_core import jobs, registry
+from emotion_core import jobs, procs, registry
 from emotion_core.classes import CLASSES
 from emotion_core.jobs import JobError, TrainingJobRunner, validate_dataset
 from emotion_core.publish import PUBLISH_STEPS
@@ -444,6 +444,48 @@ def test_an_activation_cut_off_by_a_restart_is_reported_once_and_cleaned_up(
         other.kill()
         other.wait()
     assert runner.recover_interrupted_activation() is not None  # its process is gone now
+
+
+def test_an_activation_marker_whose_pid_was_reused_is_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models, runner, _ = models_with_fake_run(tmp_path)
+    marker = models / jobs.ACTIVATION_MARKER
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        record = {"run_id": "r", "name": "lost", "pid": other.pid, "started": time.time() - 60}
+        # the server activating is alive (same pid, same start time): neither recovered nor raced
+        marker.write_text(json.dumps(record | {"process_start": procs.process_start(other.pid)}))
+        assert runner.recover_interrupted_activation() is None
+        with pytest.raises(JobError, match="another server process"):
+            runner.start_activation("r", "mine")
+        # that server crashed and an unrelated process got its pid (another start time)
+        marker.write_text(json.dumps(record | {"process_start": "1"}))
+        (models / "lost.keras").write_bytes(b"half")
+        lost = runner.recover_interrupted_activation()
+        assert lost is not None and lost.name == "lost" and lost.removed == ("lost.keras",)
+        assert not marker.exists() and other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+    # the marker of a running activation names this process by pid and start time
+    gate = threading.Event()
+
+    def gated(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
+        assert gate.wait(30)
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(jobs, "_publish_run", lambda: gated)
+    job = runner.start_activation("r", "mine")
+    try:
+        written = json.loads(marker.read_text())
+        assert written["pid"] == os.getpid()
+        assert written["process_start"] == procs.process_start(os.getpid()) != ""
+    finally:
+        gate.set()
+        assert job.wait(30).finished
+        runner.forget_activation(job)
 
 
 def test_arch_for_init_model_spots_folded_files(tmp_path: Path) -> None:
