@@ -483,6 +483,9 @@ def test_video_job_cancel_keeps_an_incomplete_session(
         deadline = time.monotonic() + 30
         while job.view().done < av_mod.BATCH_FRAMES and time.monotonic() < deadline:
             time.sleep(0.02)
+        assert job in video_job.running_video_jobs()  # any session of the server sees it
+        video_job.forget_video_job(job)  # a running job stays listed
+        assert job in video_job.video_jobs()
         job.cancel.set()
     finally:
         gate.set()
@@ -490,6 +493,9 @@ def test_video_job_cancel_keeps_an_incomplete_session(
     assert view.cancelling and view.result is not None and not view.result.complete
     assert view.result.frames == av_mod.BATCH_FRAMES
     assert load_session(view.result.session_dir).info.complete is False
+    assert job not in video_job.running_video_jobs() and job in video_job.video_jobs()
+    video_job.forget_video_job(job)  # its outcome has been shown
+    assert job not in video_job.video_jobs()
 
 
 def test_real_clip_analysis_finds_the_face(tmp_path: Path) -> None:
