@@ -9,6 +9,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+FileId = tuple[int, int, int, int]  # st_dev, st_ino, st_mtime_ns, st_size
+
+
+def file_id(path: Path) -> FileId | None:
+    """Which file is at path now (device, inode, mtime, size); None when there is none. A file
+    rewritten or replaced (by anyone) since an earlier call gets another id."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
 
 def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON file holding an object, as a dict; {} when it is missing, unreadable or not one."""

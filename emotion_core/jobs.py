@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import platform
 import re
@@ -33,7 +32,14 @@ import pandas as pd
 from emotion_core import registry
 from emotion_core.classes import CLASSES
 from emotion_core.data import DataError, load_dataset
-from emotion_core.fileio import atomic_write_json, read_json_object
+from emotion_core.fileio import (
+    FileId,
+    atomic_write_bytes,
+    atomic_write_json,
+    file_id,
+    read_json_object,
+)
+from emotion_core.procs import process_alive, process_start
 from emotion_core.registry import ModelCard, ModelError, validate_name
 from emotion_core.train import TrainConfig
 from emotion_core.worker import WorkerJob
@@ -567,35 +573,44 @@ class TrainingJobRunner:
 
         Raises JobError when another job is running (unless force) or the run id is taken.
         """
-        run_id = run_id or self.new_run_id(config.arch)
-        run_dir = self.run_dir(run_id)
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise JobError(f"run {run_id!r} already exists in {self.runs_dir}; pick another id")
         config = self._absolute_paths(config)
+        # NOTE: the id is chosen and the folder checked under the lock, where _launch creates
+        # it: two tabs starting the same architecture in the same second get two folders.
         with self._start_lock():
+            run_dir = self.run_dir(run_id or self.new_run_id(config.arch))
+            if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+                raise JobError(
+                    f"run {run_dir.name!r} already exists in {self.runs_dir}; pick another id"
+                )
             self._refuse_if_busy(force)
             return self._launch(run_dir, config, resume=False)
 
     def resume(self, run_id: str, force: bool = False, epochs: int | None = None) -> RunHandle:
         """Relaunch a cancelled/interrupted/failed run with --resume in the same folder
         (optionally with a new total number of epochs)."""
-        info = self.info(run_id)
-        if info.state not in RESUMABLE_STATES:
-            raise JobError(
-                f"run {run_id!r} is {info.state}; only cancelled, interrupted or "
-                "failed runs can be resumed"
-            )
+        # NOTE: checked under the lock: a second Resume of the same run (another tab) sees the
+        # process the first launched and is refused.
+        with self._start_lock():
+            info = self.info(run_id)
+            if info.state not in RESUMABLE_STATES:
+                raise JobError(
+                    f"run {run_id!r} is {info.state}; only cancelled, interrupted or "
+                    "failed runs can be resumed"
+                )
+            config = self._saved_config(info, epochs)
+            self._refuse_if_busy(force)
+            return self._launch(info.path, config, resume=True)
+
+    @staticmethod
+    def _saved_config(info: RunInfo, epochs: int | None) -> TrainConfig:
+        """The configuration a run was launched with (optionally with a new total of epochs)."""
         saved = read_json_object(info.path / "launch.json").get("config") or read_json_object(
             info.path / "hparams.json"
         )
         if not saved:
-            raise JobError(f"run {run_id!r} has no launch.json or hparams.json to resume from")
+            raise JobError(f"run {info.run_id!r} has no launch.json or hparams.json to resume from")
         config = config_from_dict(saved)
-        if epochs is not None:
-            config = replace(config, epochs=epochs)
-        with self._start_lock():
-            self._refuse_if_busy(force)
-            return self._launch(info.path, config, resume=True)
+        return replace(config, epochs=epochs) if epochs is not None else config
 
     def _absolute_paths(self, config: TrainConfig) -> TrainConfig:
         data = str(Path(config.data).expanduser().resolve()) if config.data else config.data
@@ -861,26 +876,21 @@ class TrainingJobRunner:
 
         Uses emotion_core.publish.publish_run (batch-norm recalibration and folding, the TFLite
         runtime, temperature calibration, CPU timing, the card; `progress` gets each of its
-        PUBLISH_STEPS). Never overwrites another model; on any error the registry (and the
-        previous default) is left as it was. Raises ModelError or JobError.
+        PUBLISH_STEPS). Never overwrites another model; on any error what this activation
+        wrote is undone (see _undo_activation), while what other processes wrote meanwhile
+        stays. Raises ModelError or JobError.
         """
         info, targets = self._check_activation(run_id, name)
-        models_dir = self.models_dir
-        registry_file = models_dir / registry.REGISTRY_FILE
-        before = registry_file.read_bytes() if registry_file.exists() else None
+        registry_file = self.models_dir / registry.REGISTRY_FILE
+        before = _read_bytes(registry_file)
+        written: dict[Path, FileId] = {}
         try:
             card: ModelCard = _publish_run()(
-                info.path, name, make_default=True, models_dir=models_dir, progress=progress
-            )
+                info.path, name, make_default=True, models_dir=self.models_dir,
+                progress=progress, written=written,
+            )  # fmt: skip
         except BaseException as exc:
-            for target in targets:
-                target.unlink(missing_ok=True)
-            now = registry_file.read_bytes() if registry_file.exists() else None
-            if now != before:
-                if before is None:
-                    registry_file.unlink(missing_ok=True)
-                else:
-                    atomic_write_json(registry_file, json.loads(before))
+            _undo_activation(written, targets, registry_file, before)
             if isinstance(exc, ModelError | JobError) or not isinstance(exc, Exception):
                 raise
             raise JobError(
@@ -925,7 +935,13 @@ class TrainingJobRunner:
                     f"process (pid {elsewhere.get('pid')}); wait for it to finish"
                 )
             marker = self.models_dir / ACTIVATION_MARKER
-            record = {"run_id": run_id, "name": name, "pid": os.getpid(), "started": time.time()}
+            record = {
+                "run_id": run_id,
+                "name": name,
+                "pid": os.getpid(),
+                "process_start": process_start(os.getpid()),
+                "started": time.time(),
+            }
             try:
                 atomic_write_json(marker, record)
             except OSError as exc:
@@ -940,19 +956,14 @@ class TrainingJobRunner:
 
     def _activation_elsewhere(self) -> dict[str, Any]:
         """The marker of an activation that another live process started here recently, or
-        {} (none, ours, or stale: its process is gone or it is older than a day)."""
+        {} (none, ours, or stale: its process is gone, its pid now belongs to a process that
+        started at another time, or it is older than a day)."""
         record = read_json_object(self.models_dir / ACTIVATION_MARKER)
         pid = _int(record.get("pid"))
         fresh = time.time() - _float(record.get("started")) < MARKER_STALE_S
         if not record or pid == os.getpid() or not fresh:
             return {}
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return {}
-        except (PermissionError, OverflowError, ValueError):
-            pass
-        return record
+        return record if process_alive(pid, str(record.get("process_start") or "")) else {}
 
     def recover_interrupted_activation(self) -> InterruptedActivation | None:
         """After a restart (or any loss of the worker): the activation a marker file says was
@@ -1119,6 +1130,33 @@ def arch_for_init_model(model_path: Path, arch: str) -> str:
     from emotion_core.zoo import ARCHITECTURES
 
     return f"{arch}-folded" if f"{arch}-folded" in ARCHITECTURES else arch
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _undo_activation(
+    written: dict[Path, FileId], targets: list[Path], registry_file: Path, before: bytes | None
+) -> None:
+    """After a failed publish: delete the model files (targets) this activation wrote, and put
+    back registry.json as it was before it (`before`, None: none) if it still is the file this
+    activation wrote. A file another process wrote or replaced since (e.g. `python -m
+    emotion_core.publish` registering the same name, or changing the default) has another
+    file_id and stays."""
+    for target in targets:
+        if target in written and file_id(target) == written[target]:
+            with contextlib.suppress(OSError):
+                target.unlink()
+    if registry_file in written and file_id(registry_file) == written[registry_file]:
+        with contextlib.suppress(OSError):
+            if before is None:
+                registry_file.unlink()
+            else:
+                atomic_write_bytes(registry_file, before)
 
 
 def _publish_run() -> Callable[..., ModelCard]:

@@ -38,7 +38,7 @@ from emotion_core.classes import CLASSES
 from emotion_core.cli import quiet_native_logs
 from emotion_core.data import DataError, load_dataset
 from emotion_core.evaluate import predict_all, report_from_probs
-from emotion_core.fileio import read_json_object
+from emotion_core.fileio import FileId, read_json_object
 from emotion_core.preprocess import preprocess_batch
 from emotion_core.registry import ModelCard, ModelError, register_model, validate_name
 from emotion_core.soup import DEFAULT_MAX_FACES
@@ -101,13 +101,15 @@ def publish_run(
     runtime: str = "tflite",
     recalibrate_faces: int = DEFAULT_MAX_FACES,
     progress: Callable[[str], None] | None = None,
+    written: dict[Path, FileId] | None = None,
 ) -> ModelCard:
     """Register run_dir/<checkpoint>.keras (best: best validation accuracy; last: the final
     epoch, free of selection on the validation split) as models/<name>.keras with its card,
     and the network for `runtime` (see RUNTIMES) beside it; every figure is the runtime's.
     Batch norm is first recalibrated on `recalibrate_faces` clean training faces (0: all; -1:
     not at all), unless the run is an emotion_core.soup run that already was. `progress` gets
-    each of PUBLISH_STEPS as it starts, and detail lines within a step."""
+    each of PUBLISH_STEPS as it starts, and detail lines within a step; `written` the file_id
+    of each file registered (see registry.register_model)."""
     from emotion_core.inference import EmotionClassifier, compile_call, load_keras_model
     from emotion_core.runtime import SPEED_WHEN_PUBLISHED, median_ms_per_face, speed_note
 
@@ -175,7 +177,9 @@ def publish_run(
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.keras"
         model.save(path)
-        register_model(path, card, models_dir, make_default=make_default, tflite=tflite)
+        register_model(
+            path, card, models_dir, make_default=make_default, tflite=tflite, written=written
+        )
     return card
 
 

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from emotion_core.classes import CLASSES
-from emotion_core.fileio import atomic_write_bytes, atomic_write_json, durable_replace
+from emotion_core.fileio import (
+    FileId,
+    atomic_write_bytes,
+    atomic_write_json,
+    durable_replace,
+    file_id,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("EMOTION_MODELS_DIR", PROJECT_ROOT / "models"))
@@ -180,9 +186,12 @@ def register_model(
     models_dir: Path | None = None,
     make_default: bool = False,
     tflite: bytes | None = None,
+    written: dict[Path, FileId] | None = None,
 ) -> Path:
     """Copy a .keras file (and the TFLite bytes of card.runtime, if any) into the registry with
-    its card; refuse to overwrite another model."""
+    its card; refuse to overwrite another model. `written` gets the file_id of each file written
+    (registry.json included), so a caller undoing a failed publish can tell its own files from
+    ones another process wrote since."""
     models_dir = models_dir or MODELS_DIR
     validate_name(card.name)
     target = models_dir / f"{card.name}.keras"
@@ -197,12 +206,21 @@ def register_model(
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise ModelError(f"{target}: cannot write the model file ({exc})") from exc
+        _note_written(written, target)
     if tflite is not None:
         atomic_write_bytes(tflite_path(card.name, models_dir), tflite)
+        _note_written(written, tflite_path(card.name, models_dir))
     atomic_write_json(models_dir / f"{card.name}.json", card.to_dict())
+    _note_written(written, models_dir / f"{card.name}.json")
     if make_default:
         set_default(card.name, models_dir)
+        _note_written(written, models_dir / REGISTRY_FILE)
     return target
+
+
+def _note_written(written: dict[Path, FileId] | None, path: Path) -> None:
+    if written is not None and (identity := file_id(path)) is not None:
+        written[path] = identity
 
 
 def update_card(name: str, changes: dict[str, Any], models_dir: Path | None = None) -> ModelCard:

@@ -3,6 +3,8 @@
 The Video page (or any other front end) checks an upload with `check_video_file`, starts a job
 with `start_video_job` and renders `VideoJob.view()` copies until `finished`. The job copies the
 upload to a private temporary folder, runs `analyze_video` on it and deletes the copy at the end.
+Jobs are kept process-wide (`video_jobs`) until a page has shown their outcome
+(`forget_video_job`), so a reloaded page or another tab can show and cancel them.
 Folders left behind by a server that stopped mid-analysis are deleted by
 `sweep_stale_video_folders` (at the next job, or when a page calls it).
 """
@@ -16,6 +18,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,6 +26,7 @@ from typing import Any, BinaryIO
 from emotion_core.analyze_video import AnalysisResult, analyze_video
 from emotion_core.detect import DetectorError
 from emotion_core.inference import Classifier
+from emotion_core.procs import process_alive, process_start
 from emotion_core.registry import ModelError
 from emotion_core.sessions import SessionError
 from emotion_core.video import VideoError, probe_video
@@ -56,16 +60,6 @@ def safe_file_name(name: str) -> str:
 # ---------------------------------------------------------------- temporary folders
 
 
-def _process_start(pid: int) -> str:
-    """When process pid started (clock ticks since boot, from /proc); '' where unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else ""
-
-
 def _owner_alive(folder: Path) -> bool | None:
     """Whether the process in folder's owner file still runs (a reused pid does not count);
     None when there is no readable owner file."""
@@ -74,17 +68,7 @@ def _owner_alive(folder: Path) -> bool | None:
         pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    if pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: it exists
-    except (OverflowError, OSError):
-        return False
-    return not started or _process_start(pid) in ("", started)
+    return process_alive(pid, started) if pid > 0 else None
 
 
 def _is_stale(folder: Path) -> bool:
@@ -127,7 +111,7 @@ def _new_video_folder(temp_root: Path | None = None) -> Path:
     with _OWNED_LOCK:
         _OWNED.add(folder)
     try:
-        (folder / OWNER_FILE).write_text(f"{os.getpid()} {_process_start(os.getpid())}\n")
+        (folder / OWNER_FILE).write_text(f"{os.getpid()} {process_start(os.getpid())}\n")
     except OSError:
         _remove_folder(folder)
         raise
@@ -191,6 +175,7 @@ class VideoJob(WorkerJob[JobView]):
 
     def __init__(self, file_name: str, video_path: Path) -> None:
         super().__init__()
+        self.job_id = uuid.uuid4().hex[:12]
         self.file_name = file_name
         self.video_path = video_path
         self.cancel = threading.Event()
@@ -271,8 +256,8 @@ def start_video_job(
     """Copy `source` (an open binary file, read from the start) to a temporary file in
     temp_root (default: the system temp folder) and start analysing it on a daemon thread.
     The candidate defaults to the file name's stem. Videos that stopped servers left there
-    are deleted first. Raises OSError when the copy cannot be written (nothing is left behind
-    then)."""
+    are deleted first. The job is listed by video_jobs() until forget_video_job. Raises OSError
+    when the copy cannot be written (nothing is left behind then)."""
     name = safe_file_name(file_name)
     sweep_stale_video_folders(temp_root)
     folder = _new_video_folder(temp_root)
@@ -295,4 +280,31 @@ def start_video_job(
         "thresholds": thresholds,
     }
     job.start(job.run, "video-job", **analysis)
+    with _JOBS_LOCK:
+        _JOBS[job.job_id] = job
     return job
+
+
+# This process's analyses, by job id, oldest first: running, or ended with their outcome not yet
+# shown by a page. Any session of the server sees them (a reload, another tab).
+_JOBS: dict[str, VideoJob] = {}
+_JOBS_LOCK = threading.Lock()
+
+
+def video_jobs() -> list[VideoJob]:
+    """The analyses of this process that run, or that ended and no page has shown yet (see
+    forget_video_job), oldest first."""
+    with _JOBS_LOCK:
+        return list(_JOBS.values())
+
+
+def running_video_jobs() -> list[VideoJob]:
+    """The analyses of this process still running, oldest first."""
+    return [job for job in video_jobs() if not job.view().finished]
+
+
+def forget_video_job(job: VideoJob) -> None:
+    """Drop an ended job once a page has shown its outcome (a running one stays listed)."""
+    with _JOBS_LOCK:
+        if _JOBS.get(job.job_id) is job and job.view().finished:
+            del _JOBS[job.job_id]

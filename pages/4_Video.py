@@ -3,6 +3,9 @@ as a live recording) and open it on the Analysis page.
 
 Thin by design: emotion_core.video_job runs the analysis on a worker thread; this page only
 collects the inputs, starts the job, polls its lock-guarded progress and shows the outcome.
+Analyses are kept server-wide (video_job.video_jobs): every session shows those still running
+(progress, Cancel) and warns before a second one is started; a session that started none (a
+reload, a new tab) follows the oldest one and shows its outcome.
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ from emotion_core.video_job import (
     JobView,
     VideoJob,
     check_video_file,
+    forget_video_job,
+    running_video_jobs,
     start_video_job,
     sweep_stale_video_folders,
+    video_jobs,
 )
 
 MAX_MB_ENV = "EMOTION_MAX_VIDEO_MB"
@@ -44,6 +50,8 @@ CONSENT_KEY = "video_consent"
 EVERY_KEY = "video_every"
 MODEL_KEY = "video_model"
 TTA_KEY = "video_tta"
+FORCE_KEY = "video_force"
+CANCEL_KEY = "video_cancel_{}"  # .format(job.job_id)
 PRESELECT_KEY = "analysis_preselect"  # read (once) by pages/2_Analysis.py
 ANALYSIS_PAGE = "pages/2_Analysis.py"
 CONSENT_LABEL = "The candidate has been told and consented"
@@ -108,20 +116,35 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
-@st.fragment(run_every=POLL_S)
-def progress_panel() -> None:
-    """Progress bar, ETA and Cancel while the job runs.
-
-    # NOTE: a fragment re-run every POLL_S seconds by the browser (only while it is rendered,
-    # i.e. while a job runs); when the job has ended it asks for one full rerun, which shows
-    # the outcome and stops the polling.
-    """
+def followed_job() -> VideoJob | None:
+    """The analysis whose outcome this session shows: the one it started, else (a reload, a new
+    tab) the oldest one in this server that runs or whose outcome no page has shown yet."""
     job: VideoJob | None = st.session_state.get(JOB_KEY)
     if job is None:
-        return
-    view = job.view()
-    if view.finished:
+        job = next(iter(video_jobs()), None)
+        if job is not None:
+            st.session_state[JOB_KEY] = job
+    return job
+
+
+@st.fragment(run_every=POLL_S)
+def progress_panel(shown: tuple[str, ...]) -> None:
+    """Progress bar, ETA and Cancel of each analysis running in this server (ids `shown`).
+
+    # NOTE: a fragment re-run every POLL_S seconds by the browser (only while it is rendered,
+    # i.e. while analyses run); when the running ones change (one ended, another tab started
+    # one) it asks for one full rerun, which shows outcomes and stops the polling once none runs.
+    """
+    running = running_video_jobs()
+    if tuple(job.job_id for job in running) != shown:
         st.rerun()
+    for job in running:
+        job_progress(job)
+
+
+def job_progress(job: VideoJob) -> None:
+    """One running analysis: its bar, how long it runs, Cancel."""
+    view = job.view()
     if view.total > 0:
         fraction = min(1.0, view.done / view.total)
         eta = f"about {_duration(view.eta_s)} left" if view.done else "starting..."
@@ -134,13 +157,26 @@ def progress_panel() -> None:
     st.caption(f"Running for {_duration(view.elapsed_s)}.")
     st.button(
         "Cancel",
-        key="video_cancel",
+        key=CANCEL_KEY.format(job.job_id),
         icon=":material/cancel:",
         on_click=job.cancel.set,
         disabled=view.cancelling,
     )
     if view.cancelling:
         st.info("Cancelling: the frames analysed so far are kept in an incomplete session.")
+
+
+def may_start_another(running: list[VideoJob]) -> bool:
+    """Warn when analyses run in this server; True when one may start (none runs, or the user
+    ticked "anyway")."""
+    if not running:
+        return True
+    names = ", ".join(f"**{job.file_name}**" for job in running)
+    st.warning(
+        f"An analysis is running in this server ({names}); its progress and Cancel are below. "
+        "Analyses share the CPU: one at a time keeps each fast."
+    )
+    return st.checkbox("Start another analysis anyway (both run slower)", key=FORCE_KEY)
 
 
 def outcome_panel(view: JobView) -> None:
@@ -197,10 +233,11 @@ def main() -> None:
         st.warning(limit_warning)
 
     default_card, version = ui_common.default_model_or_stop("videos cannot be analysed")
-    job: VideoJob | None = st.session_state.get(JOB_KEY)
-    running = job is not None and not job.view().finished
+    job = followed_job()
+    running_jobs = running_video_jobs()
+    locked = not may_start_another(running_jobs)  # the inputs too, while "anyway" is not ticked
     # NOTE: offline analysis may trade speed for accuracy, so any registered model can run it.
-    card = ui_common.model_choice(default_card, MODEL_KEY, disabled=running)
+    card = ui_common.model_choice(default_card, MODEL_KEY, disabled=locked)
     ui_common.model_sidebar(card)
     classifier = ui_common.classifier_or_error(
         card, version, hint="\n\nChoose another model in the sidebar."
@@ -210,7 +247,7 @@ def main() -> None:
         type=VIDEO_TYPES,
         key=UPLOAD_KEY,
         max_upload_size=limit_mb,
-        disabled=running,
+        disabled=locked,
     )
     upload_error = None
     if upload is not None:
@@ -220,33 +257,33 @@ def main() -> None:
             upload_error = str(exc)
             st.error(upload_error)
     st.text_input(
-        "Candidate name", key=CANDIDATE_KEY, max_chars=200, disabled=running,
+        "Candidate name", key=CANDIDATE_KEY, max_chars=200, disabled=locked,
         placeholder="default: the file name",
     )  # fmt: skip
-    st.text_area("Notes", key=NOTES_KEY, height=68, max_chars=10_000, disabled=running)
+    st.text_area("Notes", key=NOTES_KEY, height=68, max_chars=10_000, disabled=locked)
     c1, c2 = st.columns(2)
     every = c1.number_input(
         "Analyse every N-th frame", min_value=1, max_value=100, value=1, step=1, key=EVERY_KEY,
-        disabled=running,
+        disabled=locked,
         help="1 analyses every frame; 3 analyses a third of them, about 3x faster.",
     )  # fmt: skip
     tta = c2.checkbox(
-        "Mirror test-time augmentation (slower)", key=TTA_KEY, disabled=running,
+        "Mirror test-time augmentation (slower)", key=TTA_KEY, disabled=locked,
         help="Classify each face and its mirror image and average the two.",
     )  # fmt: skip
-    consent = st.checkbox(CONSENT_LABEL, key=CONSENT_KEY, disabled=running)
+    consent = st.checkbox(CONSENT_LABEL, key=CONSENT_KEY, disabled=locked)
     st.caption(STORED_STATEMENT.format(dir=sessions_dir_default()))
     ready = consent and upload is not None and upload_error is None and classifier is not None
     clicked = st.button(
         "Start analysis", key="video_start", type="primary", icon=":material/play_arrow:",
-        disabled=running or not ready,
+        disabled=locked or not ready,
     )  # fmt: skip
-    if not running and not consent:
+    if not locked and not consent:
         st.caption("The analysis can start only after the candidate has consented.")
-    elif not running and upload is None:
+    elif not locked and upload is None:
         st.caption("Choose a video file to analyse.")
 
-    if clicked and ready and upload is not None and classifier is not None:
+    if clicked and ready and not locked and upload is not None and classifier is not None:
         st.session_state.pop(MESSAGE_KEY, None)
         try:
             st.session_state[JOB_KEY] = start_job(
@@ -265,16 +302,13 @@ def main() -> None:
     if message:
         st.error(message)
 
-    job = st.session_state.get(JOB_KEY)
-    if job is None:
-        return
-    view = job.view()
-    if not view.finished:
+    if running_jobs:
         st.subheader("Progress")
-        progress_panel()
-    else:
+        progress_panel(tuple(j.job_id for j in running_jobs))
+    if job is not None and (view := job.view()).finished:
         st.subheader("Result")
         outcome_panel(view)
+        forget_video_job(job)
 
 
 main()

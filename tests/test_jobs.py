@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 from helpers_data import write_dataset
 
-from emotion_core import jobs, registry
+from emotion_core import jobs, procs, registry
 from emotion_core.classes import CLASSES
 from emotion_core.jobs import JobError, TrainingJobRunner, validate_dataset
 from emotion_core.publish import PUBLISH_STEPS
@@ -228,7 +229,8 @@ def test_activate_switches_default_and_bad_names_change_nothing(
 
     def publish_then_fail(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
         registry.register_model(best, ModelCard(name=name, arch="tiny"), kwargs["models_dir"],
-                                make_default=True, tflite=b"runtime bytes")  # fmt: skip
+                                make_default=True, tflite=b"runtime bytes",
+                                written=kwargs["written"])  # fmt: skip
         raise RuntimeError("calibration exploded")
 
     monkeypatch.setattr(jobs, "_publish_run", lambda: publish_then_fail)
@@ -247,6 +249,90 @@ def test_activate_switches_default_and_bad_names_change_nothing(
     with pytest.raises(ModelError, match="already exists"):
         runner.activate(run_id, "new-model")
     assert registry.default_model_name(models) == "new-model"
+
+
+def fake_keras(path: Path) -> Path:
+    """A file that registry.register_model accepts as a .keras file (a zip)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", "{}")
+    return path
+
+
+def models_with_fake_run(tmp_path: Path) -> tuple[Path, TrainingJobRunner, Path]:
+    """A models folder with a default 'old-default', a model 'other' and a finished run 'r'
+    (no real network: the publish step is faked); the fake .keras file to register."""
+    models = tmp_path / "models"
+    run = models / "runs" / "r"
+    keras_file = fake_keras(run / "best.keras")
+    (run / "status.json").write_text(json.dumps({"state": "finished"}))
+    registry.register_model(keras_file, ModelCard(name="old-default", arch="tiny"), models, True)
+    registry.register_model(keras_file, ModelCard(name="other", arch="tiny"), models)
+    return models, TrainingJobRunner(models / "runs"), keras_file
+
+
+def test_a_failed_activation_undoes_only_its_own_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models, runner, keras_file = models_with_fake_run(tmp_path)
+    ours = ModelCard(name="mine", arch="tiny")
+
+    def use(publish: Callable[..., ModelCard]) -> None:
+        monkeypatch.setattr(jobs, "_publish_run", lambda: publish)
+
+    # it registered its model and made it the default, then failed: both undone
+    def register_then_fail(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
+        registry.register_model(keras_file, ours, kwargs["models_dir"], make_default=True,
+                                tflite=b"tflite", written=kwargs["written"])  # fmt: skip
+        raise RuntimeError("timing exploded")
+
+    use(register_then_fail)
+    with pytest.raises(JobError, match="timing exploded"):
+        runner.activate("r", "mine")
+    assert registry.default_model_name(models) == "old-default"
+    assert not list(models.glob("mine.*"))
+
+    # meanwhile another process (python -m emotion_core.publish) made 'other' the default
+    def other_default_then_fail(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
+        registry.set_default("other", kwargs["models_dir"])
+        raise RuntimeError("calibration exploded")
+
+    use(other_default_then_fail)
+    with pytest.raises(JobError, match="calibration exploded"):
+        runner.activate("r", "mine")
+    assert registry.default_model_name(models) == "other"  # not put back to 'old-default'
+
+    # it made itself the default, then another process changed the default: that stays
+    def ours_then_theirs_then_fail(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
+        registry.register_model(keras_file, ours, kwargs["models_dir"], make_default=True,
+                                written=kwargs["written"])  # fmt: skip
+        time.sleep(0.01)  # a distinct mtime even where inodes are reused at once
+        registry.set_default("old-default", kwargs["models_dir"])
+        raise RuntimeError("card exploded")
+
+    use(ours_then_theirs_then_fail)
+    with pytest.raises(JobError, match="card exploded"):
+        runner.activate("r", "mine")
+    assert registry.default_model_name(models) == "old-default"
+    assert not list(models.glob("mine.*"))
+
+    # another process registered the same name (and made it the default) during the publish:
+    # ours then refuses to overwrite it, and its model and default stay
+    def same_name_elsewhere(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
+        theirs = ModelCard(name=name, arch="theirs", notes="published by hand")
+        registry.register_model(keras_file, theirs, kwargs["models_dir"], make_default=True,
+                                tflite=b"their tflite")  # fmt: skip
+        registry.register_model(keras_file, ours, kwargs["models_dir"], make_default=True,
+                                written=kwargs["written"])  # fmt: skip
+        raise AssertionError("unreachable: the name is taken")
+
+    use(same_name_elsewhere)
+    with pytest.raises(ModelError, match="already registered"):
+        runner.activate("r", "mine")
+    assert registry.default_model_name(models) == "mine"
+    assert registry.read_card("mine", models).notes == "published by hand"
+    assert (models / "mine.tflite").read_bytes() == b"their tflite"
+    assert (models / "mine.keras").exists()
 
 
 def models_with_finished_run(
@@ -358,6 +444,48 @@ def test_an_activation_cut_off_by_a_restart_is_reported_once_and_cleaned_up(
         other.kill()
         other.wait()
     assert runner.recover_interrupted_activation() is not None  # its process is gone now
+
+
+def test_an_activation_marker_whose_pid_was_reused_is_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models, runner, _ = models_with_fake_run(tmp_path)
+    marker = models / jobs.ACTIVATION_MARKER
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        record = {"run_id": "r", "name": "lost", "pid": other.pid, "started": time.time() - 60}
+        # the server activating is alive (same pid, same start time): neither recovered nor raced
+        marker.write_text(json.dumps(record | {"process_start": procs.process_start(other.pid)}))
+        assert runner.recover_interrupted_activation() is None
+        with pytest.raises(JobError, match="another server process"):
+            runner.start_activation("r", "mine")
+        # that server crashed and an unrelated process got its pid (another start time)
+        marker.write_text(json.dumps(record | {"process_start": "1"}))
+        (models / "lost.keras").write_bytes(b"half")
+        lost = runner.recover_interrupted_activation()
+        assert lost is not None and lost.name == "lost" and lost.removed == ("lost.keras",)
+        assert not marker.exists() and other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+    # the marker of a running activation names this process by pid and start time
+    gate = threading.Event()
+
+    def gated(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
+        assert gate.wait(30)
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(jobs, "_publish_run", lambda: gated)
+    job = runner.start_activation("r", "mine")
+    try:
+        written = json.loads(marker.read_text())
+        assert written["pid"] == os.getpid()
+        assert written["process_start"] == procs.process_start(os.getpid()) != ""
+    finally:
+        gate.set()
+        assert job.wait(30).finished
+        runner.forget_activation(job)
 
 
 def test_arch_for_init_model_spots_folded_files(tmp_path: Path) -> None:
@@ -516,3 +644,61 @@ def test_cancel_when_the_cancel_file_cannot_be_written(
     # the process was still asked to stop (freeing the disk is then up to the user)
     assert wait_for(lambda: not runner.info("busy").running, 10)
     assert runner.info("busy").pid == handle.pid
+
+
+def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
+    """Run the calls on threads at once; each one's result or exception."""
+    results: list[Any] = [None] * len(calls)
+
+    def call(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # noqa: BLE001  returned to the test
+            results[i] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def test_two_tabs_starting_or_resuming_at_once_never_share_a_run_folder(
+    tmp_path: Path,
+    fake_python: str,
+    monkeypatch: pytest.MonkeyPatch,
+    popen_spy: list[subprocess.Popen[bytes]],
+) -> None:
+    runner = TrainingJobRunner(tmp_path / "runs", python=fake_python)
+    config = TrainConfig(data=str(tmp_path), arch="tiny")
+    real_lock = TrainingJobRunner._start_lock
+    barrier = threading.Barrier(2, timeout=30)
+
+    @contextlib.contextmanager
+    def lock_when_both_arrive(self: TrainingJobRunner) -> Iterator[None]:
+        barrier.wait()  # both clicks got this far before either holds the lock
+        with real_lock(self):
+            yield
+
+    monkeypatch.setattr(TrainingJobRunner, "_start_lock", lock_when_both_arrive)
+
+    # "run anyway" ticked in two tabs, same architecture, same second: two folders
+    first, second = _concurrently(*[lambda: runner.start(config, force=True)] * 2)
+    assert isinstance(first, jobs.RunHandle) and isinstance(second, jobs.RunHandle)
+    assert first.run_dir != second.run_dir and len(popen_spy) == 2
+
+    # the same explicit run id: one starts, the other is told the id is taken
+    results = _concurrently(*[lambda: runner.start(config, run_id="same", force=True)] * 2)
+    assert sum(isinstance(r, jobs.RunHandle) for r in results) == 1
+    (refused,) = [r for r in results if isinstance(r, JobError)]
+    assert "already exists" in str(refused) and len(popen_spy) == 3
+
+    # Resume clicked on one interrupted run in two tabs: one process
+    _running_status(runner.runs_dir / "cut", _dead_pid())
+    assert runner.info("cut").resumable
+    launched = len(popen_spy)
+    results = _concurrently(*[lambda: runner.resume("cut", force=True)] * 2)
+    assert sum(isinstance(r, jobs.RunHandle) for r in results) == 1
+    (refused,) = [r for r in results if isinstance(r, JobError)]
+    assert "is running" in str(refused) and len(popen_spy) == launched + 1

@@ -26,6 +26,7 @@ from emotion_core import analyze_video as av_mod
 from emotion_core import bench, video_job
 from emotion_core.analyze_video import analyze_video
 from emotion_core.classes import CLASSES
+from emotion_core.procs import process_start
 from emotion_core.sessions import load_session
 from emotion_core.video import DecodedFrame, VideoError, iter_frames, probe_video, read_frames
 from emotion_core.video_job import (
@@ -354,7 +355,7 @@ def _upload_folder(root: Path, name: str, owner: str | None, age_s: float = 0.0)
 
 
 def test_upload_folders_of_stopped_servers_are_swept(tmp_path: Path) -> None:
-    me = f"{os.getpid()} {video_job._process_start(os.getpid())}"
+    me = f"{os.getpid()} {process_start(os.getpid())}"
     stale = [
         _upload_folder(tmp_path, "dead", f"{_dead_pid()} 1"),
         _upload_folder(tmp_path, "reused", f"{os.getpid()} 1"),  # our pid, another start time
@@ -482,6 +483,9 @@ def test_video_job_cancel_keeps_an_incomplete_session(
         deadline = time.monotonic() + 30
         while job.view().done < av_mod.BATCH_FRAMES and time.monotonic() < deadline:
             time.sleep(0.02)
+        assert job in video_job.running_video_jobs()  # any session of the server sees it
+        video_job.forget_video_job(job)  # a running job stays listed
+        assert job in video_job.video_jobs()
         job.cancel.set()
     finally:
         gate.set()
@@ -489,6 +493,9 @@ def test_video_job_cancel_keeps_an_incomplete_session(
     assert view.cancelling and view.result is not None and not view.result.complete
     assert view.result.frames == av_mod.BATCH_FRAMES
     assert load_session(view.result.session_dir).info.complete is False
+    assert job not in video_job.running_video_jobs() and job in video_job.video_jobs()
+    video_job.forget_video_job(job)  # its outcome has been shown
+    assert job not in video_job.video_jobs()
 
 
 def test_real_clip_analysis_finds_the_face(tmp_path: Path) -> None:

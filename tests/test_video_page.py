@@ -21,6 +21,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from emotion_core import analyze_video as av_mod
+from emotion_core import video_job
 from emotion_core.registry import ModelCard, register_model
 from emotion_core.sessions import list_sessions, load_session
 
@@ -65,6 +66,38 @@ def env(tmp_path: Path, models: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("EMOTION_SETTINGS_FILE", str(settings))
     monkeypatch.delenv("EMOTION_MAX_VIDEO_MB", raising=False)
     return sessions
+
+
+@pytest.fixture(autouse=True)
+def _no_analyses_left_over() -> Iterator[None]:
+    """Analyses are server-wide: one that another test left unshown would show on a fresh page."""
+
+    def clear() -> None:
+        for job in video_job.video_jobs():
+            job.cancel.set()
+            job.wait(60)
+            video_job.forget_video_job(job)
+
+    clear()
+    yield
+    clear()
+
+
+@pytest.fixture
+def held_decoding(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Decoding stops after the first batch of frames until the returned event is set."""
+    gate = threading.Event()
+    real_iter = av_mod.iter_frames
+
+    def gated(path: Path, every: int = 1) -> Iterator[Any]:
+        for i, frame in enumerate(real_iter(path, every=every)):
+            if i == av_mod.BATCH_FRAMES:
+                gate.wait(30)
+            yield frame
+
+    monkeypatch.setattr(av_mod, "iter_frames", gated)
+    yield gate
+    gate.set()
 
 
 def face_frame(size: tuple[int, int]) -> np.ndarray | None:
@@ -123,6 +156,16 @@ def fill_and_start(at: AppTest, name: str, data: bytes, candidate: str = "") -> 
     assert not start_button(at).disabled
     start_button(at).click()
     return run(at)
+
+
+def cancel_button(at: AppTest, job: video_job.VideoJob) -> Any:
+    return at.button(key=f"video_cancel_{job.job_id}")
+
+
+def wait_first_batch(job: video_job.VideoJob) -> None:
+    deadline = time.monotonic() + 30
+    while job.view().done < av_mod.BATCH_FRAMES and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def wait_finished(at: AppTest, timeout_s: float = 40.0) -> AppTest:
@@ -259,34 +302,22 @@ def test_a_broken_model_or_runtime_is_said_so_before_starting(
 
 
 def test_cancel_keeps_a_partial_session_marked_incomplete(
-    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    env: Path, tmp_path: Path, held_decoding: threading.Event
 ) -> None:
-    gate = threading.Event()
-    real_iter = av_mod.iter_frames
-
-    def gated(path: Path, every: int = 1) -> Iterator[Any]:
-        for i, frame in enumerate(real_iter(path, every=every)):
-            if i == av_mod.BATCH_FRAMES:
-                gate.wait(30)  # hold decoding after the first batch until the test cancels
-            yield frame
-
-    monkeypatch.setattr(av_mod, "iter_frames", gated)
     video = make_video(tmp_path / "long.avi", n=40, face=False)
     at = open_page()
     try:
         fill_and_start(at, "long.avi", video.read_bytes())
         job = at.session_state["video_job"]
-        deadline = time.monotonic() + 30
-        while job.view().done < av_mod.BATCH_FRAMES and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_first_batch(job)
         run(at)
         assert at.progress and "of 40" in at.progress[0].proto.text
         assert at.button(key="video_start").disabled  # no second job while one runs
-        at.button(key="video_cancel").click()
+        cancel_button(at, job).click()
         run(at)
         assert job.cancel.is_set() and any("Cancelling" in i.value for i in at.info)
     finally:
-        gate.set()
+        held_decoding.set()
     at = wait_finished(at)
     assert any("incomplete" in w.value and "cancelled" in w.value for w in at.warning)
     assert {m.label: m.value for m in at.metric}["Session"] == "incomplete"
@@ -318,3 +349,70 @@ def test_bad_files_give_clear_messages_and_the_page_stays_usable(env: Path, tmp_
     assert "no face was found" in warning.value
     (info,) = list_sessions(env)
     assert info.complete is False and info.source == "cut.avi" and info.candidate == "cut"
+
+
+def test_a_running_analysis_is_shown_and_cancellable_in_a_fresh_session(
+    env: Path, tmp_path: Path, held_decoding: threading.Event
+) -> None:
+    video = make_video(tmp_path / "long.avi", n=40, face=False)
+    first = open_page()
+    try:
+        fill_and_start(first, "long.avi", video.read_bytes())
+        job = first.session_state["video_job"]
+        wait_first_batch(job)
+        second = open_page()  # the browser reloaded, or another tab: a new session
+        assert second.session_state["video_job"] is job
+        assert second.progress and "long.avi: frame" in second.progress[0].proto.text
+        (warning,) = second.warning
+        assert "running in this server" in warning.value and "long.avi" in warning.value
+        assert start_button(second).disabled  # no second analysis beside it unasked
+        cancel_button(second, job).click()
+        run(second)
+        assert job.cancel.is_set() and any("Cancelling" in i.value for i in second.info)
+    finally:
+        held_decoding.set()
+    wait_finished(second)
+    assert any("incomplete" in w.value and "cancelled" in w.value for w in second.warning)
+    assert video_job.video_jobs() == []  # its outcome has been shown: no longer listed
+    run(first)  # the session that started it shows the outcome too
+    assert {m.label: m.value for m in first.metric}["Session"] == "incomplete"
+    third = open_page()
+    assert not third.progress and not third.metric and not third.warning
+    assert "video_job" not in third.session_state
+
+
+def test_a_second_analysis_starts_only_when_asked_and_both_are_shown(
+    env: Path, tmp_path: Path, held_decoding: threading.Event
+) -> None:
+    video = make_video(tmp_path / "long.avi", n=40, face=False).read_bytes()
+    first, second = open_page(), open_page()
+    try:
+        fill_and_start(first, "one.avi", video)
+        one = first.session_state["video_job"]
+        run(second)
+        assert second.session_state["video_job"] is one  # followed until it starts its own
+        assert start_button(second).disabled and second.file_uploader(key="video_upload").disabled
+        second.checkbox(key="video_force").check()
+        run(second)
+        assert not second.file_uploader(key="video_upload").disabled
+        fill_and_start(second, "two.avi", video)
+        two = second.session_state["video_job"]
+        assert two is not one and len(video_job.running_video_jobs()) == 2
+        wait_first_batch(two)
+
+        third = open_page()  # sees both, follows the older one
+        assert third.session_state["video_job"] is one
+        bars = [bar.proto.text for bar in third.progress]
+        assert len(bars) == 2 and bars[0].startswith("one.avi") and bars[1].startswith("two.avi")
+        assert "one.avi" in third.warning[0].value and "two.avi" in third.warning[0].value
+        for job in (one, two):
+            cancel_button(third, job).click()
+            run(third)
+        assert one.cancel.is_set() and two.cancel.is_set()
+    finally:
+        held_decoding.set()
+    assert one.wait(40).finished and two.wait(40).finished
+    run(third)
+    assert not third.progress and {m.label: m.value for m in third.metric}["Session"] == (
+        "incomplete"
+    )
