@@ -43,6 +43,28 @@ from emotion_core.settings import (
 )
 from emotion_core.stats import BASIS_LABELS, BootstrapConfig
 
+
+def keep_keras_session() -> None:
+    """Stop Streamlit from calling keras.backend.clear_session() after every script run.
+
+    # NOTE: Streamlit 1.67 does it (script_runner._clean_problem_modules) whenever keras is
+    # imported; in Keras 3 that is a full gc.collect() holding the GIL for ~0.4 s here. The
+    # Video and Training pages poll in fragments every 1-2 s (each poll is a script run), so
+    # the worker threads doing the real work (video analysis, the live stream) were starved.
+    # The app keeps no per-run Keras state to clear: models are loaded once and cached.
+    """
+    from streamlit.runtime.scriptrunner import script_runner
+
+    if hasattr(script_runner, "_clean_problem_modules"):
+        script_runner._clean_problem_modules = _no_cleanup
+
+
+def _no_cleanup() -> None:
+    """What runs after each script run instead of Streamlit's Keras/pyplot clean-up."""
+
+
+keep_keras_session()
+
 RULE_KEY = "nervousness_rule"
 STATS_KEY = "analysis_stats_settings"
 SETTINGS_ERROR_KEY = "settings_error"

@@ -74,3 +74,22 @@ def test_the_sidebar_lists_the_pages_home_first_on_every_page(
     assert [link.proto.label for link in links] == expected
     assert len(at.sidebar.get("divider")) == 1  # the list, then the page's own settings
     assert [link.proto.page for link in links][1:] == expected[1:]  # URLs /Live, /Analysis, ...
+
+
+def test_script_runs_do_not_clear_the_keras_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamlit would call keras.backend.clear_session() (a full GC, ~0.4 s holding the GIL)
+    after every script run, and every poll of a progress fragment is one: it starved the video
+    analysis (a 9 s clip took 13 s instead of 3 s; with a second tab open it never ended)."""
+    import tomllib
+
+    import keras
+
+    calls: list[int] = []
+    monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: calls.append(1))
+    at = run_home(tmp_path / "no-models", monkeypatch)
+    at.run()
+    assert calls == []
+    config = tomllib.loads((Path(APP).parent / ".streamlit" / "config.toml").read_text())
+    assert config["runner"]["postScriptGC"] is False  # Streamlit's own full GC after each run
