@@ -89,6 +89,18 @@ def speed_provenance(cards: Sequence[ModelCard]) -> str:
     )
 
 
+# NOTE: a spreadsheet runs a cell starting with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: Any) -> Any:
+    """Text that a spreadsheet shows as text: one starting like a formula gets a leading "'".
+    Non-text values pass unchanged."""
+    if isinstance(text, str) and text.startswith(FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
 def summary_frame(
     entries: Sequence[tuple[Mapping[str, Any], SessionStats, NervousnessResult]],
 ) -> pd.DataFrame:
@@ -113,15 +125,16 @@ def summary_frame(
             "rule": json.dumps(result.rule, sort_keys=True),
         }
         row.update(stats.summary_row())
-        rows.append(row)
+        rows.append({key: spreadsheet_safe(value) for key, value in row.items()})
     return pd.DataFrame(rows)
 
 
 def summary_csv(
     entries: Sequence[tuple[Mapping[str, Any], SessionStats, NervousnessResult]],
 ) -> str:
-    """summary_frame(entries) as CSV text."""
-    return summary_frame(entries).to_csv(index=False)
+    """summary_frame(entries) as CSV text (RFC 4180 line ends, so a text cell holding a CR or
+    LF is quoted and stays one cell)."""
+    return summary_frame(entries).to_csv(index=False, lineterminator="\r\n")
 
 
 # --------------------------------------------------------------------------------------------

@@ -644,14 +644,24 @@ def _summarise(frames: pd.DataFrame) -> tuple[float, int, int]:
     return duration, int(frames["frame"].nunique()), int((frames["face_id"] >= 0).sum())
 
 
+def _count(value: Any) -> int:
+    """A count from meta.json; 0 for anything that is not a whole number (the CSV decides)."""
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
 def _info_from(meta: dict[str, Any], folder: Path, frames: pd.DataFrame | None) -> SessionInfo:
     if frames is not None:
         duration, n_frames, n_faces = _summarise(frames)
     else:
         duration = 0.0
-        n_frames, n_faces = int(meta.get("frames") or 0), int(meta.get("faces") or 0)
+        n_frames, n_faces = _count(meta.get("frames")), _count(meta.get("faces"))
     return SessionInfo(
-        session_id=str(meta.get("session_id") or folder.name),
+        # NOTE: the folder name, not meta's session_id: a copied folder keeps the original's
+        # meta, and loading and deleting go by folder.
+        session_id=folder.name,
         path=folder,
         candidate=str(meta.get("candidate") or ""),
         started_at=str(meta.get("started_at") or ""),

@@ -6,6 +6,7 @@ import errno
 import gc
 import io
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -562,6 +563,26 @@ def test_load_by_id_rejects_traversal(tmp_path: Path) -> None:
 
 
 # --- deletion ----------------------------------------------------------------------------------
+
+
+def test_a_malformed_count_in_meta_does_not_break_the_list(tmp_path: Path) -> None:
+    write_session(tmp_path, "odd", HEADER + "\n" + good_row() + "\n", {"frames": "many"})
+    write_session(tmp_path, "fine", HEADER + "\n" + good_row() + "\n", {"faces": [1]})
+    infos = {i.session_id: i for i in list_sessions(tmp_path)}
+    assert set(infos) == {"odd", "fine"}
+    assert all(i.error is None and i.frames == 1 for i in infos.values())  # counted from the CSV
+
+
+def test_a_copied_session_folder_is_listed_and_deleted_as_itself(tmp_path: Path) -> None:
+    rec = SessionRecorder(tmp_path, "Kim")
+    rec.add_frame(frame(0, 0.0))
+    rec.close()
+    backup = tmp_path / f"{rec.session_id}-backup"
+    shutil.copytree(rec.path, backup)  # same meta.json, session_id included
+    ids = sorted(i.session_id for i in list_sessions(tmp_path))
+    assert ids == sorted([rec.session_id, backup.name])
+    delete_session(backup.name, tmp_path)
+    assert rec.path.exists() and not backup.exists()  # the original stays
 
 
 def test_delete_session(tmp_path: Path) -> None:

