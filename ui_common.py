@@ -372,6 +372,15 @@ def cached_classifier(models_path: str, name: str, version: float) -> inference.
     return inference.load_classifier(name, Path(models_path))
 
 
+MARKDOWN_SPECIALS = "\\`*_{}[]()#+-.!|$<>~"
+
+
+def plain(text: str) -> str:
+    """Text (e.g. with candidate names in it) shown as typed where Streamlit renders Markdown:
+    its Markdown and LaTeX characters backslash-escaped."""
+    return "".join("\\" + c if c in MARKDOWN_SPECIALS else c for c in text)
+
+
 def accuracy_text(value: float | None, missing: str = "n/a") -> str:
     """A model's accuracy as the cards and README give it: two decimals (0.7155 -> "71.55%";
     one decimal would print 71.5%, since 0.7155 is stored as 0.71549999...)."""

@@ -332,13 +332,18 @@ def build_html_report(
     tl: Timeline | None = None,
     comparison: Comparison | None = None,
     t_range: tuple[float, float] | None = None,
+    face_id: int | None = None,
 ) -> str:
     """A self-contained HTML report of one session (no scripts, no network).
 
     meta: the session's meta dict; stats / result: its statistics and verdict (for t_range,
-    if given); card: the model card; tl: its timeline; comparison: optional comparison to show.
+    if given); card: the model card; tl: its timeline; comparison: optional comparison to show;
+    face_id: the face the verdict (result) and timeline are for, when one was chosen (its
+    distribution is then shown, not the pooled one).
     """
     d = stats.distribution
+    if face_id is not None:
+        d = next((f.distribution for f in stats.faces if f.face_id == face_id), d)
     title = f"Emotion analysis - {meta.get('candidate') or stats.name}"
     generated = datetime.now(UTC).isoformat(timespec="seconds")
     thresholds = dict(rule.thresholds) if rule.logic != "sum" else None
@@ -350,6 +355,7 @@ def build_html_report(
         ("Model", f"{meta.get('model_name', '')} ({meta.get('model_hash', '')})"),
         ("Complete", meta.get("complete", "")),
         ("Time range", f"{t_range[0]:.1f}-{t_range[1]:.1f} s" if t_range else "whole session"),
+        ("Faces analysed", "all faces" if face_id is None else f"face {face_id} only"),
         ("Duration", f"{stats.duration_s:.1f} s"),
         ("Frames", stats.n_frames),
         ("Frames with no face", stats.n_frames_no_face),
@@ -383,6 +389,7 @@ def build_html_report(
                 row[f"share {cls}"] = f.distribution.share[i]
             face_rows.append(row)
         faces = "<h2>Per face</h2>" + _table(pd.DataFrame(face_rows))
+    scope = "" if face_id is None else f", face {face_id}"
     timeline_html = ""
     if tl is not None:
         timeline_html = (
@@ -410,7 +417,7 @@ th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; font-size:
 <h1>{_e(title)}</h1>
 <p class="warn">{_e(DISCLAIMER)}</p>
 <table>{info}</table>
-<h2>Nervousness indicator (heuristic)</h2>
+<h2>Nervousness indicator (heuristic){_e(scope)}</h2>
 <p class="verdict">Verdict: {_e(result.verdict)}</p>
 <p>{_e(result.summary)}</p>
 <ul>{reasons}</ul>

@@ -255,8 +255,9 @@ def sessions_section(sessions_dir: Path) -> list[Loaded]:
 
 def detail_section(
     item: Loaded, rule: NervousnessRule, cfg: BootstrapConfig
-) -> tuple[SessionStats, Any, tuple[float, float] | None, Any]:
-    """One session: time range, timeline, distribution, verdict + model accuracy."""
+) -> tuple[SessionStats, Any, tuple[float, float] | None, Any, int | None]:
+    """One session: time range, timeline, distribution, verdict + model accuracy (and the
+    face chosen, if any, for the report)."""
     frames = item.session.frames
     meta = item.session.meta
     full = _stats(item.key, frames, item.name, _cfg_key(cfg), None)
@@ -361,7 +362,7 @@ def detail_section(
     if face_id is None and len(s.faces) > 1:
         st.markdown("**Per face** (share of frames by top label)")
         st.dataframe(pd.DataFrame(per_face_table(rule, s)), hide_index=True, width="stretch")
-    return s, result, t_range, (card, tl)
+    return s, result, t_range, (card, tl), face_id
 
 
 def main() -> None:
@@ -411,7 +412,7 @@ def main() -> None:
         st.session_state[DETAIL_KEY] = names[0]
     detail_name = st.selectbox("Session", names, key=DETAIL_KEY)
     item = next(i for i in loaded if i.name == detail_name)
-    s, result, t_range, (card, tl) = detail_section(item, rule, cfg)
+    s, result, t_range, (card, tl), face_id = detail_section(item, rule, cfg)
 
     comparison: Comparison | None = None
     if len(loaded) >= 2:
@@ -431,7 +432,7 @@ def main() -> None:
             _cfg_key(cfg),
         )
         st.altair_chart(comparison_chart(comparison), width="stretch")
-        st.info(comparison.sentence)
+        st.info(ui_common.plain(comparison.sentence))
         st.caption(
             f"Block permutation test: whole {comparison.block_s:.1f} s windows shuffled between "
             f"sessions, {comparison.n_perm} permutations; effect size = Jensen-Shannon distance "
@@ -460,7 +461,7 @@ def main() -> None:
     csv_text = summary_csv([(i.session.meta, s_, r) for i, s_, r in entries])
     card_obj: ModelCard | dict[str, Any] | None = card
     html_text = build_html_report(
-        item.session.meta, s, result, rule, card_obj, tl, comparison, t_range
+        item.session.meta, s, result, rule, card_obj, tl, comparison, t_range, face_id
     )
     e1, e2 = st.columns(2)
     e1.download_button(
@@ -472,7 +473,8 @@ def main() -> None:
         on_click="ignore",
     )
     e2.download_button(
-        f"HTML report ({item.name})",
+        f"HTML report ({ui_common.plain(item.name)}"
+        f"{'' if face_id is None else f', face {face_id}'})",
         html_text,
         file_name=f"report_{item.session.info.session_id}.html".replace("/", "_"),
         mime="text/html",

@@ -173,6 +173,18 @@ def test_comparison_of_two_sessions(env: Path) -> None:
     assert "mean" in sentence and "probability" in sentence
 
 
+def test_names_are_shown_as_typed_not_as_markdown(env: Path) -> None:
+    write_session(env, "a", HAPPY, candidate="**Ann** $x$", started="2024-01-01T09:00:00+00:00")
+    write_session(env, "b", ["sad"] * 300, candidate="[Bob](x)", started="2024-01-02T09:00:00")
+    at = app()
+    at.multiselect(key="an_selected").set_value(["a", "b"])
+    run(at)
+    sentence = next(i.value for i in at.info if "JS distance" in i.value)
+    assert r"\*\*Ann\*\* \$x\$" in sentence and r"\[Bob\]\(x\)" in sentence
+    labels = [str(getattr(b, "label", "")) for b in at.get("download_button")]
+    assert any(r"HTML report (\[Bob\]\(x\))" in label for label in labels)
+
+
 def test_time_range_slider_recomputes(env: Path) -> None:
     # First 30 s sad, last 30 s happy.
     write_session(env, "s1", ["sad"] * 150 + ["happy"] * 150, candidate="Sam")
@@ -319,3 +331,5 @@ def test_two_faces_per_face_view(env: Path) -> None:
     run(at)
     md = " ".join(m.value for m in at.markdown)
     assert ":green[not nervous]" in md
+    labels = [str(getattr(b, "label", "")) for b in at.get("download_button")]
+    assert any("HTML report (Pair, face 0)" in label for label in labels)

@@ -53,3 +53,31 @@ def test_ordinary_names_are_unchanged() -> None:
     assert report.spreadsheet_safe("Zoë Müller") == "Zoë Müller"
     assert report.spreadsheet_safe("a-b=c") == "a-b=c"  # only a leading sign counts
     assert report.spreadsheet_safe(-0.5) == -0.5
+
+
+def test_a_face_report_shows_that_face_not_the_pooled_figures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sad = sad_frames(50)
+    happy = sad_frames(50).assign(face_id=1, sad=0.0, happy=1.0, label="happy")
+    s = stats.summarize_session(
+        pd.concat([sad, happy], ignore_index=True), "two", stats.BootstrapConfig(50, seed=0)
+    )
+    face = next(f for f in s.faces if f.face_id == 1)
+    verdict = nv.evaluate_distribution(nv.SEED_RULE, face.distribution, s.duration_s)
+    meta = {"session_id": "two", "candidate": "Two"}
+    drawn: list[np.ndarray] = []
+    svg_bars = report.svg_bars
+    monkeypatch.setattr(
+        report,
+        "svg_bars",
+        lambda values, *a, **k: drawn.append(values) or svg_bars(values, *a, **k),
+    )
+    pooled = report.build_html_report(meta, s, verdict, nv.SEED_RULE)
+    happy_at = CLASSES.index("happy")
+    assert drawn[0][happy_at] == pytest.approx(0.5)  # shares of all face observations
+    drawn.clear()
+    one = report.build_html_report(meta, s, verdict, nv.SEED_RULE, face_id=1)
+    assert drawn[0][happy_at] == pytest.approx(1.0)  # face 1's own
+    assert "Nervousness indicator (heuristic), face 1" in one and "face 1 only" in one
+    assert "face 1 only" not in pooled and "all faces" in pooled
