@@ -809,13 +809,27 @@ def pair_sentence(
     return f"{head}; {tail}.", cls
 
 
+def _split_ways(sizes: Sequence[int], cap: int) -> int:
+    """Ways to split sum(sizes) windows into groups of these sizes (the multinomial
+    coefficient), exact as an integer but stopped at `cap` once it exceeds it (long sessions
+    have astronomically many ways; only whether they exceed n_perm + 1 matters)."""
+    ways, total = 1, 0
+    for n in sizes:
+        total += int(n)
+        ways *= math.comb(total, int(n))
+        if ways > cap:
+            return cap
+    return ways
+
+
 def min_p_value(sizes: Sequence[int], n_perm: int) -> float:
     """Smallest p-value a block permutation test can give with these numbers of windows:
-    max(1 / (ways to split the windows into groups of these sizes), 1 / (n_perm + 1))."""
-    ways = math.factorial(sum(sizes))
-    for n in sizes:
-        ways //= math.factorial(n)
-    return max(1.0 / ways, 1.0 / (n_perm + 1))
+    max(1 / (ways to split the windows into groups of these sizes), 1 / (n_perm + 1)).
+
+    Integer arithmetic throughout, so it never overflows a float however many windows."""
+    floor = n_perm + 1
+    ways = _split_ways(sizes, floor)
+    return 1.0 / min(ways, floor)
 
 
 def _too_few(sizes: Sequence[int], block_s: float, cfg: BootstrapConfig) -> str | None:

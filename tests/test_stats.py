@@ -358,3 +358,26 @@ def test_min_p_value_and_too_few_windows() -> None:
     cmp = stats.compare_sessions([a, b], ["A", "B"], "share", cfg)
     assert cmp.n_blocks == (3, 3)
     assert "too few independent time windows (3 and 3 windows of 5 s)" in cmp.sentence
+
+
+def test_min_p_value_never_overflows_for_long_sessions() -> None:
+    # 1200 windows split 600/600: about 1e360 ways, more than a float can hold.
+    assert math.comb(1200, 600) > 10**308
+    assert stats.min_p_value([600, 600], 999) == pytest.approx(1 / 1000)
+    assert stats.min_p_value([300, 300, 300], 99) == pytest.approx(1 / 100)
+    assert stats.min_p_value([1, 1], 999) == pytest.approx(1 / 2)
+
+
+def test_comparing_long_sessions_does_not_crash() -> None:
+    # Two 20-minute sessions at 5 fps, labels independent from frame to frame (so 2 s windows,
+    # 600 per session) used to raise OverflowError in min_p_value.
+    rng = np.random.default_rng(4)
+    a = session_from_labels(markov_labels(6000, probs(happy=0.6, sad=0.4), 0.0, rng))
+    b = session_from_labels(markov_labels(6000, probs(happy=0.4, sad=0.6), 0.0, rng))
+    cfg = stats.BootstrapConfig(n_boot=99, seed=0)
+    cmp = stats.compare_sessions([a, b], ["A", "B"], "share", cfg)
+    assert min(cmp.n_blocks) > 300
+    assert cmp.p_value == pytest.approx(0.01)
+    assert "unlikely to be chance" in cmp.sentence
+    three = stats.compare_sessions([a, b, a.iloc[: len(a) // 2]], ["A", "B", "C"], "share", cfg)
+    assert len(three.pairs) == 3 and three.sentence.startswith("Across the 3 sessions")
