@@ -10,9 +10,15 @@ their combined value exceeds `sum_threshold`), a basis ("share": share of frames
 whose top label is the emotion; "mean_prob": mean probability) and a minimum duration before
 any verdict is given. "Exceeds" is strict (value > threshold), as in the original app.
 
+The minimum duration applies to the time a face was in view (`face_time_s`): the recorded
+duration times the share of frames with a face (with that face, for one face). A face seen in a
+few frames of a long session therefore gets "not enough data", not a verdict on two frames.
+
 With bootstrap intervals (`evaluate_rule`), a verdict is only "nervous" / "not nervous" when
 the interval lies entirely on one side of the threshold(s) that decide it; otherwise it is
-"inconclusive". Running counts (`evaluate_rule_on_counts`, for the Live page) have no
+"inconclusive". When the observations fall into fewer than 2 bootstrap blocks the interval
+says nothing (every replicate resamples the same few frames) and the verdict is "not enough
+data". Running counts (`evaluate_rule_on_counts`, for the Live page) have no
 intervals and give "nervous", "not nervous" or "not enough data".
 """
 
@@ -53,7 +59,8 @@ class NervousnessRule:
     logic: "any" | "all" | "sum". For "sum" the per-emotion thresholds are ignored and
     sum_threshold applies to the emotions' combined value.
     basis: "share" (of frames with a face, by top label) | "mean_prob".
-    min_duration_s: below this session duration the verdict is "not enough data".
+    min_duration_s: with a face in view for less than this many seconds (see `face_time_s`)
+    the verdict is "not enough data".
     """
 
     name: str
@@ -263,7 +270,9 @@ class NervousnessResult:
     """The verdict of a rule on one session (or face, or time range).
 
     verdict: one of VERDICTS; reasons: one per emotion (or one for "sum"); summary: one line;
-    with_ci: whether bootstrap intervals were used; disclaimer: always DISCLAIMER.
+    duration_s: seconds recorded; face_time_s: seconds with a face in view (what
+    min_duration_s is compared with); with_ci: whether bootstrap intervals were used;
+    disclaimer: always DISCLAIMER.
     """
 
     verdict: str
@@ -272,6 +281,7 @@ class NervousnessResult:
     reasons: tuple[Reason, ...]
     summary: str
     duration_s: float
+    face_time_s: float
     frames_with_face: int
     with_ci: bool
     confidence: float | None = None
@@ -286,6 +296,7 @@ class NervousnessResult:
             "reasons": [r.to_dict() for r in self.reasons],
             "summary": self.summary,
             "duration_s": self.duration_s,
+            "face_time_s": self.face_time_s,
             "frames_with_face": self.frames_with_face,
             "with_ci": self.with_ci,
             "confidence": self.confidence,
@@ -369,6 +380,40 @@ def _summary(verdict: str, rule: NervousnessRule, reasons: Sequence[Reason], why
     return f"{head} - " + "; ".join(parts) + "."
 
 
+def face_time_s(duration_s: float, frames_with_face: int, n_frames: int | None) -> float:
+    """Seconds with a face in view: duration_s x frames_with_face / n_frames.
+
+    That is the recorded time times the share of frames that had a face, so a face present
+    throughout gets the whole duration and one seen in 2 of 300 frames gets 2/300 of it.
+    n_frames None: every frame is taken to have had a face (duration_s as given).
+    """
+    if n_frames is None:
+        return float(duration_s)
+    if n_frames <= 0:
+        return 0.0
+    return float(duration_s) * min(max(frames_with_face, 0), n_frames) / n_frames
+
+
+def _not_enough(
+    rule: NervousnessRule,
+    values: np.ndarray,
+    frames_with_face: int,
+    duration_s: float,
+    seen_s: float,
+) -> str:
+    """Why there is not enough data for a verdict ("" when there is)."""
+    if frames_with_face <= 0 or np.isnan(values).all():
+        return "no face was seen"
+    if seen_s >= rule.min_duration_s:
+        return ""
+    if seen_s < duration_s - 1e-9:
+        return (
+            f"a face was in view for {seen_s:.1f} s of the {duration_s:.1f} s recorded, the "
+            f"rule needs at least {rule.min_duration_s:g} s with a face"
+        )
+    return f"{duration_s:.1f} s recorded, the rule needs at least {rule.min_duration_s:g} s"
+
+
 def _evaluate(
     rule: NervousnessRule,
     values: np.ndarray,
@@ -377,14 +422,16 @@ def _evaluate(
     frames_with_face: int,
     duration_s: float,
     confidence: float | None,
+    seen_s: float,
+    data_note: str = "",
 ) -> NervousnessResult:
-    """Shared core: values (7,) for rule.basis, ci (7, 2) or None, combined sum (v, lo, hi)."""
+    """Shared core: values (7,) for rule.basis, ci (7, 2) or None, combined sum (v, lo, hi).
+
+    seen_s: seconds with a face in view (compared with rule.min_duration_s); data_note: a reason
+    the intervals carry no information ("" if none), which also gives "not enough data".
+    """
     with_ci = ci is not None
-    why = ""
-    if frames_with_face <= 0 or np.isnan(values).all():
-        why = "no face was seen"
-    elif duration_s < rule.min_duration_s:
-        why = f"{duration_s:.1f} s recorded, the rule needs at least {rule.min_duration_s:g} s"
+    why = _not_enough(rule, values, frames_with_face, duration_s, seen_s) or data_note
     reasons: list[Reason] = []
     if not why:
         if rule.logic == "sum":
@@ -410,16 +457,31 @@ def _evaluate(
         reasons=tuple(reasons),
         summary=_summary(verdict, rule, reasons, why),
         duration_s=float(duration_s),
+        face_time_s=float(seen_s),
         frames_with_face=int(frames_with_face),
         with_ci=with_ci,
         confidence=confidence if with_ci else None,
     )
 
 
+def _blocks_note(dist: Distribution) -> str:
+    """Why the distribution's intervals carry no information ("" when they do)."""
+    if dist.n_obs == 0 or not dist.too_few_blocks:
+        return ""
+    return (
+        f"a face was seen within a single {dist.block_s:.1f} s bootstrap block, too little for "
+        "an interval (at least 2 blocks needed)"
+    )
+
+
 def evaluate_distribution(
     rule: NervousnessRule, dist: Distribution, duration_s: float
 ) -> NervousnessResult:
-    """Evaluate a rule on a Distribution (with its block-bootstrap intervals)."""
+    """Evaluate a rule on a Distribution (with its block-bootstrap intervals).
+
+    duration_s: seconds covered by the frames dist was computed from (session or time range);
+    the minimum duration applies to duration_s x dist.face_fraction (time with a face).
+    """
     combined = dist.combined(rule.basis, rule.emotions) if rule.logic == "sum" else None
     return _evaluate(
         rule,
@@ -429,6 +491,8 @@ def evaluate_distribution(
         dist.n_obs,
         duration_s,
         dist.confidence,
+        face_time_s(duration_s, dist.n_frames_with_obs, dist.n_frames),
+        _blocks_note(dist),
     )
 
 
@@ -445,13 +509,19 @@ def evaluate_rule(
 
 
 def per_face_table(rule: NervousnessRule, stats: SessionStats) -> list[dict[str, Any]]:
-    """One row per face: its frames, its verdict under the rule and its share of each class."""
+    """One row per face: its frames, seconds in view, verdict under the rule and class shares."""
     rows = []
     for face in stats.faces:
         result = evaluate_rule(rule, stats, face.face_id)
         shares = {c: round(float(v), 3) for c, v in zip(CLASSES, face.distribution.share)}
         rows.append(
-            {"face": face.face_id, "frames": face.n_frames, "verdict": result.verdict} | shares
+            {
+                "face": face.face_id,
+                "frames": face.n_frames,
+                "seen (s)": round(result.face_time_s, 1),
+                "verdict": result.verdict,
+            }
+            | shares
         )
     return rows
 
@@ -473,6 +543,7 @@ def evaluate_rule_on_counts(
     mean_probs: Mapping[str, float] | Sequence[float] | np.ndarray | None,
     frames_with_face: int,
     duration_s: float,
+    n_frames: int | None = None,
 ) -> NervousnessResult:
     """Fast evaluation on running totals (Live page): no bootstrap, so never "inconclusive".
 
@@ -480,7 +551,10 @@ def evaluate_rule_on_counts(
     label_counts / sum(label_counts) (= frames with a face when one face is tracked).
     mean_probs: mean probability per class (only needed for basis "mean_prob"; None otherwise).
     frames_with_face: frames where a face was seen (0 -> "not enough data").
-    duration_s: seconds recorded so far (compared with rule.min_duration_s).
+    duration_s: seconds recorded so far.
+    n_frames: frames analysed so far, with or without a face. When given, rule.min_duration_s
+    applies to the time with a face in view, duration_s x frames_with_face / n_frames, as on
+    the Analysis page; None compares duration_s itself (every frame assumed to have a face).
     """
     counts = _as_vector(label_counts)
     total = float(counts.sum())
@@ -490,4 +564,5 @@ def evaluate_rule_on_counts(
         raise ValueError("rule basis is mean_prob: pass mean_probs")
     else:
         values = _as_vector(mean_probs)
-    return _evaluate(rule, values, None, None, frames_with_face, duration_s, None)
+    seen_s = face_time_s(duration_s, frames_with_face, n_frames)
+    return _evaluate(rule, values, None, None, frames_with_face, duration_s, None, seen_s)

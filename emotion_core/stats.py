@@ -195,6 +195,12 @@ class Distribution:
     n_obs: observations used (0 -> all values NaN).
     block_frames / block_s: block length actually used, in frames and seconds.
     tau_frames: estimated integrated autocorrelation time of the top-label series (frames).
+    n_frames / n_frames_with_obs: frames in the series (with or without a face) / frames with
+    at least one observation; `face_fraction` is their ratio (the share of the time covered in
+    which a face was in view).
+    n_obs_blocks: how many consecutive blocks of block_frames frames, counted from the first
+    frame with an observation, hold an observation. Below 2 every replicate resamples the same
+    few frames, so the interval has no meaning (`too_few_blocks`).
     share_boot / mean_prob_boot: (n_boot, 7) bootstrap replicates (not compared or printed),
     used for intervals of combined quantities (e.g. the sum of several classes).
     """
@@ -208,10 +214,23 @@ class Distribution:
     block_frames: int
     block_s: float
     tau_frames: float
+    n_frames: int
+    n_frames_with_obs: int
+    n_obs_blocks: int
     n_boot: int
     confidence: float
     share_boot: np.ndarray = field(repr=False, compare=False)
     mean_prob_boot: np.ndarray = field(repr=False, compare=False)
+
+    @property
+    def face_fraction(self) -> float:
+        """n_frames_with_obs / n_frames (0.0 without frames)."""
+        return self.n_frames_with_obs / self.n_frames if self.n_frames else 0.0
+
+    @property
+    def too_few_blocks(self) -> bool:
+        """The observations lie in fewer than 2 blocks: the intervals are not informative."""
+        return self.n_obs_blocks < 2
 
     def values(self, basis: Basis) -> np.ndarray:
         """(7,) point estimates for a basis."""
@@ -341,6 +360,16 @@ def circular_block_bootstrap(
     return out
 
 
+def _obs_blocks(n: np.ndarray, block: int) -> int:
+    """Blocks of `block` frames, from the first frame with an observation, that hold one.
+
+    n: (U,) observations per frame in time order."""
+    idx = np.flatnonzero(n > 0)
+    if len(idx) == 0:
+        return 0
+    return len(np.unique((idx - idx[0]) // max(1, block)))
+
+
 def _distribution(units: _Units, cfg: BootstrapConfig, rng: np.random.Generator) -> Distribution:
     n_obs = int(units.n.sum())
     min_frames, tau = _auto_frames(units, cfg)
@@ -360,6 +389,9 @@ def _distribution(units: _Units, cfg: BootstrapConfig, rng: np.random.Generator)
             block_frames=block,
             block_s=block * step,
             tau_frames=tau,
+            n_frames=len(units.t),
+            n_frames_with_obs=0,
+            n_obs_blocks=0,
             n_boot=cfg.n_boot,
             confidence=cfg.confidence,
             share_boot=empty,
@@ -392,6 +424,9 @@ def _distribution(units: _Units, cfg: BootstrapConfig, rng: np.random.Generator)
         block_frames=block,
         block_s=block * step,
         tau_frames=tau,
+        n_frames=len(units.t),
+        n_frames_with_obs=int((units.n > 0).sum()),
+        n_obs_blocks=_obs_blocks(units.n, block),
         n_boot=cfg.n_boot,
         confidence=cfg.confidence,
         share_boot=share_boot,
