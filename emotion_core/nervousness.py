@@ -18,8 +18,10 @@ With bootstrap intervals (`evaluate_rule`), a verdict is only "nervous" / "not n
 the interval lies entirely on one side of the threshold(s) that decide it; otherwise it is
 "inconclusive". When the observations fall into fewer than 2 bootstrap blocks the interval
 says nothing (every replicate resamples the same few frames) and the verdict is "not enough
-data". Running counts (`evaluate_rule_on_counts`, for the Live page) have no
-intervals and give "nervous", "not nervous" or "not enough data".
+data". When the distribution is flagged `persistent` (expressions last for a large part of the
+session, so its intervals may be too narrow) a verdict is never more than "inconclusive", and
+the result's `caveat` says why. Running counts (`evaluate_rule_on_counts`, for the Live page)
+have no intervals and give "nervous", "not nervous" or "not enough data".
 """
 
 from __future__ import annotations
@@ -272,6 +274,8 @@ class NervousnessResult:
     verdict: one of VERDICTS; reasons: one per emotion (or one for "sum"); summary: one line;
     duration_s: seconds recorded; face_time_s: seconds with a face in view (what
     min_duration_s is compared with); with_ci: whether bootstrap intervals were used;
+    caveat: why the intervals may be too narrow ("" if no reason; see
+    Distribution.intervals_note), in which case the verdict is at most "inconclusive";
     disclaimer: always DISCLAIMER.
     """
 
@@ -285,6 +289,7 @@ class NervousnessResult:
     frames_with_face: int
     with_ci: bool
     confidence: float | None = None
+    caveat: str = ""
     disclaimer: str = DISCLAIMER
 
     def to_dict(self) -> dict[str, Any]:
@@ -300,6 +305,7 @@ class NervousnessResult:
             "frames_with_face": self.frames_with_face,
             "with_ci": self.with_ci,
             "confidence": self.confidence,
+            "caveat": self.caveat,
             "disclaimer": self.disclaimer,
         }
 
@@ -317,8 +323,16 @@ def _margin_text(margin: float, basis: str) -> str:
 
 
 def _reason(
-    what: str, value: float, thr: float, lo: float, hi: float, basis: str, conf: float | None
+    what: str,
+    value: float,
+    thr: float,
+    lo: float,
+    hi: float,
+    basis: str,
+    conf: float | None,
+    narrow: bool = False,
 ) -> Reason:
+    """One emotion's (or the sum's) reason; narrow: the interval may be too narrow to trust."""
     margin = value - thr
     crossed = bool(value > thr)
     has_ci = not (math.isnan(lo) or math.isnan(hi))
@@ -334,6 +348,8 @@ def _reason(
             if straddles
             else ("entirely above" if lo > thr else "entirely at or below")
         )
+        if narrow and not straddles:
+            where += ", but the interval may be too narrow"
         text += f" ({level} {_fmt(lo, basis)}-{_fmt(hi, basis)}, {where})"
     return Reason(what, value, thr, margin, lo, hi, crossed, straddles, text)
 
@@ -359,7 +375,9 @@ def _decide(rule: NervousnessRule, reasons: Sequence[Reason], with_ci: bool) -> 
     return "inconclusive"
 
 
-def _summary(verdict: str, rule: NervousnessRule, reasons: Sequence[Reason], why: str) -> str:
+def _summary(
+    verdict: str, rule: NervousnessRule, reasons: Sequence[Reason], why: str, caveat: str = ""
+) -> str:
     head = f"Heuristic indicator ({rule.name} rule): {verdict}"
     if verdict == "not enough data":
         return f"{head} - {why}."
@@ -377,6 +395,8 @@ def _summary(verdict: str, rule: NervousnessRule, reasons: Sequence[Reason], why
         parts.append(
             "the interval straddles the threshold for " + ", ".join(r.what for r in straddling)
         )
+    if caveat:
+        parts.append(caveat)
     return f"{head} - " + "; ".join(parts) + "."
 
 
@@ -424,14 +444,18 @@ def _evaluate(
     confidence: float | None,
     seen_s: float,
     data_note: str = "",
+    caveat: str = "",
 ) -> NervousnessResult:
     """Shared core: values (7,) for rule.basis, ci (7, 2) or None, combined sum (v, lo, hi).
 
     seen_s: seconds with a face in view (compared with rule.min_duration_s); data_note: a reason
-    the intervals carry no information ("" if none), which also gives "not enough data".
+    the intervals carry no information ("" if none), which also gives "not enough data";
+    caveat: a reason the intervals may be too narrow ("" if none), which caps the verdict at
+    "inconclusive".
     """
     with_ci = ci is not None
     why = _not_enough(rule, values, frames_with_face, duration_s, seen_s) or data_note
+    narrow = bool(caveat)
     reasons: list[Reason] = []
     if not why:
         if rule.logic == "sum":
@@ -440,27 +464,33 @@ def _evaluate(
                 idx = [CLASSES.index(e) for e in rule.emotions]
                 v = float(values[idx].sum())
             what = "+".join(rule.emotions)
-            reasons.append(_reason(what, v, rule.sum_threshold, lo, hi, rule.basis, confidence))
+            reasons.append(
+                _reason(what, v, rule.sum_threshold, lo, hi, rule.basis, confidence, narrow)
+            )
         else:
             for emotion, thr in rule.thresholds:
                 i = CLASSES.index(emotion)
                 lo = float(ci[i, 0]) if ci is not None else math.nan
                 hi = float(ci[i, 1]) if ci is not None else math.nan
                 reasons.append(
-                    _reason(emotion, float(values[i]), thr, lo, hi, rule.basis, confidence)
+                    _reason(emotion, float(values[i]), thr, lo, hi, rule.basis, confidence, narrow)
                 )
     verdict = "not enough data" if why else _decide(rule, reasons, with_ci)
+    caveat = "" if why else caveat
+    if caveat and verdict in ("nervous", "not nervous"):
+        verdict = "inconclusive"
     return NervousnessResult(
         verdict=verdict,
         rule_name=rule.name,
         rule=rule.to_dict(),
         reasons=tuple(reasons),
-        summary=_summary(verdict, rule, reasons, why),
+        summary=_summary(verdict, rule, reasons, why, caveat),
         duration_s=float(duration_s),
         face_time_s=float(seen_s),
         frames_with_face=int(frames_with_face),
         with_ci=with_ci,
         confidence=confidence if with_ci else None,
+        caveat=caveat,
     )
 
 
@@ -493,6 +523,7 @@ def evaluate_distribution(
         dist.confidence,
         face_time_s(duration_s, dist.n_frames_with_obs, dist.n_frames),
         _blocks_note(dist),
+        dist.intervals_note,
     )
 
 

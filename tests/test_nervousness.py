@@ -374,3 +374,20 @@ def test_live_and_analysis_apply_minimum_duration_to_time_with_a_face() -> None:
     # A face in every frame: time in view = duration, as before.
     full = nv.evaluate_rule_on_counts(nv.SEED_RULE, counts(sad=150), None, 150, 30.0, 150)
     assert full.verdict == "nervous" and full.face_time_s == 30.0
+
+
+def test_persistent_session_verdict_is_inconclusive_with_a_caveat() -> None:
+    # 2 min at 5 fps: sad and happy alternate in 10 s runs, only ~12 independent stretches.
+    # The sad interval used to be "entirely above" 30% and the verdict "nervous".
+    s = stats.summarize_session(session([("sad", 50), ("happy", 50)] * 6), "slow", FAST)
+    assert s.distribution.persistent
+    res = nv.evaluate_rule(nv.SEED_RULE, s)
+    assert res.verdict == "inconclusive"
+    assert "may be too narrow" in res.caveat and res.caveat in res.summary
+    sad = next(r for r in res.reasons if r.what == "sad")
+    assert sad.crossed and ("straddles" in sad.text or "may be too narrow" in sad.text)
+    # Quickly alternating runs over the same time are not persistent: a verdict is given.
+    fast = stats.summarize_session(session([("sad", 5), ("happy", 5)] * 60), "fast", FAST)
+    assert not fast.distribution.persistent
+    fast_res = nv.evaluate_rule(nv.SEED_RULE, fast)
+    assert fast_res.verdict == "nervous" and fast_res.caveat == ""
