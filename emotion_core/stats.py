@@ -736,7 +736,9 @@ def js_distance(p: Sequence[float] | np.ndarray, q: Sequence[float] | np.ndarray
 
 def js_effect_label(distance: float) -> str:
     """Plain-words size of a JS distance: negligible < 0.05 <= small < 0.15 <= moderate < 0.30
-    <= large (a convention for this app, not a universal standard)."""
+    <= large (a convention for this app, not a universal standard); "n/a" for NaN."""
+    if math.isnan(distance):
+        return "n/a"
     for bound, label in JS_EFFECT_BANDS:
         if distance < bound:
             return label
@@ -829,9 +831,11 @@ def format_p(p: float, n_perm: int | None = None) -> str:
 class PairComparison:
     """Two sessions compared on one basis.
 
-    values_a / values_b: (7,) distributions; top_class: class with the largest difference;
-    p_value: block permutation test; p_adjusted: Holm-adjusted over all pairs (= p_value
-    when only two sessions); js_distance: effect size in [0, 1]; effect: its plain-words band.
+    values_a / values_b: (7,) distributions (all NaN for a session without face observations);
+    top_class: class with the largest difference ("" when a session has no face observations,
+    and then js_distance is NaN, effect "n/a" and the sentence names the empty session);
+    p_value: block permutation test; p_adjusted: Holm-adjusted over all pairs (= p_value when
+    only two sessions); js_distance: effect size in [0, 1]; effect: its plain-words band.
     """
 
     a: str
@@ -854,7 +858,8 @@ class Comparison:
     statistic: equal-weight JS divergence of all sessions (bits); js_distance: its square
     root (for two sessions, the JS distance); p_value: block permutation test of "all sessions
     share one distribution"; n_blocks: time windows per session; pairs: every pair;
-    sentence: the overall result in plain words.
+    no_face: names of sessions without face observations (nothing to compare; statistic,
+    p-value and effect are then NaN / "n/a"); sentence: the overall result in plain words.
     """
 
     names: tuple[str, ...]
@@ -869,6 +874,7 @@ class Comparison:
     alpha: float
     n_blocks: tuple[int, ...]
     pairs: tuple[PairComparison, ...]
+    no_face: tuple[str, ...]
     sentence: str
 
     def to_frame(self) -> pd.DataFrame:
@@ -883,6 +889,12 @@ class Comparison:
 
 def _pct(v: float, basis: str) -> str:
     return f"{v * 100:.0f}%" if basis == "share" else f"{v:.2f}"
+
+
+def _no_face_sentence(empty: Sequence[str]) -> str:
+    """'B has no face observations' / 'A and B have no face observations'."""
+    verb = "has" if len(empty) == 1 else "have"
+    return f"{' and '.join(empty)} {verb} no face observations"
 
 
 def pair_sentence(
@@ -901,7 +913,14 @@ def pair_sentence(
 
     too_few: when set (e.g. "2 and 3 windows of 37 s"), the test cannot reach alpha with so few
     time windows, and the sentence says so instead of calling the difference chance.
+    A session without face observations (all-NaN values) gives "B has no face observations, so
+    A and B cannot be compared" and class "" (no direction, no effect size).
     """
+    empty = [name for name, v in ((a, va), (b, vb)) if np.isnan(v).all()]
+    if len(empty) == 2:
+        return f"{_no_face_sentence(empty)}, so there is nothing to compare.", ""
+    if empty:
+        return f"{_no_face_sentence(empty)}, so {a} and {b} cannot be compared.", ""
     diff = va - vb
     c = int(np.nanargmax(np.abs(diff))) if not np.isnan(diff).all() else 0
     cls = CLASSES[c]
@@ -1024,19 +1043,23 @@ def compare_sessions(
                 values_b=tuple(float(x) for x in vb),
                 top_class=cls,
                 js_distance=dist,
-                effect=js_effect_label(dist) if not math.isnan(dist) else "n/a",
+                effect=js_effect_label(dist),
                 p_value=pij,
                 p_adjusted=padj,
                 sentence=sentence,
             )
         )
     dist_all = math.sqrt(stat) if not math.isnan(stat) else math.nan
+    no_face = tuple(name for name, v in zip(names, values) if np.isnan(v).all())
     if len(blocks) == 2:
         sentence = pairs[0].sentence
     else:
         numbers = f"{format_p(p, cfg.n_boot)}, JS distance {dist_all:.2f}"
         few = _too_few([len(b[0]) for b in blocks], block_s, cfg)
-        if math.isnan(p):
+        if no_face:
+            verdict = f"{_no_face_sentence(no_face)}, so they cannot all be tested together"
+            numbers = "p=n/a"
+        elif math.isnan(p):
             verdict = "there is too little data to test whether they differ"
         elif few and p >= cfg.alpha:
             verdict = (
@@ -1056,12 +1079,13 @@ def compare_sessions(
         values=tuple(tuple(float(x) for x in v) for v in values),
         statistic=stat,
         js_distance=dist_all,
-        effect=js_effect_label(dist_all) if not math.isnan(dist_all) else "n/a",
+        effect=js_effect_label(dist_all),
         p_value=p,
         n_perm=cfg.n_boot,
         block_s=block_s,
         alpha=cfg.alpha,
         n_blocks=tuple(len(b[0]) for b in blocks),
         pairs=tuple(pairs),
+        no_face=no_face,
         sentence=sentence,
     )

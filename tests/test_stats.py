@@ -428,3 +428,33 @@ def test_independent_labels_are_not_flagged() -> None:
     assert not d.persistent and d.intervals_note == ""
     assert d.tau_frames == pytest.approx(1.0, abs=0.3)
     assert 1.0 < d.widen < 1.01  # 2 s blocks: 300 of them
+
+
+def test_comparison_with_a_faceless_session_names_it_and_gives_no_effect() -> None:
+    # Used to read "A shows less angry than B (15% vs nan% of frames) ... JS distance nan, large".
+    a = session_from_labels(["angry"] * 15 + ["happy"] * 85)
+    empty = session_from_labels([None] * 100)
+    cmp = stats.compare_sessions([a, empty], ["A", "B"], "share", FAST)
+    assert cmp.sentence == "B has no face observations, so A and B cannot be compared."
+    pair = cmp.pairs[0]
+    assert (pair.effect, pair.top_class, cmp.effect) == ("n/a", "", "n/a")
+    assert math.isnan(pair.js_distance) and math.isnan(cmp.p_value)
+    assert cmp.no_face == ("B",)
+    assert "nan" not in cmp.sentence and "large" not in cmp.sentence
+    # With three sessions the overall sentence says so too; the other pair is still compared.
+    c = session_from_labels(["sad"] * 100)
+    three = stats.compare_sessions([a, empty, c], ["A", "B", "C"], "share", FAST)
+    assert three.sentence.startswith(
+        "Across the 3 sessions, B has no face observations, so they cannot all be tested"
+    )
+    assert "nan" not in three.sentence and three.effect == "n/a"
+    by_pair = {(p.a, p.b): p for p in three.pairs}
+    assert by_pair[("A", "B")].effect == by_pair[("B", "C")].effect == "n/a"
+    assert by_pair[("A", "C")].effect == "large" and by_pair[("A", "C")].top_class == "sad"
+    both = stats.pair_sentence("A", "B", np.full(7, np.nan), np.full(7, np.nan), "share",
+                               math.nan, math.nan, 0.05)  # fmt: skip
+    assert both == ("A and B have no face observations, so there is nothing to compare.", "")
+
+
+def test_js_effect_label_of_nan_is_not_large() -> None:
+    assert stats.js_effect_label(math.nan) == "n/a"
