@@ -6,9 +6,10 @@ any decision about a person. Every result carries `DISCLAIMER`.
 
 A rule picks some emotions, a threshold per emotion (or one threshold for their sum), a logic
 ("any": nervous when any emotion exceeds its threshold; "all": when every one does; "sum": when
-their combined value exceeds `sum_threshold`), a basis ("share": share of frames with a face
-whose top label is the emotion; "mean_prob": mean probability) and a minimum duration before
-any verdict is given. "Exceeds" is strict (value > threshold), as in the original app.
+their combined value exceeds `sum_threshold`), a basis ("share": share of face observations,
+one per face per frame, whose top label is the emotion; "mean_prob": mean probability) and a
+minimum duration before any verdict is given. "Exceeds" is strict (value > threshold), as in
+the original app.
 
 The minimum duration applies to the time a face was in view (`face_time_s`): the recorded
 duration times the share of frames with a face (with that face, for one face). A face seen in a
@@ -29,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -60,7 +61,10 @@ class NervousnessRule:
     thresholds: ((emotion, threshold in [0, 1]), ...) in the order given; the emotions used.
     logic: "any" | "all" | "sum". For "sum" the per-emotion thresholds are ignored and
     sum_threshold applies to the emotions' combined value.
-    basis: "share" (of frames with a face, by top label) | "mean_prob".
+    basis: "share" (of face observations - one per face per frame - by top label) |
+    "mean_prob".
+    description: display text only; it is not part of rule equality, so a rule saved with an
+    older description still matches its preset.
     min_duration_s: with a face in view for less than this many seconds (see `face_time_s`)
     the verdict is "not enough data".
     """
@@ -71,7 +75,7 @@ class NervousnessRule:
     basis: Basis = "share"
     sum_threshold: float = 0.35
     min_duration_s: float = 10.0
-    description: str = ""
+    description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not str(self.name).strip():
@@ -201,8 +205,8 @@ SEED_RULE = NervousnessRule(
     min_duration_s=10.0,
     description=(
         "The original app's rule: nervous when the share of ANY of angry, neutral, fear, sad or "
-        "surprise exceeds 30% of frames with a face (disgust ignored). Note that it counts "
-        "neutral, so a calm, expressionless face is often called 'nervous'."
+        "surprise exceeds 30% of face observations (one per face per frame; disgust ignored). "
+        "Note that it counts neutral, so a calm, expressionless face is often called 'nervous'."
     ),
 )
 NEGATIVE_AFFECT_RULE = NervousnessRule(
@@ -213,7 +217,7 @@ NEGATIVE_AFFECT_RULE = NervousnessRule(
     sum_threshold=0.35,
     min_duration_s=10.0,
     description=(
-        "Nervous when fear, sad, surprise and angry together exceed 35% of frames with a face; "
+        "Nervous when fear, sad, surprise and angry together exceed 35% of face observations; "
         "neutral (and disgust) excluded."
     ),
 )
@@ -337,7 +341,7 @@ def _reason(
     crossed = bool(value > thr)
     has_ci = not (math.isnan(lo) or math.isnan(hi))
     straddles = bool(has_ci and lo <= thr < hi)
-    unit = "of frames" if basis == "share" else "mean probability"
+    unit = "of face observations" if basis == "share" else "mean probability"
     side = "above" if crossed else ("at" if margin == 0 else "below")
     text = f"{what}: {_fmt(value, basis)} {unit} vs threshold {_fmt(thr, basis)}"
     text += f" - {side} by {_margin_text(margin, basis)}" if margin != 0 else " - exactly at it"
@@ -579,7 +583,7 @@ def evaluate_rule_on_counts(
     """Fast evaluation on running totals (Live page): no bootstrap, so never "inconclusive".
 
     label_counts: top-label counts per class ({class: n} or (7,) in CLASSES order); shares are
-    label_counts / sum(label_counts) (= frames with a face when one face is tracked).
+    label_counts / sum(label_counts), i.e. of face observations (one per face per frame).
     mean_probs: mean probability per class (only needed for basis "mean_prob"; None otherwise).
     frames_with_face: frames where a face was seen (0 -> "not enough data").
     duration_s: seconds recorded so far.

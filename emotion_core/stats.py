@@ -52,7 +52,9 @@ from emotion_core.classes import CLASSES
 Basis = Literal["share", "mean_prob"]
 BASES: tuple[str, ...] = ("share", "mean_prob")
 BASIS_LABELS: dict[str, str] = {
-    "share": "share of frames with a face",
+    # Observations are face rows (one per face per frame), not frames: with two faces in view
+    # a frame counts twice.
+    "share": "share of face observations (one per face per frame)",
     "mean_prob": "mean probability",
 }
 PROB_COLUMNS: list[str] = list(CLASSES)
@@ -930,7 +932,7 @@ def pair_sentence(
         more = "more" if diff[c] >= 0 else "less"
         head = (
             f"{a} shows {more} {cls} than {b} ({_pct(va[c], basis)} vs {_pct(vb[c], basis)} "
-            "of frames)"
+            "of face observations)"
         )
     else:
         more = "higher" if diff[c] >= 0 else "lower"

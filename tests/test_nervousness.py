@@ -391,3 +391,26 @@ def test_persistent_session_verdict_is_inconclusive_with_a_caveat() -> None:
     assert not fast.distribution.persistent
     fast_res = nv.evaluate_rule(nv.SEED_RULE, fast)
     assert fast_res.verdict == "nervous" and fast_res.caveat == ""
+
+
+def test_share_basis_is_labelled_as_face_observations() -> None:
+    # Face 0 sad and face 1 happy in all 100 frames: sad is in every frame with a face, yet its
+    # share is 50%, because the denominator is face rows (frames x faces), not frames.
+    sad = session([("sad", 100)])
+    happy = session([("happy", 100)]).assign(face_id=1)
+    s = stats.summarize_session(pd.concat([sad, happy], ignore_index=True), "two", FAST)
+    assert dict(zip(CLASSES, s.distribution.share))["sad"] == pytest.approx(0.5)
+    label = stats.BASIS_LABELS["share"]
+    assert "face observations" in label and "frames with a face" not in label
+    res = nv.evaluate_rule(nv.SEED_RULE, s)
+    sad_reason = next(r for r in res.reasons if r.what == "sad")
+    assert "50% of face observations vs threshold 30%" in sad_reason.text
+    for rule in nv.PRESETS.values():
+        assert "frames with a face" not in rule.description + rule.describe()
+
+
+def test_rule_equality_ignores_description() -> None:
+    # A preset saved with an older description still counts as that preset.
+    old = nv.SEED_RULE.replace(description="exceeds 30% of frames with a face")
+    assert old == nv.SEED_RULE
+    assert nv.SEED_RULE.replace(min_duration_s=5.0) != nv.SEED_RULE

@@ -303,8 +303,8 @@ def test_comparison_sentence_format() -> None:
     )
     assert cls in ("happy", "neutral")
     assert sentence == (
-        "Session A shows more happy than Session B (42% vs 18% of frames); the difference is "
-        "unlikely to be chance (p=0.003, JS distance 0.21, moderate)."
+        "Session A shows more happy than Session B (42% vs 18% of face observations); the "
+        "difference is unlikely to be chance (p=0.003, JS distance 0.21, moderate)."
     )
 
 
