@@ -6,14 +6,23 @@ any decision about a person. Every result carries `DISCLAIMER`.
 
 A rule picks some emotions, a threshold per emotion (or one threshold for their sum), a logic
 ("any": nervous when any emotion exceeds its threshold; "all": when every one does; "sum": when
-their combined value exceeds `sum_threshold`), a basis ("share": share of frames with a face
-whose top label is the emotion; "mean_prob": mean probability) and a minimum duration before
-any verdict is given. "Exceeds" is strict (value > threshold), as in the original app.
+their combined value exceeds `sum_threshold`), a basis ("share": share of face observations,
+one per face per frame, whose top label is the emotion; "mean_prob": mean probability) and a
+minimum duration before any verdict is given. "Exceeds" is strict (value > threshold), as in
+the original app.
+
+The minimum duration applies to the time a face was in view (`face_time_s`): the recorded
+duration times the share of frames with a face (with that face, for one face). A face seen in a
+few frames of a long session therefore gets "not enough data", not a verdict on two frames.
 
 With bootstrap intervals (`evaluate_rule`), a verdict is only "nervous" / "not nervous" when
 the interval lies entirely on one side of the threshold(s) that decide it; otherwise it is
-"inconclusive". Running counts (`evaluate_rule_on_counts`, for the Live page) have no
-intervals and give "nervous", "not nervous" or "not enough data".
+"inconclusive". When the observations fall into fewer than 2 bootstrap blocks the interval
+says nothing (every replicate resamples the same few frames) and the verdict is "not enough
+data". When the distribution is flagged `persistent` (expressions last for a large part of the
+session, so its intervals may be too narrow) a verdict is never more than "inconclusive", and
+the result's `caveat` says why. Running counts (`evaluate_rule_on_counts`, for the Live page)
+have no intervals and give "nervous", "not nervous" or "not enough data".
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -52,8 +61,12 @@ class NervousnessRule:
     thresholds: ((emotion, threshold in [0, 1]), ...) in the order given; the emotions used.
     logic: "any" | "all" | "sum". For "sum" the per-emotion thresholds are ignored and
     sum_threshold applies to the emotions' combined value.
-    basis: "share" (of frames with a face, by top label) | "mean_prob".
-    min_duration_s: below this session duration the verdict is "not enough data".
+    basis: "share" (of face observations - one per face per frame - by top label) |
+    "mean_prob".
+    description: display text only; it is not part of rule equality, so a rule saved with an
+    older description still matches its preset.
+    min_duration_s: with a face in view for less than this many seconds (see `face_time_s`)
+    the verdict is "not enough data".
     """
 
     name: str
@@ -62,7 +75,7 @@ class NervousnessRule:
     basis: Basis = "share"
     sum_threshold: float = 0.35
     min_duration_s: float = 10.0
-    description: str = ""
+    description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not str(self.name).strip():
@@ -192,8 +205,8 @@ SEED_RULE = NervousnessRule(
     min_duration_s=10.0,
     description=(
         "The original app's rule: nervous when the share of ANY of angry, neutral, fear, sad or "
-        "surprise exceeds 30% of frames with a face (disgust ignored). Note that it counts "
-        "neutral, so a calm, expressionless face is often called 'nervous'."
+        "surprise exceeds 30% of face observations (one per face per frame; disgust ignored). "
+        "Note that it counts neutral, so a calm, expressionless face is often called 'nervous'."
     ),
 )
 NEGATIVE_AFFECT_RULE = NervousnessRule(
@@ -204,7 +217,7 @@ NEGATIVE_AFFECT_RULE = NervousnessRule(
     sum_threshold=0.35,
     min_duration_s=10.0,
     description=(
-        "Nervous when fear, sad, surprise and angry together exceed 35% of frames with a face; "
+        "Nervous when fear, sad, surprise and angry together exceed 35% of face observations; "
         "neutral (and disgust) excluded."
     ),
 )
@@ -263,7 +276,11 @@ class NervousnessResult:
     """The verdict of a rule on one session (or face, or time range).
 
     verdict: one of VERDICTS; reasons: one per emotion (or one for "sum"); summary: one line;
-    with_ci: whether bootstrap intervals were used; disclaimer: always DISCLAIMER.
+    duration_s: seconds recorded; face_time_s: seconds with a face in view (what
+    min_duration_s is compared with); with_ci: whether bootstrap intervals were used;
+    caveat: why the intervals may be too narrow ("" if no reason; see
+    Distribution.intervals_note), in which case the verdict is at most "inconclusive";
+    disclaimer: always DISCLAIMER.
     """
 
     verdict: str
@@ -272,9 +289,11 @@ class NervousnessResult:
     reasons: tuple[Reason, ...]
     summary: str
     duration_s: float
+    face_time_s: float
     frames_with_face: int
     with_ci: bool
     confidence: float | None = None
+    caveat: str = ""
     disclaimer: str = DISCLAIMER
 
     def to_dict(self) -> dict[str, Any]:
@@ -286,9 +305,11 @@ class NervousnessResult:
             "reasons": [r.to_dict() for r in self.reasons],
             "summary": self.summary,
             "duration_s": self.duration_s,
+            "face_time_s": self.face_time_s,
             "frames_with_face": self.frames_with_face,
             "with_ci": self.with_ci,
             "confidence": self.confidence,
+            "caveat": self.caveat,
             "disclaimer": self.disclaimer,
         }
 
@@ -306,13 +327,21 @@ def _margin_text(margin: float, basis: str) -> str:
 
 
 def _reason(
-    what: str, value: float, thr: float, lo: float, hi: float, basis: str, conf: float | None
+    what: str,
+    value: float,
+    thr: float,
+    lo: float,
+    hi: float,
+    basis: str,
+    conf: float | None,
+    narrow: bool = False,
 ) -> Reason:
+    """One emotion's (or the sum's) reason; narrow: the interval may be too narrow to trust."""
     margin = value - thr
     crossed = bool(value > thr)
     has_ci = not (math.isnan(lo) or math.isnan(hi))
     straddles = bool(has_ci and lo <= thr < hi)
-    unit = "of frames" if basis == "share" else "mean probability"
+    unit = "of face observations" if basis == "share" else "mean probability"
     side = "above" if crossed else ("at" if margin == 0 else "below")
     text = f"{what}: {_fmt(value, basis)} {unit} vs threshold {_fmt(thr, basis)}"
     text += f" - {side} by {_margin_text(margin, basis)}" if margin != 0 else " - exactly at it"
@@ -323,6 +352,8 @@ def _reason(
             if straddles
             else ("entirely above" if lo > thr else "entirely at or below")
         )
+        if narrow and not straddles:
+            where += ", but the interval may be too narrow"
         text += f" ({level} {_fmt(lo, basis)}-{_fmt(hi, basis)}, {where})"
     return Reason(what, value, thr, margin, lo, hi, crossed, straddles, text)
 
@@ -348,7 +379,9 @@ def _decide(rule: NervousnessRule, reasons: Sequence[Reason], with_ci: bool) -> 
     return "inconclusive"
 
 
-def _summary(verdict: str, rule: NervousnessRule, reasons: Sequence[Reason], why: str) -> str:
+def _summary(
+    verdict: str, rule: NervousnessRule, reasons: Sequence[Reason], why: str, caveat: str = ""
+) -> str:
     head = f"Heuristic indicator ({rule.name} rule): {verdict}"
     if verdict == "not enough data":
         return f"{head} - {why}."
@@ -366,7 +399,43 @@ def _summary(verdict: str, rule: NervousnessRule, reasons: Sequence[Reason], why
         parts.append(
             "the interval straddles the threshold for " + ", ".join(r.what for r in straddling)
         )
+    if caveat:
+        parts.append(caveat)
     return f"{head} - " + "; ".join(parts) + "."
+
+
+def face_time_s(duration_s: float, frames_with_face: int, n_frames: int | None) -> float:
+    """Seconds with a face in view: duration_s x frames_with_face / n_frames.
+
+    That is the recorded time times the share of frames that had a face, so a face present
+    throughout gets the whole duration and one seen in 2 of 300 frames gets 2/300 of it.
+    n_frames None: every frame is taken to have had a face (duration_s as given).
+    """
+    if n_frames is None:
+        return float(duration_s)
+    if n_frames <= 0:
+        return 0.0
+    return float(duration_s) * min(max(frames_with_face, 0), n_frames) / n_frames
+
+
+def _not_enough(
+    rule: NervousnessRule,
+    values: np.ndarray,
+    frames_with_face: int,
+    duration_s: float,
+    seen_s: float,
+) -> str:
+    """Why there is not enough data for a verdict ("" when there is)."""
+    if frames_with_face <= 0 or np.isnan(values).all():
+        return "no face was seen"
+    if seen_s >= rule.min_duration_s:
+        return ""
+    if seen_s < duration_s - 1e-9:
+        return (
+            f"a face was in view for {seen_s:.1f} s of the {duration_s:.1f} s recorded, the "
+            f"rule needs at least {rule.min_duration_s:g} s with a face"
+        )
+    return f"{duration_s:.1f} s recorded, the rule needs at least {rule.min_duration_s:g} s"
 
 
 def _evaluate(
@@ -377,14 +446,20 @@ def _evaluate(
     frames_with_face: int,
     duration_s: float,
     confidence: float | None,
+    seen_s: float,
+    data_note: str = "",
+    caveat: str = "",
 ) -> NervousnessResult:
-    """Shared core: values (7,) for rule.basis, ci (7, 2) or None, combined sum (v, lo, hi)."""
+    """Shared core: values (7,) for rule.basis, ci (7, 2) or None, combined sum (v, lo, hi).
+
+    seen_s: seconds with a face in view (compared with rule.min_duration_s); data_note: a reason
+    the intervals carry no information ("" if none), which also gives "not enough data";
+    caveat: a reason the intervals may be too narrow ("" if none), which caps the verdict at
+    "inconclusive".
+    """
     with_ci = ci is not None
-    why = ""
-    if frames_with_face <= 0 or np.isnan(values).all():
-        why = "no face was seen"
-    elif duration_s < rule.min_duration_s:
-        why = f"{duration_s:.1f} s recorded, the rule needs at least {rule.min_duration_s:g} s"
+    why = _not_enough(rule, values, frames_with_face, duration_s, seen_s) or data_note
+    narrow = bool(caveat)
     reasons: list[Reason] = []
     if not why:
         if rule.logic == "sum":
@@ -393,33 +468,54 @@ def _evaluate(
                 idx = [CLASSES.index(e) for e in rule.emotions]
                 v = float(values[idx].sum())
             what = "+".join(rule.emotions)
-            reasons.append(_reason(what, v, rule.sum_threshold, lo, hi, rule.basis, confidence))
+            reasons.append(
+                _reason(what, v, rule.sum_threshold, lo, hi, rule.basis, confidence, narrow)
+            )
         else:
             for emotion, thr in rule.thresholds:
                 i = CLASSES.index(emotion)
                 lo = float(ci[i, 0]) if ci is not None else math.nan
                 hi = float(ci[i, 1]) if ci is not None else math.nan
                 reasons.append(
-                    _reason(emotion, float(values[i]), thr, lo, hi, rule.basis, confidence)
+                    _reason(emotion, float(values[i]), thr, lo, hi, rule.basis, confidence, narrow)
                 )
     verdict = "not enough data" if why else _decide(rule, reasons, with_ci)
+    caveat = "" if why else caveat
+    if caveat and verdict in ("nervous", "not nervous"):
+        verdict = "inconclusive"
     return NervousnessResult(
         verdict=verdict,
         rule_name=rule.name,
         rule=rule.to_dict(),
         reasons=tuple(reasons),
-        summary=_summary(verdict, rule, reasons, why),
+        summary=_summary(verdict, rule, reasons, why, caveat),
         duration_s=float(duration_s),
+        face_time_s=float(seen_s),
         frames_with_face=int(frames_with_face),
         with_ci=with_ci,
         confidence=confidence if with_ci else None,
+        caveat=caveat,
+    )
+
+
+def _blocks_note(dist: Distribution) -> str:
+    """Why the distribution's intervals carry no information ("" when they do)."""
+    if dist.n_obs == 0 or not dist.too_few_blocks:
+        return ""
+    return (
+        f"a face was seen within a single {dist.block_s:.1f} s bootstrap block, too little for "
+        "an interval (at least 2 blocks needed)"
     )
 
 
 def evaluate_distribution(
     rule: NervousnessRule, dist: Distribution, duration_s: float
 ) -> NervousnessResult:
-    """Evaluate a rule on a Distribution (with its block-bootstrap intervals)."""
+    """Evaluate a rule on a Distribution (with its block-bootstrap intervals).
+
+    duration_s: seconds covered by the frames dist was computed from (session or time range);
+    the minimum duration applies to duration_s x dist.face_fraction (time with a face).
+    """
     combined = dist.combined(rule.basis, rule.emotions) if rule.logic == "sum" else None
     return _evaluate(
         rule,
@@ -429,6 +525,9 @@ def evaluate_distribution(
         dist.n_obs,
         duration_s,
         dist.confidence,
+        face_time_s(duration_s, dist.n_frames_with_obs, dist.n_frames),
+        _blocks_note(dist),
+        dist.intervals_note,
     )
 
 
@@ -445,13 +544,19 @@ def evaluate_rule(
 
 
 def per_face_table(rule: NervousnessRule, stats: SessionStats) -> list[dict[str, Any]]:
-    """One row per face: its frames, its verdict under the rule and its share of each class."""
+    """One row per face: its frames, seconds in view, verdict under the rule and class shares."""
     rows = []
     for face in stats.faces:
         result = evaluate_rule(rule, stats, face.face_id)
         shares = {c: round(float(v), 3) for c, v in zip(CLASSES, face.distribution.share)}
         rows.append(
-            {"face": face.face_id, "frames": face.n_frames, "verdict": result.verdict} | shares
+            {
+                "face": face.face_id,
+                "frames": face.n_frames,
+                "seen (s)": round(result.face_time_s, 1),
+                "verdict": result.verdict,
+            }
+            | shares
         )
     return rows
 
@@ -473,14 +578,18 @@ def evaluate_rule_on_counts(
     mean_probs: Mapping[str, float] | Sequence[float] | np.ndarray | None,
     frames_with_face: int,
     duration_s: float,
+    n_frames: int | None = None,
 ) -> NervousnessResult:
     """Fast evaluation on running totals (Live page): no bootstrap, so never "inconclusive".
 
     label_counts: top-label counts per class ({class: n} or (7,) in CLASSES order); shares are
-    label_counts / sum(label_counts) (= frames with a face when one face is tracked).
+    label_counts / sum(label_counts), i.e. of face observations (one per face per frame).
     mean_probs: mean probability per class (only needed for basis "mean_prob"; None otherwise).
     frames_with_face: frames where a face was seen (0 -> "not enough data").
-    duration_s: seconds recorded so far (compared with rule.min_duration_s).
+    duration_s: seconds recorded so far.
+    n_frames: frames analysed so far, with or without a face. When given, rule.min_duration_s
+    applies to the time with a face in view, duration_s x frames_with_face / n_frames, as on
+    the Analysis page; None compares duration_s itself (every frame assumed to have a face).
     """
     counts = _as_vector(label_counts)
     total = float(counts.sum())
@@ -490,4 +599,5 @@ def evaluate_rule_on_counts(
         raise ValueError("rule basis is mean_prob: pass mean_probs")
     else:
         values = _as_vector(mean_probs)
-    return _evaluate(rule, values, None, None, frames_with_face, duration_s, None)
+    seen_s = face_time_s(duration_s, frames_with_face, n_frames)
+    return _evaluate(rule, values, None, None, frames_with_face, duration_s, None, seen_s)

@@ -307,3 +307,110 @@ def test_per_face_table_gives_each_face_its_own_verdict() -> None:
     assert rows[0]["verdict"] == "nervous" and rows[0]["sad"] == 1.0
     assert rows[1]["verdict"] != "nervous" and rows[1]["happy"] == 1.0
     assert rows[0]["frames"] == rows[1]["frames"] == 100
+
+
+# ---- time with a face in view, and too few bootstrap blocks ----------------------------------
+
+
+def two_faces(n: int, brief: set[int], brief_label: str = "fear", fps: float = 5.0) -> pd.DataFrame:
+    """Face 0 happy in all n frames; face 1 showing brief_label only in the frames `brief`."""
+    face0 = session([("happy", n)], fps)
+    face1 = session([(brief_label, n)], fps).assign(face_id=1)
+    return pd.concat([face0, face1[face1["frame"].isin(brief)]], ignore_index=True)
+
+
+def test_brief_face_gets_not_enough_data_not_a_certain_verdict() -> None:
+    # 60 s at 5 fps; face 1 shows fear in 2 frames only. It used to be "nervous" with a
+    # 100%-100% interval, checked against the whole session's 60 s.
+    s = stats.summarize_session(two_faces(300, {150, 151}), "brief", FAST)
+    rows = {row["face"]: row for row in nv.per_face_table(nv.SEED_RULE, s)}
+    assert rows[1]["verdict"] == "not enough data"
+    assert rows[1]["seen (s)"] == pytest.approx(0.4, abs=0.05)
+    assert rows[0]["verdict"] == "not nervous" and rows[0]["seen (s)"] == pytest.approx(59.8)
+    res = nv.evaluate_rule(nv.SEED_RULE, s, face_id=1)
+    assert res.face_time_s == pytest.approx(59.8 * 2 / 300)
+    assert "0.4 s of the 59.8 s recorded" in res.summary and not res.reasons
+
+
+def test_pooled_session_with_a_face_in_two_frames_is_not_enough_data() -> None:
+    frames = session([(None, 150), ("fear", 2), (None, 148)])
+    s = stats.summarize_session(frames, "mostly empty", FAST)
+    res = nv.evaluate_rule(nv.SEED_RULE, s)
+    assert res.verdict == "not enough data"
+    assert res.duration_s == pytest.approx(59.8) and res.face_time_s < 1.0
+
+
+def test_observations_in_one_bootstrap_block_are_not_enough_data() -> None:
+    # Even with no minimum duration, 2 adjacent frames lie in one 2 s block: every bootstrap
+    # replicate resamples the same frames and the interval is degenerate.
+    rule = nv.SEED_RULE.replace(min_duration_s=0.0)
+    s = stats.summarize_session(two_faces(300, {150, 151}), "brief", FAST)
+    assert s.faces[1].distribution.n_obs_blocks == 1
+    res = nv.evaluate_rule(rule, s, face_id=1)
+    assert res.verdict == "not enough data" and "bootstrap block" in res.summary
+    # Spread over the session, the same rule gives face 1 a verdict.
+    spread = stats.summarize_session(two_faces(300, set(range(0, 300, 3))), "spread", FAST)
+    assert spread.faces[1].distribution.n_obs_blocks >= 2
+    assert nv.evaluate_rule(rule, spread, face_id=1).verdict == "nervous"
+
+
+def test_live_and_analysis_apply_minimum_duration_to_time_with_a_face() -> None:
+    # 30 s at 5 fps with a face in every 4th frame: 7.5 s in view, below the rule's 10 s.
+    labels: list[tuple[str | None, int]] = [("sad", 1), (None, 3)] * 38
+    frames = session(labels)
+    s = stats.summarize_session(frames, "sparse", FAST)
+    analysis = nv.evaluate_rule(nv.SEED_RULE, s)
+    live = nv.evaluate_rule_on_counts(
+        nv.SEED_RULE, counts(sad=38), None, 38, s.duration_s, n_frames=s.n_frames
+    )
+    assert analysis.verdict == live.verdict == "not enough data"
+    assert analysis.face_time_s == pytest.approx(live.face_time_s)
+    assert live.face_time_s == pytest.approx(s.duration_s * 38 / 152)
+    # Without n_frames the Live evaluation compares the whole duration (previous behaviour).
+    assert (
+        nv.evaluate_rule_on_counts(nv.SEED_RULE, counts(sad=38), None, 38, s.duration_s).verdict
+        == "nervous"
+    )
+    # A face in every frame: time in view = duration, as before.
+    full = nv.evaluate_rule_on_counts(nv.SEED_RULE, counts(sad=150), None, 150, 30.0, 150)
+    assert full.verdict == "nervous" and full.face_time_s == 30.0
+
+
+def test_persistent_session_verdict_is_inconclusive_with_a_caveat() -> None:
+    # 2 min at 5 fps: sad and happy alternate in 10 s runs, only ~12 independent stretches.
+    # The sad interval used to be "entirely above" 30% and the verdict "nervous".
+    s = stats.summarize_session(session([("sad", 50), ("happy", 50)] * 6), "slow", FAST)
+    assert s.distribution.persistent
+    res = nv.evaluate_rule(nv.SEED_RULE, s)
+    assert res.verdict == "inconclusive"
+    assert "may be too narrow" in res.caveat and res.caveat in res.summary
+    sad = next(r for r in res.reasons if r.what == "sad")
+    assert sad.crossed and ("straddles" in sad.text or "may be too narrow" in sad.text)
+    # Quickly alternating runs over the same time are not persistent: a verdict is given.
+    fast = stats.summarize_session(session([("sad", 5), ("happy", 5)] * 60), "fast", FAST)
+    assert not fast.distribution.persistent
+    fast_res = nv.evaluate_rule(nv.SEED_RULE, fast)
+    assert fast_res.verdict == "nervous" and fast_res.caveat == ""
+
+
+def test_share_basis_is_labelled_as_face_observations() -> None:
+    # Face 0 sad and face 1 happy in all 100 frames: sad is in every frame with a face, yet its
+    # share is 50%, because the denominator is face rows (frames x faces), not frames.
+    sad = session([("sad", 100)])
+    happy = session([("happy", 100)]).assign(face_id=1)
+    s = stats.summarize_session(pd.concat([sad, happy], ignore_index=True), "two", FAST)
+    assert dict(zip(CLASSES, s.distribution.share))["sad"] == pytest.approx(0.5)
+    label = stats.BASIS_LABELS["share"]
+    assert "face observations" in label and "frames with a face" not in label
+    res = nv.evaluate_rule(nv.SEED_RULE, s)
+    sad_reason = next(r for r in res.reasons if r.what == "sad")
+    assert "50% of face observations vs threshold 30%" in sad_reason.text
+    for rule in nv.PRESETS.values():
+        assert "frames with a face" not in rule.description + rule.describe()
+
+
+def test_rule_equality_ignores_description() -> None:
+    # A preset saved with an older description still counts as that preset.
+    old = nv.SEED_RULE.replace(description="exceeds 30% of frames with a face")
+    assert old == nv.SEED_RULE
+    assert nv.SEED_RULE.replace(min_duration_s=5.0) != nv.SEED_RULE
