@@ -371,7 +371,7 @@ def build_html_report(
     charts = svg_bars(
         d.share,
         d.share_ci,
-        title=f"Share of frames with a face (top label), {level} CI",
+        title=f"{BASIS_LABELS['share'].capitalize()} (top label), {level} CI",
         thresholds=thresholds if rule.basis == "share" else None,
     ) + svg_bars(
         d.mean_prob,
@@ -390,6 +390,12 @@ def build_html_report(
             face_rows.append(row)
         faces = "<h2>Per face</h2>" + _table(pd.DataFrame(face_rows))
     scope = "" if face_id is None else f", face {face_id}"
+    note = d.intervals_note
+    caveat = (
+        f'<p class="warn">{_e(note[0].upper() + note[1:])}.</p>'
+        if note and note not in result.summary
+        else ""
+    )
     timeline_html = ""
     if tl is not None:
         timeline_html = (
@@ -418,7 +424,7 @@ th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; font-size:
 <p class="warn">{_e(DISCLAIMER)}</p>
 <table>{info}</table>
 <h2>Nervousness indicator (heuristic){_e(scope)}</h2>
-<p class="verdict">Verdict: {_e(result.verdict)}</p>
+<p class="verdict">Verdict: {_e(result.verdict)}</p>{caveat}
 <p>{_e(result.summary)}</p>
 <ul>{reasons}</ul>
 <h3>Rule</h3>

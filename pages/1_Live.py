@@ -334,7 +334,12 @@ def render_stats(snap: LiveSnapshot, rule: NervousnessRule, playing: bool) -> No
     else:
         st.caption("The emotion distribution appears once a face has been analysed.")
     result = evaluate_rule_on_counts(
-        rule, snap.label_counts, snap.mean_probs, snap.frames_with_face, snap.duration_s
+        rule,
+        snap.label_counts,
+        snap.mean_probs,
+        snap.frames_with_face,
+        snap.duration_s,
+        n_frames=snap.frames,  # the minimum duration counts the time a face was in view
     )
     with st.container():
         counting = _Counting(st)

@@ -8,6 +8,7 @@ emotion_core.nervousness, exports from emotion_core.report.
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -321,10 +322,17 @@ def detail_section(
         # A face absent from the range has no observations: an empty distribution.
         dist = match[0].distribution if match else distribution(frames.iloc[0:0], cfg)
     df = dist.to_frame()
+    widened = (
+        f", widened x{dist.widen:.2f} for having few blocks"
+        if math.isfinite(dist.widen) and dist.widen > 1.005
+        else ""
+    )
     st.markdown(
         f"**Emotion distribution** ({dist.confidence * 100:.0f}% intervals from a circular block "
-        f"bootstrap over time: {dist.block_s:.1f} s blocks, {dist.n_boot} replicates)"
+        f"bootstrap over time: {dist.block_s:.1f} s blocks, {dist.n_boot} replicates{widened})"
     )
+    if dist.intervals_note:
+        st.warning(dist.intervals_note[0].upper() + dist.intervals_note[1:] + ".")
     if dist.n_obs == 0:
         st.warning("No face in this range: nothing to show.")
     else:
@@ -447,7 +455,9 @@ def main() -> None:
                             "B": p.b,
                             "JS distance": round(p.js_distance, 3),
                             "effect": p.effect,
-                            "p (Holm)": round(p.p_adjusted, 4),
+                            "p (Holm)": round(p.p_adjusted, 4)
+                            if math.isfinite(p.p_adjusted)
+                            else None,
                             "largest difference": p.top_class,
                         }
                         for p in comparison.pairs

@@ -185,6 +185,15 @@ def test_names_are_shown_as_typed_not_as_markdown(env: Path) -> None:
     assert any(r"HTML report (\[Bob\]\(x\))" in label for label in labels)
 
 
+def test_persistent_expressions_are_warned_about(env: Path) -> None:
+    # 40 s at 5 fps in two long runs: few independent stretches, so intervals may be too narrow
+    write_session(env, "slow", ["sad"] * 100 + ["happy"] * 100, candidate="Slow")
+    at = app()
+    warning = next(w.value for w in at.warning if "may be too narrow" in w.value)
+    assert warning.startswith("Intervals may be too narrow")
+    assert verdicts(at)["Slow"] != "nervous"  # at most inconclusive
+
+
 def test_time_range_slider_recomputes(env: Path) -> None:
     # First 30 s sad, last 30 s happy.
     write_session(env, "s1", ["sad"] * 150 + ["happy"] * 150, candidate="Sam")

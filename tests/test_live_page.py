@@ -294,6 +294,20 @@ def test_statistics_chart_and_poll_loop(env: dict[str, Any]) -> None:
     assert at.session_state["live_processor"].has_pipeline
 
 
+def test_the_live_verdict_counts_only_the_time_a_face_was_in_view(env: dict[str, Any]) -> None:
+    aggregator = LiveAggregator()
+    fear = np.eye(len(CLASSES))[CLASSES.index("fear")] * 0.9 + 0.1 / len(CLASSES)
+    for i in range(100):  # 20 s at 5 fps, a face in only 2 frames
+        faces = (FaceResult(0, (0, 0, 9, 9), fear, fear),) if i in (10, 11) else ()
+        aggregator.update(FrameResult(i, i / 5, faces), 2.0)
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["live_aggregator"] = aggregator
+    at.session_state["live_processor"] = LiveProcessor(aggregator)
+    run_page(at)
+    verdict = text(at)
+    assert "not enough data" in verdict and "0.4 s" in verdict  # not "nervous" on 2 frames
+
+
 def test_bad_ice_setting_is_a_warning(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMOTION_ICE_SERVERS", "not json")
     at = run_page()
