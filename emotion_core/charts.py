@@ -53,7 +53,9 @@ def distribution_ci_chart(df: pd.DataFrame, basis: str, rule: NervousnessRule) -
                 tooltip=[alt.Tooltip("threshold:Q", format=".2f")],
             )
         )
-    return alt.layer(*layers).properties(height=alt.Step(28), title=title)
+    # NOTE: the chart title is cut at the chart's width; the axis title below carries the rest.
+    short = title.split(" (")[0]
+    return alt.layer(*layers).properties(height=alt.Step(28), title=short)
 
 
 def timeline_chart(long: pd.DataFrame) -> alt.Chart:

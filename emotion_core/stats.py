@@ -261,11 +261,13 @@ class Distribution:
             return ""
         step = self.block_s / max(self.block_frames, 1)
         n_tau = self.n_frames_with_obs / max(self.tau_frames, 1.0)
+        # NOTE: the cause is either long-lasting expressions or little time with a face;
+        # the sentence gives both figures and blames neither.
         return (
-            "intervals may be too narrow: expressions persist for a large part of this session "
-            f"(an expression lasts about {self.tau_frames * step:.1f} s, so the "
-            f"{self.n_frames_with_obs * step:.0f} s with a face hold only about {n_tau:.0f} "
-            f"independent stretches; {PERSISTENT_MIN_TAUS:.0f} are needed for reliable intervals)"
+            f"intervals may be too narrow: the {self.n_frames_with_obs * step:.1f} s with a face "
+            f"hold only about {n_tau:.0f} independent stretches (an expression lasts about "
+            f"{self.tau_frames * step:.1f} s here; {PERSISTENT_MIN_TAUS:.0f} stretches are "
+            "needed for reliable intervals)"
         )
 
     def values(self, basis: Basis) -> np.ndarray:

@@ -18,6 +18,7 @@ from emotion_core.live import LiveSnapshot
 from emotion_core.nervousness import NervousnessRule
 from emotion_core.registry import ModelCard
 from emotion_core.report import MODEL_COLUMNS, models_frame, speed_provenance
+from emotion_core.stats import BASIS_LABELS
 
 
 def _datasets(spec: dict) -> list[list[dict]]:
@@ -60,6 +61,9 @@ def test_threshold_ticks_only_when_the_rule_uses_the_basis() -> None:
     assert len(with_ticks["layer"]) == 3 and len(without["layer"]) == 2
     thresholds = [d for d in _datasets(with_ticks) if d and "threshold" in d[0]]
     assert thresholds == [[{"class": "fear", "threshold": 0.3}, {"class": "sad", "threshold": 0.4}]]
+    # the chart title is short enough not to be cut; the axis title says it in full
+    assert with_ticks["title"] == "share of face observations"
+    assert with_ticks["layer"][0]["encoding"]["x"]["title"] == BASIS_LABELS["share"]
 
 
 def test_models_frame_ranks_models_and_marks_the_default() -> None:
