@@ -155,12 +155,17 @@ def test_save_as_default_writes_settings(env: Path, tmp_path: Path) -> None:
     assert at2.selectbox(key=ui_common.W_PRESET).value == "negative-affect"
 
 
-def test_comparison_of_two_sessions(env: Path) -> None:
-    write_session(env, "a", HAPPY, candidate="Ann", started="2024-01-01T09:00:00+00:00")
-    write_session(env, "b", ["sad"] * 300, candidate="Bob", started="2024-01-02T09:00:00+00:00")
+def compare_happy_and_sad(env: Path, happy_name: str, sad_name: str) -> AppTest:
+    """The page with two sessions selected: a mostly happy one and an all-sad one."""
+    write_session(env, "a", HAPPY, candidate=happy_name, started="2024-01-01T09:00:00+00:00")
+    write_session(env, "b", ["sad"] * 300, candidate=sad_name, started="2024-01-02T09:00:00")
     at = app()
     at.multiselect(key="an_selected").set_value(["a", "b"])
-    run(at)
+    return run(at)
+
+
+def test_comparison_of_two_sessions(env: Path) -> None:
+    at = compare_happy_and_sad(env, "Ann", "Bob")
     assert verdicts(at) == {"Ann": "not nervous", "Bob": "nervous"}
     sentence = next(i.value for i in at.info if "JS distance" in i.value)
     assert "unlikely to be chance" in sentence
@@ -174,11 +179,7 @@ def test_comparison_of_two_sessions(env: Path) -> None:
 
 
 def test_names_are_shown_as_typed_not_as_markdown(env: Path) -> None:
-    write_session(env, "a", HAPPY, candidate="**Ann** $x$", started="2024-01-01T09:00:00+00:00")
-    write_session(env, "b", ["sad"] * 300, candidate="[Bob](x)", started="2024-01-02T09:00:00")
-    at = app()
-    at.multiselect(key="an_selected").set_value(["a", "b"])
-    run(at)
+    at = compare_happy_and_sad(env, "**Ann** $x$", "[Bob](x)")
     sentence = next(i.value for i in at.info if "JS distance" in i.value)
     assert r"\*\*Ann\*\* \$x\$" in sentence and r"\[Bob\]\(x\)" in sentence
     labels = [str(getattr(b, "label", "")) for b in at.get("download_button")]

@@ -301,15 +301,22 @@ def test_a_broken_model_or_runtime_is_said_so_before_starting(
     assert not at.error and not start_button(at).disabled
 
 
+def start_held_analysis(tmp_path: Path) -> tuple[AppTest, video_job.VideoJob]:
+    """A page that started a 40-frame analysis whose decoding is held after the first batch
+    (call inside try/finally: held_decoding.set())."""
+    video = make_video(tmp_path / "long.avi", n=40, face=False)
+    at = open_page()
+    fill_and_start(at, "long.avi", video.read_bytes())
+    job = at.session_state["video_job"]
+    wait_first_batch(job)
+    return at, job
+
+
 def test_cancel_keeps_a_partial_session_marked_incomplete(
     env: Path, tmp_path: Path, held_decoding: threading.Event
 ) -> None:
-    video = make_video(tmp_path / "long.avi", n=40, face=False)
-    at = open_page()
     try:
-        fill_and_start(at, "long.avi", video.read_bytes())
-        job = at.session_state["video_job"]
-        wait_first_batch(job)
+        at, job = start_held_analysis(tmp_path)
         run(at)
         assert at.progress and "of 40" in at.progress[0].proto.text
         assert at.button(key="video_start").disabled  # no second job while one runs
@@ -354,12 +361,8 @@ def test_bad_files_give_clear_messages_and_the_page_stays_usable(env: Path, tmp_
 def test_a_running_analysis_is_shown_and_cancellable_in_a_fresh_session(
     env: Path, tmp_path: Path, held_decoding: threading.Event
 ) -> None:
-    video = make_video(tmp_path / "long.avi", n=40, face=False)
-    first = open_page()
     try:
-        fill_and_start(first, "long.avi", video.read_bytes())
-        job = first.session_state["video_job"]
-        wait_first_batch(job)
+        first, job = start_held_analysis(tmp_path)
         second = open_page()  # the browser reloaded, or another tab: a new session
         assert second.session_state["video_job"] is job
         assert second.progress and "long.avi: frame" in second.progress[0].proto.text
