@@ -274,10 +274,7 @@ class SessionRecorder:
         flush_interval_s: float = 1.0,
     ) -> None:
         self.sessions_dir = Path(sessions_dir)
-        self.flush_interval_s = float(flush_interval_s)
         self.session_id, self.path = _create_session_dir(self.sessions_dir, slugify(candidate))
-        self.frames_path = self.path / FRAMES_FILE
-        self.meta_path = self.path / META_FILE
         self.meta: dict[str, Any] = {
             "session_id": self.session_id,
             "candidate": clean_candidate(candidate),
@@ -296,10 +293,29 @@ class SessionRecorder:
         }
         self._t0: float | None = None
         self._frame0 = 0
-        self._file = _SessionFile(self.path, self.meta, self.flush_interval_s)
+        self._file = _SessionFile(self.path, self.meta, float(flush_interval_s))
         # NOTE: runs at garbage collection or interpreter exit, whichever comes first; close()
         # detaches it.
         self._finalizer = weakref.finalize(self, self._file.close_abandoned)
+
+    @property
+    def frames_path(self) -> Path:
+        """The session's frames.csv."""
+        return self._file.frames_path
+
+    @property
+    def meta_path(self) -> Path:
+        """The session's meta.json."""
+        return self._file.meta_path
+
+    @property
+    def flush_interval_s(self) -> float:
+        """Seconds between flushes of buffered rows (the open file's setting)."""
+        return self._file.flush_interval_s
+
+    @flush_interval_s.setter
+    def flush_interval_s(self, seconds: float) -> None:
+        self._file.flush_interval_s = float(seconds)
 
     @property
     def frames(self) -> int:
