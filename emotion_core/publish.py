@@ -40,7 +40,13 @@ from emotion_core.data import DataError, load_dataset
 from emotion_core.evaluate import predict_all, report_from_probs
 from emotion_core.fileio import FileId, read_json_object
 from emotion_core.preprocess import preprocess_batch
-from emotion_core.registry import ModelCard, ModelError, register_model, validate_name
+from emotion_core.registry import (
+    ModelCard,
+    ModelError,
+    read_card,
+    register_model,
+    validate_name,
+)
 from emotion_core.soup import DEFAULT_MAX_FACES
 
 CHECKPOINTS = ("best", "last")
@@ -165,7 +171,9 @@ def publish_run(
         runtime=runtime,
         cpu_ms_per_face_keras=round(keras_ms, 2),
         cpu_ms_measured=speed_note(SPEED_WHEN_PUBLISHED),
-        hardware="; ".join(dict.fromkeys(stage.hardware for stage in stages)),
+        hardware="; ".join(
+            dict.fromkeys(part for stage in stages for part in stage.hardware.split("; ") if part)
+        ),
         training_time_s=round(sum(stage.seconds for stage in stages), 1) or None,
         date=time.strftime("%Y-%m-%d"),
         command=" && ".join(stage.command for stage in stages if stage.command),
@@ -219,34 +227,63 @@ class TrainingStage:
     command: str
     hardware: str
     ingredients: tuple[Path, ...] = ()
+    registered: bool = False  # a registered model (its card's figures stand for all its stages)
 
 
-def _parent_runs(hparams: dict[str, Any]) -> list[Path]:
-    """The run folders a run started from: a soup's ingredients, or the --init-model run."""
+def _parent_sources(hparams: dict[str, Any]) -> list[Path]:
+    """What a run started from: a soup's ingredients, or the --init-model file."""
     sources = hparams.get("ingredients") or [hparams.get("init_model") or ""]
-    return [Path(str(s)).parent for s in sources if Path(str(s)).name in CHECKPOINT_FILES]
+    return [Path(str(s)) for s in sources if str(s)]
+
+
+def _registered_stage(model_file: Path) -> TrainingStage | None:
+    """models/NAME.keras with its card beside it, as one stage: the card's epochs, training
+    time, command and hardware (those of every stage it was made in); None for any other file."""
+    if model_file.suffix != ".keras":
+        return None
+    try:
+        card = read_card(model_file.stem, model_file.parent)
+    except ModelError:
+        return None
+    return TrainingStage(
+        model_file.with_suffix(""),
+        card.epochs,
+        float(card.training_time_s or 0.0),
+        card.command,
+        card.hardware,
+        registered=True,
+    )
 
 
 def training_lineage(run_dir: Path, max_stages: int = 20) -> list[TrainingStage]:
     """The run and every run it was built from, oldest first: the run it was fine-tuned from
     (--init-model RUN/best.keras or last.keras), or a soup's ingredients (emotion_core.soup),
-    each counted once. A parent whose folder has no hparams.json (e.g. a registered model) ends
-    that branch."""
+    each counted once. A registered model started from (--init-model models/NAME.keras) is one
+    stage built from its card; a parent whose folder has no hparams.json ends that branch."""
     from emotion_core.jobs import describe_hardware, read_metrics
 
     stages: list[TrainingStage] = []
     seen: set[Path] = set()
 
+    def first_visit(path: Path) -> bool:
+        if path.resolve() in seen or len(seen) >= max_stages:
+            return False
+        seen.add(path.resolve())
+        return True
+
     def visit(current: Path) -> None:
-        if current.resolve() in seen or len(seen) >= max_stages:
+        if not first_visit(current):
             return
-        seen.add(current.resolve())
         hparams = read_json_object(current / "hparams.json")
         if not hparams:
             return
-        parents = _parent_runs(hparams)
-        for parent in parents:
-            visit(parent)
+        sources = _parent_sources(hparams)
+        parents = [s.parent for s in sources if s.name in CHECKPOINT_FILES]
+        for source in sources:
+            if source.name in CHECKPOINT_FILES:
+                visit(source.parent)
+            elif (registered := _registered_stage(source)) and first_visit(registered.run_dir):
+                stages.append(registered)
         metrics = read_metrics(current / "metrics.csv")
         seconds = (
             float(metrics["elapsed_s"].iloc[-1]) if "elapsed_s" in metrics and len(metrics) else 0.0
@@ -268,7 +305,12 @@ def _stages_note(stages: Sequence[TrainingStage]) -> str:
         return ""
     parts = []
     for stage in stages:
-        if stage.ingredients:
+        if stage.registered:
+            parts.append(
+                f"{stage.run_dir.name} (the registered model: {stage.epochs} epochs, "
+                f"{stage.seconds / 60:.0f} min in all)"
+            )
+        elif stage.ingredients:
             names = ", ".join(p.name for p in stage.ingredients)
             averaged = f"the weights of {names} averaged, " if len(stage.ingredients) > 1 else ""
             parts.append(

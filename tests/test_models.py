@@ -212,6 +212,19 @@ def test_publish_counts_every_stage_of_a_fine_tuned_run(tmp_path):
     assert "cores: median of 200 single-face calls when published" in card.cpu_ms_measured
     assert card.training_time_s == pytest.approx(sum(s.seconds for s in stages), abs=0.1)
     assert "2 stages" in card.notes and "first (2 epochs" in card.notes
+    # a run fine-tuned from the registered model counts it as one stage, from its card
+    registered = tmp_path / "models" / "two-stage.keras"
+    third = tmp_path / "runs" / "third"
+    train(tiny_config(csv, epochs=1, init_model=str(registered)), third)
+    stages = training_lineage(third)
+    assert [(s.run_dir.name, s.epochs, s.registered) for s in stages] == [
+        ("two-stage", 3, True), ("third", 1, False),
+    ]  # fmt: skip
+    assert stages[0].command == card.command and stages[0].seconds == card.training_time_s
+    third_card = publish_run(third, "three-stage", models_dir=tmp_path / "models")
+    assert third_card.epochs == 4 and third_card.command.startswith(card.command + " && ")
+    assert "two-stage (the registered model: 3 epochs" in third_card.notes
+    assert third_card.hardware == card.hardware  # one machine: named once
     (first / "hparams.json").unlink()  # a parent without its folder's files ends the chain
     assert [s.run_dir for s in training_lineage(second)] == [second]
 
