@@ -217,6 +217,11 @@ def test_collect_unpacks_the_returned_runs_recalibrates_them_and_restores_the_re
     assert (recalibrated / "last.keras").exists() and (recalibrated / "eval.json").exists()
     assert "no default to compare with" in proc.stdout
     assert f"{recalibrated}: " in proc.stdout and "%" in proc.stdout.split(f"{recalibrated}: ")[1]
+    # the returned run's final epoch and its best one (picked on the validation faces) apart
+    lines = proc.stdout.splitlines()
+    run_lines = [line for line in lines if line.startswith(f"{models / 'runs' / 'live-hi'}: ")]
+    assert all(line.endswith(("final epoch", "(chosen on these faces)")) for line in run_lines)
+    assert len(run_lines) == 2 and "final epoch" in run_lines[0] and "best epoch" in run_lines[1]
     # run twice, it refuses to unpack over the runs, and an empty folder is an error too
     again = subprocess.run(collect, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert again.returncode == 2 and "exists already" in again.stderr
