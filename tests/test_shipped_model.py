@@ -20,8 +20,8 @@ from emotion_core.registry import MODELS_DIR, default_model_name, list_models, r
 
 # Regression guard: the shipped default scored GUARD_MEASURED on the full PublicTest split when
 # it was published (see its card); below GUARD this test fails.
-GUARD_MEASURED = 0.7155  # vgg-m40-v3 (int8 weights); vgg-m40-v2 had 0.7130, fer-fast-v3 0.6854
-# The flagship issue asks for 0.71. The guard is that, 0.55 points (20 of 3,589 images) under
+GUARD_MEASURED = 0.7169  # vgg-m40-v4 (int8 weights); vgg-m40-v3 had 0.7155, fer-fast-v3 0.6854
+# The flagship issue asks for 0.71. The guard is that, 0.69 points (25 of 3,589 images) under
 # the measured figure: room for int8 rounding on another CPU.
 GUARD = 0.71
 
