@@ -21,8 +21,8 @@ if [ ! -s .gpu/fer.npz ]; then
 pack_npz(sys.argv[1], '.gpu/fer.npz', splits=('Training', 'PublicTest'), compact=True, \
 training_quality=int(sys.argv[2]))" "$DATA" "${TRAINING_QUALITY:-95}"
 fi
-START=${START:-vgg-m40-v3}
-TEACHERS=${TEACHERS:-vgg-m40-v2 vgg-s3-v1 vgg-m-v1 fer-fast-v3 fer-fast-v4}
+START=${START:-vgg-m40-v4}
+TEACHERS=${TEACHERS:-vgg-m40-v3 vgg-m40-v2 vgg-s3-v1 vgg-m-v1 fer-fast-v4}
 mkdir -p .next
 pack() {  # registered network, pack file, [--int8]: (re)packed when missing or older
     if [ ! -s "$2" ] || [ "models/$1.keras" -nt "$2" ]; then

@@ -1,0 +1,105 @@
+"""FER+ soft labels: the vote mapping, the alignment checks, the CLI, and the real files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers_data import SHARED_DATA, synthetic_csv
+
+from emotion_core.classes import CLASSES
+from emotion_core.data import DataError, load_dataset
+from emotion_core.distill import load_teacher_file
+from emotion_core.ferplus import FERPLUS_COLUMNS, ferplus_targets, read_votes, soft_labels
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADER = "Usage,Image name," + ",".join(FERPLUS_COLUMNS)
+OUR_TO_FERPLUS = {
+    "angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness",
+    "sad": "sadness", "surprise": "surprise", "neutral": "neutral",
+}  # fmt: skip
+
+
+def vote_row(usage: str, **votes: int) -> str:
+    return ",".join([usage, "x.png", *(str(votes.get(name, 0)) for name in FERPLUS_COLUMNS)])
+
+
+def ferplus_file(path: Path, labels: np.ndarray, usage: str = "Training") -> Path:
+    """Votes that agree with every label (8 of 10), plus a row of another split between them."""
+    rows = [HEADER, vote_row("PublicTest", neutral=10)]
+    for label in labels:
+        name = OUR_TO_FERPLUS[CLASSES[label]]
+        rows.append(vote_row(usage, **{name: 8, "unknown": 2}))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_votes_become_soft_labels_in_our_class_order():
+    votes = np.zeros((3, len(FERPLUS_COLUMNS)), dtype=np.int32)
+    votes[0, FERPLUS_COLUMNS.index("happiness")] = 6
+    votes[0, FERPLUS_COLUMNS.index("surprise")] = 2
+    votes[0, FERPLUS_COLUMNS.index("contempt")] = 2  # not one of ours: left out
+    votes[1, FERPLUS_COLUMNS.index("anger")] = 1
+    votes[1, FERPLUS_COLUMNS.index("disgust")] = 3
+    votes[2, FERPLUS_COLUMNS.index("NF")] = 10  # no emotion vote: the FER-2013 label stays
+    soft = soft_labels(votes, np.array([0, 0, 4]))
+    assert soft.shape == (3, 7) and np.allclose(soft.sum(axis=1), 1.0)
+    assert soft[0, CLASSES.index("happy")] == pytest.approx(0.75)
+    assert soft[0, CLASSES.index("surprise")] == pytest.approx(0.25)
+    assert soft[1, CLASSES.index("angry")] == pytest.approx(0.25)
+    assert soft[1, CLASSES.index("disgust")] == pytest.approx(0.75)
+    np.testing.assert_array_equal(soft[2], np.eye(7)[4])
+
+
+def test_targets_check_that_the_files_belong_together(tmp_path):
+    labels = np.array([0, 3, 3, 6, 4, 5, 2, 1, 3, 6])
+    good = ferplus_file(tmp_path / "good.csv", labels)
+    soft = ferplus_targets(good, labels)
+    np.testing.assert_array_equal(soft.argmax(axis=1), labels)
+    assert len(read_votes(good, "PublicTest")) == 1  # split by Usage
+    short = ferplus_file(tmp_path / "short.csv", labels[:9])
+    with pytest.raises(DataError, match="9 Training rows, but the FER-2013 data has 10"):
+        ferplus_targets(short, labels)
+    shifted = ferplus_file(tmp_path / "shifted.csv", np.roll(labels, 1))
+    with pytest.raises(DataError, match="not aligned"):
+        ferplus_targets(shifted, labels)
+    (tmp_path / "other.csv").write_text("emotion,pixels,Usage\n0,1 2,Training\n")
+    with pytest.raises(DataError, match="not a FER\\+ file"):
+        read_votes(tmp_path / "other.csv", "Training")
+    (tmp_path / "bad.csv").write_text(HEADER + "\n" + vote_row("Training").replace("0", "x", 1))
+    with pytest.raises(DataError, match="bad FER\\+ row"):
+        read_votes(tmp_path / "bad.csv", "Training")
+    with pytest.raises(DataError, match="cannot read"):
+        read_votes(tmp_path / "missing.csv", "Training")
+
+
+def test_cli_writes_a_teacher_file_training_accepts(tmp_path):
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    labels = load_dataset(csv, "Training").labels
+    votes = ferplus_file(tmp_path / "fer2013new.csv", labels)
+    out = tmp_path / "ferplus.npz"
+    command = [sys.executable, "-m", "emotion_core.ferplus", "--ferplus", str(votes),
+               "--data", str(csv), "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(labels)} rows, FER+ majority agrees with the labels on 1.0000" in proc.stdout
+    np.testing.assert_array_equal(load_teacher_file(out, labels).argmax(axis=1), labels)
+    command[command.index("--ferplus") + 1] = str(tmp_path / "nope.csv")
+    bad = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert bad.returncode == 2 and "nope.csv" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.data
+@pytest.mark.skipif(
+    not (SHARED_DATA / "ferplus" / "fer2013new.csv").exists(),
+    reason="../shared/data/ferplus is not present",
+)
+def test_real_ferplus_votes_align_with_the_fer2013_training_split():
+    labels = load_dataset(SHARED_DATA / "fer2013" / "fer2013.csv.gz", "Training").labels
+    soft = ferplus_targets(SHARED_DATA / "ferplus" / "fer2013new.csv", labels)
+    assert soft.shape == (28_709, 7) and np.allclose(soft.sum(axis=1), 1.0, atol=1e-5)
+    # measured: the FER+ majority is FER-2013's label for 64.7% of the faces
+    assert 0.6 < float((soft.argmax(axis=1) == labels).mean()) < 0.7
