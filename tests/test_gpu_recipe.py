@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -230,3 +232,25 @@ def test_collect_unpacks_the_returned_runs_recalibrates_them_and_restores_the_re
         timeout=300,
     )  # fmt: skip
     assert empty.returncode == 2 and "no runs.tar.* parts" in empty.stderr
+
+
+def test_the_prepared_next_call_restores_every_network_its_runs_use():
+    """The next GPU session gets one call: its runs must find each network BEFORE_RUNS rebuilds,
+    from the packs gpu_prepare.sh makes by default (START as start.npz, TEACHERS as t-*.npz)."""
+    lines = (ROOT / "scripts" / "gpu_runs" / "next.txt").read_text().splitlines()
+    command = next(line for line in lines if "BEFORE_RUNS=" in line).lstrip("# ")
+    before = shlex.split(command)[0].removeprefix("BEFORE_RUNS=")
+    words = before.split()
+    assert words[:2] == ["python3", "scripts/f16_weights.py"] and words[2] == "restore"
+    restored = dict(zip(words[4::2], words[3::2], strict=True))  # network -> pack
+    assert "bash scripts/gpu_train.sh 450 scripts/gpu_runs/next.txt" in command
+    runs = [line for line in lines if line.strip() and not line.startswith("#")]
+    assert len(runs) >= 1
+    for run in runs:
+        for network in re.findall(r"/tmp/\S+?\.keras", run):
+            assert network in restored, f"{network} is used but not rebuilt"
+    prepare = (ROOT / "scripts" / "gpu_prepare.sh").read_text()
+    teachers = re.search(r"^TEACHERS=\$\{TEACHERS:-([^}]*)\}", prepare, re.M)
+    assert teachers and re.search(r"^START=\$\{START:-[\w.-]+\}", prepare, re.M)
+    made = {".next/start.npz"} | {f".next/t-{name}.npz" for name in teachers.group(1).split()}
+    assert set(restored.values()) <= made, set(restored.values()) - made
