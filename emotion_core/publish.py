@@ -258,8 +258,10 @@ def _registered_stage(model_file: Path) -> TrainingStage | None:
 def training_lineage(run_dir: Path, max_stages: int = 20) -> list[TrainingStage]:
     """The run and every run it was built from, oldest first: the run it was fine-tuned from
     (--init-model RUN/best.keras or last.keras), or a soup's ingredients (emotion_core.soup),
-    each counted once. A registered model started from (--init-model models/NAME.keras) is one
-    stage built from its card; a parent whose folder has no hparams.json ends that branch."""
+    each counted once. A registered model started from (--init-model models/NAME.keras, or a
+    soup ingredient) is one stage built from its card: a soup of two registered models that
+    share training counts that training twice, since a card does not say what it was made of.
+    A parent whose folder has no hparams.json ends that branch."""
     from emotion_core.jobs import describe_hardware, read_metrics
 
     stages: list[TrainingStage] = []
@@ -278,12 +280,15 @@ def training_lineage(run_dir: Path, max_stages: int = 20) -> list[TrainingStage]
         if not hparams:
             return
         sources = _parent_sources(hparams)
-        parents = [s.parent for s in sources if s.name in CHECKPOINT_FILES]
+        parents = []
         for source in sources:
             if source.name in CHECKPOINT_FILES:
+                parents.append(source.parent)
                 visit(source.parent)
-            elif (registered := _registered_stage(source)) and first_visit(registered.run_dir):
-                stages.append(registered)
+            elif registered := _registered_stage(source):
+                parents.append(registered.run_dir)
+                if first_visit(registered.run_dir):
+                    stages.append(registered)
         metrics = read_metrics(current / "metrics.csv")
         seconds = (
             float(metrics["elapsed_s"].iloc[-1]) if "elapsed_s" in metrics and len(metrics) else 0.0

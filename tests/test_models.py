@@ -195,7 +195,8 @@ def test_cancel_file_stops_training(tmp_path):
 
 
 def test_publish_counts_every_stage_of_a_fine_tuned_run(tmp_path):
-    from emotion_core.publish import publish_run, training_lineage
+    from emotion_core.publish import _stages_note, publish_run, training_lineage
+    from emotion_core.registry import update_card
 
     csv = synthetic_csv(tmp_path / "fer.csv")
     first, second = tmp_path / "runs" / "first", tmp_path / "runs" / "second"
@@ -212,7 +213,9 @@ def test_publish_counts_every_stage_of_a_fine_tuned_run(tmp_path):
     assert "cores: median of 200 single-face calls when published" in card.cpu_ms_measured
     assert card.training_time_s == pytest.approx(sum(s.seconds for s in stages), abs=0.1)
     assert "2 stages" in card.notes and "first (2 epochs" in card.notes
-    # a run fine-tuned from the registered model counts it as one stage, from its card
+    # a run fine-tuned from the registered model counts it as one stage, from its card (whose
+    # machines are named once each beside the new run's)
+    card = update_card("two-stage", {"hardware": f"GPU box; {card.hardware}"}, tmp_path / "models")
     registered = tmp_path / "models" / "two-stage.keras"
     third = tmp_path / "runs" / "third"
     train(tiny_config(csv, epochs=1, init_model=str(registered)), third)
@@ -224,7 +227,14 @@ def test_publish_counts_every_stage_of_a_fine_tuned_run(tmp_path):
     third_card = publish_run(third, "three-stage", models_dir=tmp_path / "models")
     assert third_card.epochs == 4 and third_card.command.startswith(card.command + " && ")
     assert "two-stage (the registered model: 3 epochs" in third_card.notes
-    assert third_card.hardware == card.hardware  # one machine: named once
+    assert third_card.hardware == card.hardware  # this machine named once
+    # a soup (or recalibration) of a registered model is that, not a training run of 0 epochs
+    soup = tmp_path / "runs" / "soup"
+    soup.mkdir()
+    (soup / "hparams.json").write_text(json.dumps({"ingredients": [str(registered)]}))
+    stages = training_lineage(soup)
+    assert stages[-1].ingredients == (registered.with_suffix(""),)
+    assert "soup (batch norm recalibrated on the training faces)" in _stages_note(stages)
     (first / "hparams.json").unlink()  # a parent without its folder's files ends the chain
     assert [s.run_dir for s in training_lineage(second)] == [second]
 
