@@ -27,7 +27,7 @@ import numpy as np
 
 from emotion_core.classes import CLASSES
 from emotion_core.cli import quiet_native_logs
-from emotion_core.data import DataError
+from emotion_core.data import DataError, canonical_split
 
 FERPLUS_COLUMNS = (
     "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
@@ -46,8 +46,9 @@ MAX_DISAGREEMENT = 0.55
 
 def read_votes(path: Path, split: str) -> np.ndarray:
     """Votes (N, 10) of one split's rows of fer2013new.csv, in file order (FERPLUS_COLUMNS)."""
+    split = canonical_split(split)
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             missing = {"Usage", *FERPLUS_COLUMNS} - set(reader.fieldnames or ())
             if missing:
@@ -63,7 +64,11 @@ def read_votes(path: Path, split: str) -> np.ndarray:
         raise DataError(f"{path}: bad FER+ row ({exc})") from exc
     if not rows:
         raise DataError(f"{path}: no {split} rows")
-    return np.asarray(rows, dtype=np.int32)
+    votes = np.asarray(rows, dtype=np.int32)
+    if (votes < 0).any():
+        row = int(np.argwhere(votes < 0)[0, 0])
+        raise DataError(f"{path}: negative vote count in {split} row {row} (0-based)")
+    return votes
 
 
 def soft_labels(votes: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -119,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emotion_core.distill import save_teacher_file
 
     try:
-        labels = load_dataset(a.data, a.split).labels
-        soft = ferplus_targets(Path(a.ferplus), labels, a.split)
+        dataset = load_dataset(a.data, a.split)  # its split name is the canonical one (val ->
+        labels = dataset.labels  # PublicTest), as in the FER+ file's Usage column
+        soft = ferplus_targets(Path(a.ferplus), labels, dataset.split)
         save_teacher_file(Path(a.out), soft, labels, source=f"FER+ votes ({a.ferplus})")
     except (DataError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -74,6 +74,20 @@ def test_targets_check_that_the_files_belong_together(tmp_path):
         read_votes(tmp_path / "bad.csv", "Training")
     with pytest.raises(DataError, match="cannot read"):
         read_votes(tmp_path / "missing.csv", "Training")
+    negative = HEADER + "\n" + vote_row("Training", fear=4) + "\n" + vote_row("Training", fear=-5)
+    (tmp_path / "negative.csv").write_text(negative + "\n")
+    with pytest.raises(DataError, match="negative vote count in Training row 1"):
+        read_votes(tmp_path / "negative.csv", "Training")
+
+
+def test_split_aliases_and_a_byte_order_mark_are_read_like_the_fer2013_csv(tmp_path):
+    rows = [HEADER, vote_row("Training", anger=9), vote_row("PublicTest", happiness=7, fear=3)]
+    path = tmp_path / "votes.csv"  # saved by a spreadsheet: a UTF-8 byte order mark first
+    path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(rows) + "\n").encode())
+    assert read_votes(path, "val").tolist() == read_votes(path, "PublicTest").tolist()
+    soft = ferplus_targets(path, np.array([CLASSES.index("happy")]), "val")
+    assert soft[0, CLASSES.index("happy")] == pytest.approx(0.7)
+    assert read_votes(path, "train")[0, FERPLUS_COLUMNS.index("anger")] == 9
 
 
 def test_cli_writes_a_teacher_file_training_accepts(tmp_path):
