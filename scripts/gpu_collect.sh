@@ -46,7 +46,7 @@ for run in $runs; do
     fi
 done
 "$PY" - "$models" $runs <<'PYEOF'
-import json, sys
+import csv, json, sys
 from pathlib import Path
 from emotion_core.registry import ModelError, default_model_name, read_card
 models = Path(sys.argv[1])
@@ -56,14 +56,22 @@ try:
 except ModelError as exc:
     print(f"no default to compare with: {exc}")
 def accuracy(report):
-    value = json.loads(report.read_text()).get("accuracy") if report.exists() else None
-    return f"{value:.2%}" if value is not None else "no accuracy"
+    try:
+        value = json.loads(report.read_text()).get("accuracy")
+        return f"{float(value):.2%}"
+    except (OSError, ValueError, TypeError, AttributeError):  # missing, cut short, not a figure
+        return "unreadable"
+def final_epoch(metrics):
+    try:
+        with open(metrics, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return f"{float(rows[-1]['val_accuracy']):.2%}"
+    except (OSError, ValueError, TypeError, KeyError, IndexError, csv.Error):
+        return "unreadable"
 for run in sys.argv[2:]:
     folder = models / "runs" / run
-    rows = (folder / "metrics.csv").read_text().splitlines() if (folder / "metrics.csv").exists() else []
-    if len(rows) > 1:  # the final epoch, with the augmented faces' batch-norm statistics
-        header, last = rows[0].split(","), rows[-1].split(",")
-        print(f"{folder}: {float(last[header.index('val_accuracy')]):.2%} at its final epoch")
+    if (folder / "metrics.csv").exists():  # with the augmented faces' batch-norm statistics
+        print(f"{folder}: {final_epoch(folder / 'metrics.csv')} at its final epoch")
     if (folder / "eval.json").exists():  # train evaluates its best.keras when it ends
         print(f"{folder}: {accuracy(folder / 'eval.json')} at its best epoch (chosen on these faces)")
     if (folder.parent / f"{run}-bn" / "eval.json").exists():
