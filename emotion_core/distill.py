@@ -104,10 +104,21 @@ def load_teacher_file(path: Path, labels: np.ndarray) -> np.ndarray:
     return probs / probs.sum(axis=1, keepdims=True)
 
 
-def load_teacher(path: str, faces: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Teacher probabilities (N, C) for the training faces, from a .npz or a .keras teacher."""
+def load_teacher(
+    path: str, faces: np.ndarray, labels: np.ndarray, split: str = "Training", prefix: bool = False
+) -> np.ndarray:
+    """Teacher probabilities (N, C) for the training faces (N, 48, 48, 1) with labels (N,), from
+    a .npz, a .keras teacher, or FER+ votes (a .csv, emotion_core.ferplus; prefix: the faces
+    are the split's first N)."""
     if path.endswith(".npz"):
         return load_teacher_file(Path(path), labels)
+    if path.endswith(".csv"):
+        from emotion_core.ferplus import ferplus_targets
+
+        try:
+            return ferplus_targets(Path(path), labels, split, prefix=prefix)
+        except DataError as exc:
+            raise TeacherError(str(exc)) from exc
     if len(faces) != len(labels):
         raise TeacherError(f"{len(faces)} faces but {len(labels)} labels")
     return teacher_probabilities(Path(path), faces)

@@ -11,8 +11,11 @@ real data's disagreement rate (~35%), so a shifted file fails loudly.
 
     python -m emotion_core.ferplus --ferplus ../shared/data/ferplus/fer2013new.csv \\
         --data ../shared/data/fer2013/fer2013.csv.gz --out .next/ferplus.npz
-    python -m emotion_core.train ... --teacher .next/ferplus.npz --distill-alpha 0.5 \\
+    python -m emotion_core.train ... --teacher .next/ferplus.npz --distill-alpha 0.3 \\
         --distill-temperature 1
+
+`train --teacher fer2013new.csv` reads the votes directly (the Training page offers them when the
+file lies beside the FER-2013 CSV).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from emotion_core.classes import CLASSES
 from emotion_core.cli import quiet_native_logs
 from emotion_core.data import DataError, canonical_split
 
+FERPLUS_FILE = "fer2013new.csv"
 FERPLUS_COLUMNS = (
     "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
     "contempt", "unknown", "NF",
@@ -89,9 +93,26 @@ def disagreement(soft: np.ndarray, votes: np.ndarray, labels: np.ndarray) -> flo
     return float((soft[voted].argmax(axis=1) != labels[voted]).mean())
 
 
-def ferplus_targets(ferplus: Path, labels: np.ndarray, split: str = "Training") -> np.ndarray:
-    """Soft labels (N, 7) for a FER-2013 split's labels (N,), checked for alignment."""
+def ferplus_beside(data: Path) -> Path | None:
+    """The FER+ votes file laid out beside a FER-2013 CSV (DATA/fer2013/fer2013.csv.gz ->
+    DATA/ferplus/fer2013new.csv, or in the CSV's own folder), None when there is none."""
+    data = Path(data)
+    if data.is_dir():
+        return None  # a class-folder tree has no row order to align votes with
+    for candidate in (data.parent / FERPLUS_FILE, data.parent.parent / "ferplus" / FERPLUS_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def ferplus_targets(
+    ferplus: Path, labels: np.ndarray, split: str = "Training", prefix: bool = False
+) -> np.ndarray:
+    """Soft labels (N, 7) for a FER-2013 split's labels (N,), checked for alignment; prefix:
+    the labels are the split's first N rows (a run limited to fewer training images)."""
     votes = read_votes(ferplus, split)
+    if prefix and len(votes) > len(labels):
+        votes = votes[: len(labels)]
     if len(votes) != len(labels):
         raise DataError(
             f"{ferplus}: {len(votes)} {split} rows, but the FER-2013 data has {len(labels)}: "

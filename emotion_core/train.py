@@ -61,7 +61,7 @@ class TrainConfig:
     init_model: str = ""  # fine-tune from this .keras file instead of starting from scratch
     seed: int = 1337
     max_train_samples: int = 0  # 0 = all (small values for smoke tests)
-    teacher: str = ""  # distil from this .keras teacher or its probabilities .npz (distill.py)
+    teacher: str = ""  # distil from a .keras teacher, its probabilities .npz or FER+ votes .csv
     distill_alpha: float = 0.5  # weight of the teacher's softened probabilities in the targets
     distill_temperature: float = 2.0
     live_teacher: bool = False  # teacher = "a.keras,b.keras" run in each step on the same view
@@ -475,7 +475,13 @@ def train(
         _emit_simple(listeners, "start", config, f"teacher probabilities from {config.teacher}")
         y_train_targets = distillation_targets(
             y_train,
-            load_teacher(config.teacher, x_train, y_train),
+            load_teacher(
+                config.teacher,
+                x_train,
+                y_train,
+                train_set.split,
+                prefix=bool(config.max_train_samples),
+            ),
             config.distill_alpha,
             config.distill_temperature,
             config.label_smoothing,
@@ -653,7 +659,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, Path, bo
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--max-train-samples", type=int, default=0)
     p.add_argument(
-        "--teacher", default="", help="distil: teacher .keras or its .npz (emotion_core.distill)"
+        "--teacher",
+        default="",
+        help="distil: teacher .keras, its .npz (emotion_core.distill) or FER+ votes "
+        "fer2013new.csv (emotion_core.ferplus)",
     )
     p.add_argument("--distill-alpha", type=float, default=defaults.distill_alpha)
     p.add_argument("--distill-temperature", type=float, default=defaults.distill_temperature)

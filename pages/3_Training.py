@@ -26,6 +26,7 @@ from emotion_core import registry
 from emotion_core.bench import retime_registered
 from emotion_core.charts import confusion_chart, curves_chart, speed_accuracy_chart
 from emotion_core.classes import CLASSES
+from emotion_core.ferplus import ferplus_beside
 from emotion_core.jobs import (
     DatasetSummary,
     DeviceInfo,
@@ -57,6 +58,9 @@ def runner() -> TrainingJobRunner:
     """A runner on <models dir>/runs (cheap: all state is on disk)."""
     models = ui_common.models_dir()
     return TrainingJobRunner(models / "runs", models_dir=models)
+
+
+FERPLUS_TEACHER = "FER+ annotator votes (fer2013new.csv beside the data)"
 
 
 def resolve_data_path(text: str) -> Path:
@@ -525,11 +529,16 @@ def new_run_form(busy: RunInfo | None) -> None:
         patience = int(a2.number_input("Early-stopping patience (epochs, 0 = off)", 0, 1000, 30,
                                        key="train_patience"))  # fmt: skip
         teachers = teacher_candidates(ui_common.models_dir())
+        votes = ferplus_beside(resolve_data_path(data_text)) if data_text.strip() else None
+        if votes is not None:
+            teachers[FERPLUS_TEACHER] = votes
         teacher_label = st.selectbox(
             "Distil from a teacher (optional)", ["none", *teachers], key="train_teacher",
             help="A bigger, more accurate model (e.g. a vgg-m run trained on a GPU). Its "
             "probabilities on the training images are mixed into the targets; computing them "
-            "takes a few minutes on CPU before the first epoch.",
+            "takes a few minutes on CPU before the first epoch. With a FER-2013 CSV that has "
+            "the FER+ votes beside it, the ten annotators' votes per face can be mixed in "
+            "instead (weight 0.3 and temperature 1 worked best; measured in README).",
         )  # fmt: skip
         live = st.checkbox(
             "Run the teacher on every augmented view (live distillation)", key="train_live",
@@ -537,7 +546,8 @@ def new_run_form(busy: RunInfo | None) -> None:
             "sees, in every step, instead of giving fixed probabilities of the clean faces. "
             "Slower per step (a vgg-m40 student with a vgg-m40 teacher: ~5% on CPU); needs "
             "augmentation on (a registered model published without its augmentation layer "
-            "gets a new one).",
+            "gets a new one). Not for the FER+ votes, which belong to the face, not the view.",
+            disabled=teacher_label == FERPLUS_TEACHER,
         )  # fmt: skip
         t1, t2 = st.columns(2)
         alpha = float(t1.number_input("Teacher weight (alpha)", 0.0, 1.0, 0.5, 0.1,
@@ -572,7 +582,7 @@ def new_run_form(busy: RunInfo | None) -> None:
             init_model=str(init_path) if init_path else "",
             teacher=str(teachers[teacher_label]) if teacher_label in teachers else "",
             distill_alpha=alpha, distill_temperature=temperature,
-            live_teacher=live and teacher_label in teachers,
+            live_teacher=live and teacher_label in teachers and teacher_label != FERPLUS_TEACHER,
         )  # fmt: skip
         try:
             handle = jobs.start(config, force=force)

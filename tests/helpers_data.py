@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from emotion_core.classes import CLASSES
+from emotion_core.ferplus import FERPLUS_COLUMNS
 from emotion_core.train import TrainConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -78,3 +79,24 @@ def tiny_config(csv: Path, **overrides: object) -> TrainConfig:
         data=str(csv), arch="tiny", epochs=1, batch_size=16, warmup_epochs=0, patience=0
     )
     return TrainConfig(**(base | overrides))  # type: ignore[arg-type]
+
+
+FERPLUS_HEADER = "Usage,Image name," + ",".join(FERPLUS_COLUMNS)
+OUR_TO_FERPLUS = {
+    "angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness",
+    "sad": "sadness", "surprise": "surprise", "neutral": "neutral",
+}  # fmt: skip
+
+
+def vote_row(usage: str, **votes: int) -> str:
+    return ",".join([usage, "x.png", *(str(votes.get(name, 0)) for name in FERPLUS_COLUMNS)])
+
+
+def write_ferplus_votes(path: Path, labels: np.ndarray, usage: str = "Training") -> Path:
+    """Votes that agree with every label (8 of 10), plus a row of another split between them."""
+    rows = [FERPLUS_HEADER, vote_row("PublicTest", neutral=10)]
+    for label in labels:
+        name = OUR_TO_FERPLUS[CLASSES[label]]
+        rows.append(vote_row(usage, **{name: 8, "unknown": 2}))
+    path.write_text("\n".join(rows) + "\n")
+    return path

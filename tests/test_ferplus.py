@@ -8,33 +8,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_data import SHARED_DATA, synthetic_csv
+from helpers_data import FERPLUS_HEADER as HEADER
+from helpers_data import SHARED_DATA, synthetic_csv, tiny_config, vote_row
+from helpers_data import write_ferplus_votes as ferplus_file
 
 from emotion_core.classes import CLASSES
 from emotion_core.data import DataError, load_dataset
-from emotion_core.distill import load_teacher_file
-from emotion_core.ferplus import FERPLUS_COLUMNS, ferplus_targets, read_votes, soft_labels
+from emotion_core.distill import TeacherError, load_teacher, load_teacher_file
+from emotion_core.ferplus import (
+    FERPLUS_COLUMNS,
+    ferplus_beside,
+    ferplus_targets,
+    read_votes,
+    soft_labels,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-HEADER = "Usage,Image name," + ",".join(FERPLUS_COLUMNS)
-OUR_TO_FERPLUS = {
-    "angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness",
-    "sad": "sadness", "surprise": "surprise", "neutral": "neutral",
-}  # fmt: skip
-
-
-def vote_row(usage: str, **votes: int) -> str:
-    return ",".join([usage, "x.png", *(str(votes.get(name, 0)) for name in FERPLUS_COLUMNS)])
-
-
-def ferplus_file(path: Path, labels: np.ndarray, usage: str = "Training") -> Path:
-    """Votes that agree with every label (8 of 10), plus a row of another split between them."""
-    rows = [HEADER, vote_row("PublicTest", neutral=10)]
-    for label in labels:
-        name = OUR_TO_FERPLUS[CLASSES[label]]
-        rows.append(vote_row(usage, **{name: 8, "unknown": 2}))
-    path.write_text("\n".join(rows) + "\n")
-    return path
 
 
 def test_votes_become_soft_labels_in_our_class_order():
@@ -117,3 +106,24 @@ def test_real_ferplus_votes_align_with_the_fer2013_training_split():
     assert soft.shape == (28_709, 7) and np.allclose(soft.sum(axis=1), 1.0, atol=1e-5)
     # measured: the FER+ majority is FER-2013's label for 64.7% of the faces
     assert 0.6 < float((soft.argmax(axis=1) == labels).mean()) < 0.7
+
+
+def test_training_reads_the_votes_as_its_teacher(tmp_path, private_cache):
+    from emotion_core.train import train
+
+    for folder in ("fer2013", "ferplus"):
+        (tmp_path / folder).mkdir()
+    csv = synthetic_csv(tmp_path / "fer2013" / "fer.csv")
+    labels = load_dataset(csv, "Training").labels
+    votes = ferplus_file(tmp_path / "ferplus" / "fer2013new.csv", labels)
+    assert ferplus_beside(csv) == votes  # DATA/fer2013/x.csv -> DATA/ferplus/fer2013new.csv
+    assert ferplus_beside(tmp_path / "fer2013") is None  # a folder tree has no row order
+    soft = load_teacher(str(votes), np.zeros((len(labels), 48, 48, 1)), labels)
+    np.testing.assert_allclose(soft.max(axis=1), 1.0)  # 8 of 8 emotion votes for the label
+    summary = train(tiny_config(csv, teacher=str(votes), distill_alpha=0.3), tmp_path / "run")
+    assert summary["state"] == "finished"
+    # a run limited to fewer images gets the votes of its first rows; a wrong file is refused
+    limited = tiny_config(csv, teacher=str(votes), max_train_samples=20)
+    assert train(limited, tmp_path / "limited")["state"] == "finished"
+    with pytest.raises(TeacherError, match="not aligned"):
+        load_teacher(str(ferplus_file(tmp_path / "x.csv", np.roll(labels, 1))), soft, labels)

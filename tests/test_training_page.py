@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers_data import write_dataset
+from helpers_data import synthetic_csv, write_dataset, write_ferplus_votes
 from streamlit.testing.v1 import AppTest
 
 from emotion_core import jobs, registry
@@ -346,6 +346,37 @@ def test_distil_from_a_run_checkpoint(env: dict[str, Any]) -> None:
     assert live_id != run_id and launch["config"]["live_teacher"] is True
     assert "--live-teacher" in launch["command"]
     assert jobs.TrainingJobRunner(env["runs"]).wait(live_id, 120).state == "finished"
+
+
+def test_fer_plus_votes_beside_a_csv_are_offered_as_a_teacher(env: dict[str, Any]) -> None:
+    from emotion_core.data import load_dataset
+
+    root = env["tmp"] / "shared"
+    for folder in ("fer2013", "ferplus"):
+        (root / folder).mkdir(parents=True)
+    csv = synthetic_csv(root / "fer2013" / "fer.csv")
+    votes = write_ferplus_votes(root / "ferplus" / "fer2013new.csv", load_dataset(csv).labels)
+    label = "FER+ annotator votes (fer2013new.csv beside the data)"
+    at = run_page()
+    at.text_input(key="train_data").set_value(str(env["data"]))  # a folder tree: no row order
+    run_page(at)
+    assert label not in at.selectbox(key="train_teacher").options
+    at.text_input(key="train_data").set_value(str(csv))
+    at.number_input(key="train_epochs").set_value(1)
+    at.selectbox(key="train_batch").set_value(16)
+    run_page(at)
+    at.selectbox(key="train_teacher").set_value(label)
+    at.number_input(key="train_distill_alpha").set_value(0.3)
+    at.number_input(key="train_distill_temperature").set_value(1.0)
+    run_page(at)
+    assert at.checkbox(key="train_live").disabled  # votes belong to the face, not the view
+    at.button(key="train_start").click()
+    run_page(at)
+    run_id = at.selectbox(key="train_run").value
+    config = json.loads((env["runs"] / run_id / "launch.json").read_text())["config"]
+    assert config["teacher"] == str(votes) and config["live_teacher"] is False
+    assert config["distill_alpha"] == 0.3 and config["distill_temperature"] == 1.0
+    assert jobs.TrainingJobRunner(env["runs"]).wait(run_id, 120).state == "finished"
 
 
 def test_a_recalibrated_run_says_its_figures_are_after_recalibration(env: dict[str, Any]) -> None:
