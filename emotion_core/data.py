@@ -307,19 +307,25 @@ def pack_npz(
     return Path(out)
 
 
+def fer_csv_in_folder(folder: Path) -> Path | None:
+    """The FER-2013 CSV a dataset folder stands for (one with only CSVs, or CSVs beside an
+    `images/` tree, as ../shared/data/fer2013 is); None for a class-folder tree."""
+    csvs = sorted(folder.glob("*.csv")) + sorted(folder.glob("*.csv.gz"))
+    if not csvs:
+        return None
+    if (folder / "images").is_dir() or not any(p.is_dir() for p in folder.iterdir()):
+        return csvs[0]
+    return None
+
+
 def load_dataset(path: Path | str, split: str = "Training", skip_bad: bool = True) -> Dataset:
     """Load a split from a FER-2013 CSV, a class-folder tree or an .npz pack (by `path`)."""
     path = Path(path)
     if path.suffix == ".npz":
         return load_npz(path, split)
     if path.is_dir():
-        csvs = sorted(path.glob("*.csv")) + sorted(path.glob("*.csv.gz"))
-        has_folders = any(p.is_dir() for p in path.iterdir())
-        if csvs and not has_folders:
-            return load_fer_csv(csvs[0], split)
-        if (path / "images").is_dir() and csvs:
-            return load_fer_csv(csvs[0], split)
-        return load_folder(path, split, skip_bad)
+        csv = fer_csv_in_folder(path)
+        return load_fer_csv(csv, split) if csv else load_folder(path, split, skip_bad)
     if path.name.endswith((".csv", ".csv.gz")):
         return load_fer_csv(path, split)
     if not path.exists():

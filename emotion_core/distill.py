@@ -105,18 +105,23 @@ def load_teacher_file(path: Path, labels: np.ndarray) -> np.ndarray:
 
 
 def load_teacher(
-    path: str, faces: np.ndarray, labels: np.ndarray, split: str = "Training", prefix: bool = False
+    path: str,
+    faces: np.ndarray,
+    labels: np.ndarray,
+    split: str = "Training",
+    split_labels: np.ndarray | None = None,
 ) -> np.ndarray:
     """Teacher probabilities (N, C) for the training faces (N, 48, 48, 1) with labels (N,), from
-    a .npz, a .keras teacher, or FER+ votes (a .csv, emotion_core.ferplus; prefix: the faces
-    are the split's first N)."""
+    a .npz, a .keras teacher, or FER+ votes (a .csv, emotion_core.ferplus: checked against the
+    whole split's labels, split_labels, when the faces are only its first N)."""
     if path.endswith(".npz"):
         return load_teacher_file(Path(path), labels)
     if path.endswith(".csv"):
         from emotion_core.ferplus import ferplus_targets
 
+        whole = labels if split_labels is None else split_labels
         try:
-            return ferplus_targets(Path(path), labels, split, prefix=prefix)
+            return ferplus_targets(Path(path), whole, split)[: len(labels)]
         except DataError as exc:
             raise TeacherError(str(exc)) from exc
     if len(faces) != len(labels):

@@ -30,7 +30,7 @@ import numpy as np
 
 from emotion_core.classes import CLASSES
 from emotion_core.cli import quiet_native_logs
-from emotion_core.data import DataError, canonical_split
+from emotion_core.data import DataError, canonical_split, fer_csv_in_folder
 
 FERPLUS_FILE = "fer2013new.csv"
 FERPLUS_COLUMNS = (
@@ -62,13 +62,13 @@ def read_votes(path: Path, split: str) -> np.ndarray:
                 for row in reader
                 if row["Usage"] == split
             ]
+        votes = np.asarray(rows, dtype=np.int32).reshape(-1, len(FERPLUS_COLUMNS))
     except OSError as exc:
         raise DataError(f"{path}: cannot read the FER+ file ({exc.strerror or exc})") from exc
-    except (ValueError, UnicodeDecodeError, csv.Error) as exc:
+    except (ValueError, OverflowError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: bad FER+ row ({exc})") from exc
-    if not rows:
+    if not len(votes):
         raise DataError(f"{path}: no {split} rows")
-    votes = np.asarray(rows, dtype=np.int32)
     if (votes < 0).any():
         row = int(np.argwhere(votes < 0)[0, 0])
         raise DataError(f"{path}: negative vote count in {split} row {row} (0-based)")
@@ -94,25 +94,24 @@ def disagreement(soft: np.ndarray, votes: np.ndarray, labels: np.ndarray) -> flo
 
 
 def ferplus_beside(data: Path) -> Path | None:
-    """The FER+ votes file laid out beside a FER-2013 CSV (DATA/fer2013/fer2013.csv.gz ->
-    DATA/ferplus/fer2013new.csv, or in the CSV's own folder), None when there is none."""
-    data = Path(data)
-    if data.is_dir():
-        return None  # a class-folder tree has no row order to align votes with
-    for candidate in (data.parent / FERPLUS_FILE, data.parent.parent / "ferplus" / FERPLUS_FILE):
-        if candidate.is_file():
-            return candidate
+    """The FER+ votes file laid out beside a FER-2013 CSV (DATA/fer2013/fer2013.csv.gz, or the
+    folder DATA/fer2013 that holds it -> DATA/ferplus/fer2013new.csv, or in the CSV's own
+    folder); None when there is none or the path cannot be looked at."""
+    try:
+        csv_file = fer_csv_in_folder(data) if data.is_dir() else data
+        if csv_file is None or not csv_file.name.endswith((".csv", ".csv.gz")):
+            return None  # a class-folder tree (or a pack) has no row order to align votes with
+        for folder in (csv_file.parent, csv_file.parent.parent / "ferplus"):
+            if (folder / FERPLUS_FILE).is_file() and folder / FERPLUS_FILE != csv_file:
+                return folder / FERPLUS_FILE
+    except OSError:  # a name too long, a folder it may not read: no votes to offer
+        return None
     return None
 
 
-def ferplus_targets(
-    ferplus: Path, labels: np.ndarray, split: str = "Training", prefix: bool = False
-) -> np.ndarray:
-    """Soft labels (N, 7) for a FER-2013 split's labels (N,), checked for alignment; prefix:
-    the labels are the split's first N rows (a run limited to fewer training images)."""
+def ferplus_targets(ferplus: Path, labels: np.ndarray, split: str = "Training") -> np.ndarray:
+    """Soft labels (N, 7) for a FER-2013 split's labels (N,), checked for alignment."""
     votes = read_votes(ferplus, split)
-    if prefix and len(votes) > len(labels):
-        votes = votes[: len(labels)]
     if len(votes) != len(labels):
         raise DataError(
             f"{ferplus}: {len(votes)} {split} rows, but the FER-2013 data has {len(labels)}: "

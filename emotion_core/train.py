@@ -480,7 +480,7 @@ def train(
                 x_train,
                 y_train,
                 train_set.split,
-                prefix=bool(config.max_train_samples),
+                split_labels=train_set.labels,
             ),
             config.distill_alpha,
             config.distill_temperature,

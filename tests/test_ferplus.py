@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers_data import FERPLUS_HEADER as HEADER
-from helpers_data import SHARED_DATA, synthetic_csv, tiny_config, vote_row
+from helpers_data import SHARED_DATA, synthetic_csv, tiny_config, vote_row, write_dataset
 from helpers_data import write_ferplus_votes as ferplus_file
 
 from emotion_core.classes import CLASSES
@@ -67,6 +67,9 @@ def test_targets_check_that_the_files_belong_together(tmp_path):
     (tmp_path / "negative.csv").write_text(negative + "\n")
     with pytest.raises(DataError, match="negative vote count in Training row 1"):
         read_votes(tmp_path / "negative.csv", "Training")
+    (tmp_path / "huge.csv").write_text(HEADER + "\n" + vote_row("Training", fear=99999999999))
+    with pytest.raises(DataError, match="bad FER\\+ row"):
+        read_votes(tmp_path / "huge.csv", "Training")
 
 
 def test_split_aliases_and_a_byte_order_mark_are_read_like_the_fer2013_csv(tmp_path):
@@ -117,7 +120,9 @@ def test_training_reads_the_votes_as_its_teacher(tmp_path, private_cache):
     labels = load_dataset(csv, "Training").labels
     votes = ferplus_file(tmp_path / "ferplus" / "fer2013new.csv", labels)
     assert ferplus_beside(csv) == votes  # DATA/fer2013/x.csv -> DATA/ferplus/fer2013new.csv
-    assert ferplus_beside(tmp_path / "fer2013") is None  # a folder tree has no row order
+    assert ferplus_beside(tmp_path / "fer2013") == votes  # the folder the CSV stands for
+    assert ferplus_beside(write_dataset(tmp_path / "tree", per_class=1)) is None  # no row order
+    assert ferplus_beside(tmp_path / ("x" * 300 + ".csv")) is None  # a name too long: no error
     soft = load_teacher(str(votes), np.zeros((len(labels), 48, 48, 1)), labels)
     np.testing.assert_allclose(soft.max(axis=1), 1.0)  # 8 of 8 emotion votes for the label
     summary = train(tiny_config(csv, teacher=str(votes), distill_alpha=0.3), tmp_path / "run")
@@ -125,5 +130,9 @@ def test_training_reads_the_votes_as_its_teacher(tmp_path, private_cache):
     # a run limited to fewer images gets the votes of its first rows; a wrong file is refused
     limited = tiny_config(csv, teacher=str(votes), max_train_samples=20)
     assert train(limited, tmp_path / "limited")["state"] == "finished"
+    # alignment is judged on the whole split: three first faces whose votes disagree are fine
+    noisy = ferplus_file(tmp_path / "noisy.csv", np.concatenate([labels[:3] + 1, labels[3:]]) % 7)
+    first = load_teacher(str(noisy), soft[:3], labels[:3], split_labels=labels)
+    assert first.shape == (3, 7) and (first.argmax(axis=1) != labels[:3]).all()
     with pytest.raises(TeacherError, match="not aligned"):
         load_teacher(str(ferplus_file(tmp_path / "x.csv", np.roll(labels, 1))), soft, labels)

@@ -361,6 +361,9 @@ def test_fer_plus_votes_beside_a_csv_are_offered_as_a_teacher(env: dict[str, Any
     at.text_input(key="train_data").set_value(str(env["data"]))  # a folder tree: no row order
     run_page(at)
     assert label not in at.selectbox(key="train_teacher").options
+    at.text_input(key="train_data").set_value(str(root / "fer2013"))  # as the default path is
+    run_page(at)
+    assert label in at.selectbox(key="train_teacher").options
     at.text_input(key="train_data").set_value(str(csv))
     at.number_input(key="train_epochs").set_value(1)
     at.selectbox(key="train_batch").set_value(16)
