@@ -313,13 +313,14 @@ def test_distil_from_a_run_checkpoint(env: dict[str, Any]) -> None:
     teacher_run = write_run(env["runs"], "big-teacher", {"state": "finished"}, env["data"],
                             model=env["model"])  # fmt: skip
     at = run_page()
+    at.text_input(key="train_data").set_value(str(env["data"]))  # no FER+ votes beside it
+    run_page(at)
     label = "run big-teacher (best.keras, tiny)"
     assert at.selectbox(key="train_teacher").options == [
         "none",
         "old-default (registered, tiny)",
         label,
     ]
-    at.text_input(key="train_data").set_value(str(env["data"]))
     at.number_input(key="train_epochs").set_value(1)
     at.selectbox(key="train_batch").set_value(16)
     at.checkbox(key="train_augment").uncheck()
