@@ -20,7 +20,6 @@ and consistent"). It costs the teachers' forward passes in every step.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 
 from emotion_core.calibration import apply_temperature
 from emotion_core.classes import CLASSES
-from emotion_core.cli import quiet_native_logs
+from emotion_core.cli import command_parser, quiet_native_logs
 from emotion_core.data import DataError
 
 
@@ -218,11 +217,7 @@ def accuracy(y_true: Any, y_pred: Any) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: write a teacher's (or an ensemble's) probabilities on a training split to a .npz."""
     quiet_native_logs()
-    p = argparse.ArgumentParser(
-        prog="python -m emotion_core.distill",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser("emotion_core.distill", __doc__)
     p.add_argument(
         "--teacher",
         required=True,

@@ -8,7 +8,6 @@ The last stdout line is exactly `accuracy=0.XXXX macro_f1=0.XXXX n=N`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ import numpy as np
 
 from emotion_core.calibration import expected_calibration_error
 from emotion_core.classes import CLASSES
-from emotion_core.cli import quiet_native_logs
+from emotion_core.cli import command_parser, quiet_native_logs
 from emotion_core.data import DataError, load_dataset
 from emotion_core.preprocess import preprocess, preprocess_batch
 from emotion_core.registry import MODELS_DIR, ModelError
@@ -171,11 +170,7 @@ def resolve_model(model: str | None) -> tuple[Any, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
     quiet_native_logs()
-    p = argparse.ArgumentParser(
-        prog="python -m emotion_core.evaluate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser("emotion_core.evaluate", __doc__)
     p.add_argument(
         "--model", default=None, help="a .keras file or registered name (default: app's)"
     )

@@ -20,7 +20,6 @@ file lies beside the FER-2013 CSV).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion_core.classes import CLASSES
-from emotion_core.cli import quiet_native_logs
+from emotion_core.cli import command_parser, quiet_native_logs
 from emotion_core.data import DataError, canonical_split, fer_csv_in_folder
 
 FERPLUS_FILE = "fer2013new.csv"
@@ -130,11 +129,7 @@ def ferplus_targets(ferplus: Path, labels: np.ndarray, split: str = "Training") 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: write FER+ soft labels for a FER-2013 split as a teacher .npz."""
     quiet_native_logs()
-    p = argparse.ArgumentParser(
-        prog="python -m emotion_core.ferplus",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser("emotion_core.ferplus", __doc__)
     p.add_argument("--ferplus", required=True, help="fer2013new.csv")
     p.add_argument("--data", required=True, help="FER-2013 CSV, folder root or .npz pack")
     p.add_argument("--split", default="Training")

@@ -16,7 +16,6 @@ the TFLite runtime instead of ~5-6).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from itertools import groupby
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from emotion_core.cli import quiet_native_logs
+from emotion_core.cli import command_parser, quiet_native_logs
 from emotion_core.data import DataError
 from emotion_core.registry import ModelError
 
@@ -113,11 +112,7 @@ def _accuracy(model: Any, faces: np.ndarray, labels: np.ndarray) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_native_logs()
-    p = argparse.ArgumentParser(
-        prog="python -m emotion_core.prune",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser("emotion_core.prune", __doc__)
     p.add_argument("source", type=Path, help="a trained zoo VGG-BN .keras file")
     p.add_argument("--keep", type=float, default=0.75, help="fraction of channels kept")
     p.add_argument("--data", required=True, help="FER-2013 CSV, folder root or .npz pack")

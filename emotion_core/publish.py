@@ -17,7 +17,6 @@ file and the JSON card.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from emotion_core.calibration import (
     expected_calibration_error,
 )
 from emotion_core.classes import CLASSES
-from emotion_core.cli import quiet_native_logs
+from emotion_core.cli import command_parser, quiet_native_logs
 from emotion_core.data import DataError, load_dataset
 from emotion_core.evaluate import predict_all, report_from_probs
 from emotion_core.fileio import FileId, read_json_object
@@ -333,11 +332,7 @@ def _stages_note(stages: Sequence[TrainingStage]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
     quiet_native_logs()
-    p = argparse.ArgumentParser(
-        prog="python -m emotion_core.publish",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser("emotion_core.publish", __doc__)
     p.add_argument("run_dir")
     p.add_argument("--name", required=True)
     p.add_argument("--default", action="store_true", help="make it the model the app uses")

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from emotion_core.classes import CLASSES
-from emotion_core.cli import quiet_native_logs
+from emotion_core.cli import command_parser, quiet_native_logs
 from emotion_core.data import DataError
 from emotion_core.registry import ModelError
 
@@ -285,11 +285,7 @@ def write_soup_run(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m emotion_core.soup",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser("emotion_core.soup", __doc__)
     p.add_argument("checkpoints", nargs="+", type=Path, help=".keras checkpoints, one architecture")
     p.add_argument("--out", required=True, type=Path, help="new run folder")
     p.add_argument("--data", help="FER-2013 CSV, folder root or .npz (default: the first run's)")

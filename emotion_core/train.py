@@ -12,7 +12,6 @@ Backend-agnostic: TensorFlow here, KERAS_BACKEND=jax on a GPU box.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -29,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from emotion_core.classes import CLASSES
-from emotion_core.cli import quiet_native_logs
+from emotion_core.cli import command_parser, quiet_native_logs
 from emotion_core.data import DataError, Dataset, load_dataset
 from emotion_core.fileio import atomic_write_json
 from emotion_core.preprocess import preprocess_batch
@@ -632,11 +631,7 @@ def _install_sigterm(stop_flag: dict[str, bool]) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, Path, bool, set[str]]:
     """CLI -> (config, run_dir, resume, config fields given explicitly on the command line)."""
     defaults = TrainConfig(data="")
-    p = argparse.ArgumentParser(
-        prog="python -m emotion_core.train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser("emotion_core.train", __doc__)
     p.add_argument("--data", required=True, help="FER-2013 CSV (.csv/.csv.gz) or class-folder root")
     p.add_argument("--arch", default=defaults.arch)
     p.add_argument("--epochs", type=int, default=defaults.epochs)
