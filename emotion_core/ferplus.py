@@ -29,7 +29,7 @@ import numpy as np
 
 from emotion_core.classes import CLASSES
 from emotion_core.cli import command_parser, quiet_native_logs
-from emotion_core.data import DataError, canonical_split, fer_csv_in_folder
+from emotion_core.data import DataError, canonical_split, fer_csv_in_folder, load_dataset
 
 FERPLUS_FILE = "fer2013new.csv"
 FERPLUS_COLUMNS = (
@@ -74,19 +74,23 @@ def read_votes(path: Path, split: str) -> np.ndarray:
     return votes
 
 
+def emotion_votes(votes: np.ndarray) -> np.ndarray:
+    """The seven FER-2013 emotions' votes (N, 7), in our class order, of votes (N, 10)."""
+    return votes[:, [FERPLUS_COLUMNS.index(_FERPLUS_NAME[name]) for name in CLASSES]]
+
+
 def soft_labels(votes: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Soft labels (N, 7) in our class order from votes (N, 10); the one-hot label (N,) where a
     face got no vote for any of the seven emotions."""
-    columns = [FERPLUS_COLUMNS.index(_FERPLUS_NAME[name]) for name in CLASSES]
-    emotion_votes = votes[:, columns].astype(np.float32)
-    totals = emotion_votes.sum(axis=1, keepdims=True)
+    counts = emotion_votes(votes).astype(np.float32)
+    totals = counts.sum(axis=1, keepdims=True)
     one_hot = np.eye(len(CLASSES), dtype=np.float32)[labels]
-    return np.where(totals > 0, emotion_votes / np.maximum(totals, 1.0), one_hot)
+    return np.where(totals > 0, counts / np.maximum(totals, 1.0), one_hot)
 
 
 def disagreement(soft: np.ndarray, votes: np.ndarray, labels: np.ndarray) -> float:
     """Share of faces with votes for the seven emotions whose FER+ majority is not the label."""
-    voted = votes[:, : len(CLASSES)].sum(axis=1) > 0
+    voted = emotion_votes(votes).sum(axis=1) > 0
     if not voted.any():
         return 0.0
     return float((soft[voted].argmax(axis=1) != labels[voted]).mean())
@@ -135,7 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--split", default="Training")
     p.add_argument("--out", required=True, help="output .npz (a teacher file for --teacher)")
     a = p.parse_args(argv)
-    from emotion_core.data import load_dataset
     from emotion_core.distill import save_teacher_file
 
     try:
