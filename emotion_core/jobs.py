@@ -489,10 +489,16 @@ def config_to_args(config: TrainConfig) -> list[str]:
     return args
 
 
-def teacher_candidates(models_dir: Path) -> dict[str, Path]:
-    """Models a run can distil from, label -> .keras path: registered models, then training
-    runs' best checkpoints (e.g. a bigger network trained on a GPU), newest first."""
+FERPLUS_TEACHER = "FER+ annotator votes (fer2013new.csv beside the data)"
+
+
+def teacher_candidates(models_dir: Path, data: Path | None = None) -> dict[str, Path]:
+    """What a run can distil from, label -> path: registered models, then training runs' best
+    checkpoints (e.g. a bigger network trained on a GPU), newest first (.keras files, which
+    can also teach live); then, for a FER-2013 CSV `data` with FER+ votes beside it, those
+    votes (FERPLUS_TEACHER, a .csv: fixed targets only)."""
     from emotion_core import registry
+    from emotion_core.ferplus import ferplus_beside
 
     choices = {
         f"{card.name} (registered, {card.arch})": registry.model_path(card.name, models_dir)
@@ -502,6 +508,9 @@ def teacher_candidates(models_dir: Path) -> dict[str, Path]:
     for best in runs:
         arch = read_json_object(best.parent / "hparams.json").get("arch", "?")
         choices[f"run {best.parent.name} (best.keras, {arch})"] = best
+    votes = ferplus_beside(data) if data is not None else None
+    if votes is not None:
+        choices[FERPLUS_TEACHER] = votes
     return choices
 
 

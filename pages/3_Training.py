@@ -26,7 +26,6 @@ from emotion_core import registry
 from emotion_core.bench import retime_registered
 from emotion_core.charts import confusion_chart, curves_chart, speed_accuracy_chart
 from emotion_core.classes import CLASSES
-from emotion_core.ferplus import ferplus_beside
 from emotion_core.jobs import (
     DatasetSummary,
     DeviceInfo,
@@ -58,9 +57,6 @@ def runner() -> TrainingJobRunner:
     """A runner on <models dir>/runs (cheap: all state is on disk)."""
     models = ui_common.models_dir()
     return TrainingJobRunner(models / "runs", models_dir=models)
-
-
-FERPLUS_TEACHER = "FER+ annotator votes (fer2013new.csv beside the data)"
 
 
 def resolve_data_path(text: str) -> Path:
@@ -528,10 +524,8 @@ def new_run_form(busy: RunInfo | None) -> None:
                                           key="train_max_samples"))  # fmt: skip
         patience = int(a2.number_input("Early-stopping patience (epochs, 0 = off)", 0, 1000, 30,
                                        key="train_patience"))  # fmt: skip
-        teachers = teacher_candidates(ui_common.models_dir())
-        votes = ferplus_beside(resolve_data_path(data_text)) if data_text.strip() else None
-        if votes is not None:
-            teachers[FERPLUS_TEACHER] = votes
+        data_path = resolve_data_path(data_text) if data_text.strip() else None
+        teachers = teacher_candidates(ui_common.models_dir(), data_path)
         teacher_label = st.selectbox(
             "Distil from a teacher (optional)", ["none", *teachers], key="train_teacher",
             help="A bigger, more accurate model (e.g. a vgg-m run trained on a GPU). Its "
@@ -540,6 +534,8 @@ def new_run_form(busy: RunInfo | None) -> None:
             "the FER+ votes beside it, the ten annotators' votes per face can be mixed in "
             "instead (weight 0.3 and temperature 1 worked best; measured in README).",
         )  # fmt: skip
+        # NOTE: only a network (.keras) can run on each augmented view; votes are fixed targets.
+        network = teacher_label in teachers and teachers[teacher_label].suffix == ".keras"
         live = st.checkbox(
             "Run the teacher on every augmented view (live distillation)", key="train_live",
             help="The teacher sees exactly the shifted, rotated, partly erased face the student "
@@ -547,7 +543,7 @@ def new_run_form(busy: RunInfo | None) -> None:
             "Slower per step (a vgg-m40 student with a vgg-m40 teacher: ~5% on CPU); needs "
             "augmentation on (a registered model published without its augmentation layer "
             "gets a new one). Not for the FER+ votes, which belong to the face, not the view.",
-            disabled=teacher_label == FERPLUS_TEACHER,
+            disabled=teacher_label in teachers and not network,
         )  # fmt: skip
         t1, t2 = st.columns(2)
         alpha = float(t1.number_input("Teacher weight (alpha)", 0.0, 1.0, 0.5, 0.1,
@@ -582,7 +578,7 @@ def new_run_form(busy: RunInfo | None) -> None:
             init_model=str(init_path) if init_path else "",
             teacher=str(teachers[teacher_label]) if teacher_label in teachers else "",
             distill_alpha=alpha, distill_temperature=temperature,
-            live_teacher=live and teacher_label in teachers and teacher_label != FERPLUS_TEACHER,
+            live_teacher=live and network,
         )  # fmt: skip
         try:
             handle = jobs.start(config, force=force)
