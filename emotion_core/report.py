@@ -392,7 +392,7 @@ def build_html_report(
     scope = "" if face_id is None else f", face {face_id}"
     note = d.intervals_note
     caveat = (
-        f'<p class="warn">{_e(note[0].upper() + note[1:])}.</p>'
+        f'<p class="warn">{_e(d.intervals_warning)}</p>'
         if note and note not in result.summary
         else ""
     )

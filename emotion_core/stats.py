@@ -270,6 +270,12 @@ class Distribution:
             "needed for reliable intervals)"
         )
 
+    @property
+    def intervals_warning(self) -> str:
+        """intervals_note as a sentence of its own, to show alone ("" when there is none)."""
+        note = self.intervals_note
+        return f"{note[0].upper()}{note[1:]}." if note else ""
+
     def values(self, basis: Basis) -> np.ndarray:
         """(7,) point estimates for a basis."""
         return np.asarray(self.share if basis == "share" else self.mean_prob, dtype=float)

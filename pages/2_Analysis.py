@@ -331,8 +331,8 @@ def detail_section(
         f"**Emotion distribution** ({dist.confidence * 100:.0f}% intervals from a circular block "
         f"bootstrap over time: {dist.block_s:.1f} s blocks, {dist.n_boot} replicates{widened})"
     )
-    if dist.intervals_note:
-        st.warning(dist.intervals_note[0].upper() + dist.intervals_note[1:] + ".")
+    if dist.intervals_warning:
+        st.warning(dist.intervals_warning)
     if dist.n_obs == 0:
         st.warning("No face in this range: nothing to show.")
     else:
