@@ -341,9 +341,7 @@ def build_html_report(
     face_id: the face the verdict (result) and timeline are for, when one was chosen (its
     distribution is then shown, not the pooled one).
     """
-    d = stats.distribution
-    if face_id is not None:
-        d = next((f.distribution for f in stats.faces if f.face_id == face_id), d)
+    d = stats.distribution_of(face_id)
     title = f"Emotion analysis - {meta.get('candidate') or stats.name}"
     generated = datetime.now(UTC).isoformat(timespec="seconds")
     thresholds = dict(rule.thresholds) if rule.logic != "sum" else None
@@ -404,9 +402,11 @@ def build_html_report(
         )
     comparison_html = ""
     if comparison is not None:
-        wide = comparison.to_frame().pivot(index="class", columns="session", values="value")
-        wide = wide.reindex(list(CLASSES)).reset_index()
-        wide.columns.name = None
+        # NOTE: built from rows, not pivoted: a session may itself be called "class".
+        wide = pd.DataFrame(
+            [[cls, *(vals[k] for vals in comparison.values)] for k, cls in enumerate(CLASSES)],
+            columns=["class", *comparison.names],
+        )
         comparison_html = (
             f"<h2>Comparison ({_e(BASIS_LABELS[comparison.basis])})</h2>"
             f"<p>{_e(comparison.sentence)}</p>" + _table(wide)

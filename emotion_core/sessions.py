@@ -46,6 +46,11 @@ INT_COLUMNS: tuple[str, ...] = ("frame", "face_id", "x", "y", "w", "h")
 # Columns an older/hand-made file may lack; they are filled with defaults on load.
 OPTIONAL_COLUMNS: tuple[str, ...] = ("frame", "face_id", "x", "y", "w", "h", "label")
 PROB_SUM_TOLERANCE = 0.02
+# Times must span less than this (a week): t_s are seconds from the session's start, and a
+# stray value (a Unix time, a typo) would otherwise make a timeline of millions of steps.
+MAX_SPAN_S = 7 * 24 * 3600.0
+# Whole-number columns beyond this are typos or overflow, not frames, ids or pixels.
+MAX_WHOLE = 2**53
 MAX_CANDIDATE_LEN = 200
 MAX_NOTES_LEN = 10_000
 _SLUG_MAX = 40
@@ -54,6 +59,23 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 
 class SessionError(Exception):
     """A session could not be written or read; the message names the file and the problem."""
+
+
+# NOTE: recordings run on webrtc worker threads while any page may delete a session; this set
+# (folders of this process's open recordings, under its lock) lets delete_session refuse one.
+_RECORDING: set[Path] = set()
+_RECORDING_LOCK = threading.Lock()
+
+
+def _mark_recording(folder: Path, recording: bool) -> None:
+    with _RECORDING_LOCK:
+        (_RECORDING.add if recording else _RECORDING.discard)(folder.resolve())
+
+
+def is_recording(folder: Path) -> bool:
+    """Whether this process is still writing the session in folder."""
+    with _RECORDING_LOCK:
+        return folder.resolve() in _RECORDING
 
 
 def sessions_dir_default() -> Path:
@@ -151,6 +173,7 @@ class _SessionFile:
         except OSError as exc:
             self._discard(path)
             raise SessionError(f"{path}: cannot start the session ({exc})") from exc
+        _mark_recording(path, True)
 
     def _discard(self, path: Path) -> None:
         """Undo a start that failed: close the file and remove the new, empty folder."""
@@ -220,6 +243,7 @@ class _SessionFile:
             if self.closed:
                 return
             self.closed = True
+            _mark_recording(self.meta_path.parent, False)
             first_error = self.error
             try:
                 if first_error is None:
@@ -232,6 +256,11 @@ class _SessionFile:
                         self._fh.close()
                 except OSError:
                     pass
+            if not self.frames_path.exists():
+                raise SessionError(
+                    f"{self.frames_path}: was removed while recording; nothing of this session"
+                    " is left on disk"
+                )
             self.meta["ended_at"] = _now_iso()
             self.meta["complete"] = bool(complete) and first_error is None
             try:
@@ -493,7 +522,7 @@ def _read_meta(folder: Path) -> dict[str, Any]:
         raise SessionError(f"{folder / META_FILE}: missing (not a session folder?)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise SessionError(f"{path}: unreadable or not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise SessionError(f"{path}: must be a JSON object")
@@ -501,7 +530,7 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     meta.update(data)
     try:
         version = int(meta["format_version"])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise SessionError(
             f"{path}: format_version {meta['format_version']!r} is not a number"
         ) from exc
@@ -512,7 +541,7 @@ def _read_meta(folder: Path) -> dict[str, Any]:
         )
     if path.name == PARTIAL_META_FILE or not meta.get("ended_at"):
         meta["complete"] = False
-    meta["complete"] = bool(meta["complete"])
+    meta["complete"] = meta["complete"] is True  # "false" (a string) is not complete either
     return meta
 
 
@@ -581,6 +610,14 @@ def _parse_frames(text: str, name: str, drop_partial_last_line: bool) -> pd.Data
 
     out = pd.DataFrame(index=range(n))
     out["t_s"] = numeric("t_s", allow_empty=False)
+    if n and float(out["t_s"].max() - out["t_s"].min()) >= MAX_SPAN_S:
+        i, j = int(out["t_s"].to_numpy().argmin()), int(out["t_s"].to_numpy().argmax())
+        raise _bad(
+            name,
+            f"column 't_s' spans {out['t_s'].iloc[j] - out['t_s'].iloc[i]:g} s (line "
+            f"{lines[i]} to line {lines[j]}), more than a week: times must be seconds from the "
+            "session's start",
+        )
     probs = np.column_stack([numeric(c, allow_empty=True).to_numpy() for c in CLASSES])
     probs = probs.reshape(n, len(CLASSES))
     has_probs = ~np.isnan(probs).any(axis=1)
@@ -598,6 +635,10 @@ def _parse_frames(text: str, name: str, drop_partial_last_line: bool) -> pd.Data
             values = pd.factorize(out["t_s"])[0].astype(np.float64)
         else:
             values = np.zeros(n)
+        huge = np.abs(values) > MAX_WHOLE
+        if huge.any():
+            i = int(np.flatnonzero(huge)[0])
+            raise _bad(name, f"line {lines[i]}, column {col!r}: {values[i]:g} is too large")
         frac = values != np.round(values)
         if frac.any():
             i = int(np.flatnonzero(frac)[0])
@@ -809,6 +850,8 @@ def delete_session(session_id: str, sessions_dir: Path | None = None) -> None:
         raise SessionError(f"{target}: no such session")
     if not any((target / f).exists() for f in (META_FILE, PARTIAL_META_FILE, FRAMES_FILE)):
         raise SessionError(f"{target}: does not look like a session folder, not deleting")
+    if is_recording(target):
+        raise SessionError(f"{session_id}: is being recorded now; stop the recording first")
     try:
         shutil.rmtree(target)
     except OSError as exc:

@@ -59,6 +59,8 @@ BASIS_LABELS: dict[str, str] = {
 }
 PROB_COLUMNS: list[str] = list(CLASSES)
 _K = len(CLASSES)
+# A timeline has at most this many steps (about 5.5 h at 1 s); longer sessions get coarser ones.
+MAX_TIMELINE_BINS = 20_000
 
 # Below this many autocorrelation times of data (frames with a face / tau), intervals are
 # flagged as possibly too narrow: blocks of 6 tau would leave fewer than 4 of them. Measured
@@ -573,6 +575,18 @@ class SessionStats:
     distribution: Distribution
     faces: tuple[FaceStats, ...]
 
+    def distribution_of(self, face_id: int | None) -> Distribution:
+        """All faces pooled (None), one face's, or, for a face not seen here, a distribution
+        of no observations (NaN values and intervals): never another face's numbers."""
+        if face_id is None:
+            return self.distribution
+        for face in self.faces:
+            if face.face_id == face_id:
+                return face.distribution
+        d = self.distribution
+        cfg = BootstrapConfig(n_boot=d.n_boot, confidence=d.confidence)
+        return _distribution(_units(pd.DataFrame()), cfg, np.random.default_rng(cfg.seed))
+
     def summary_row(self) -> dict[str, object]:
         """A flat dict for tables and CSV export (one column per class and statistic)."""
         row: dict[str, object] = {
@@ -682,7 +696,9 @@ def timeline(
     """Resample per-class probabilities to step_s bins and smooth with a centred rolling mean.
 
     A bin's value is the mean probability over all observations (all faces, or face_id) in
-    [t, t + step_s); bins with none are NaN before smoothing. The rolling window spans
+    [t, t + step_s); bins with none are NaN before smoothing. A session longer than
+    MAX_TIMELINE_BINS steps gets a whole multiple of step_s instead (and smooth_s at least that);
+    the Timeline says which. The rolling window spans
     max(1, round(smooth_s / step_s)) bins and needs at least one non-empty bin.
     """
     if step_s <= 0:
@@ -691,6 +707,10 @@ def timeline(
     if frames.empty:
         return Timeline(step_s, smooth_s, pd.DataFrame(columns=cols))
     t_all = frames["t_s"].astype(float).to_numpy()
+    span_bins = (float(np.max(t_all)) - float(np.min(t_all))) / step_s + 1
+    if span_bins > MAX_TIMELINE_BINS:  # a long session: coarser steps, never a huge table
+        step_s *= math.ceil(span_bins / MAX_TIMELINE_BINS)
+        smooth_s = max(smooth_s, step_s)
     first = math.floor(np.min(t_all) / step_s)
     last = math.floor(np.max(t_all) / step_s)
     bins = np.arange(first, last + 1)

@@ -54,7 +54,6 @@ from emotion_core.stats import (
     Comparison,
     SessionStats,
     compare_sessions,
-    distribution,
     summarize_session,
     timeline,
 )
@@ -146,6 +145,12 @@ def _label(info: Any) -> str:
     return f"{info.candidate or '(no name)'} - {date or 'no date'} - {info.session_id}"
 
 
+def _confirm_key(session_id: str) -> str:
+    # NOTE: a keyed widget keeps its value when its label changes, so one shared key would carry
+    # a ticked "delete A" over to session B once B is picked; one key per session cannot.
+    return f"an_delete_confirm:{session_id}"
+
+
 def _on_delete(session_id: str, sessions_dir: Path) -> None:
     try:
         delete_session(session_id, sessions_dir)
@@ -155,7 +160,7 @@ def _on_delete(session_id: str, sessions_dir: Path) -> None:
     st.session_state[MESSAGE_KEY] = ("success", f"Deleted session {session_id}.")
     selected = st.session_state.get(SELECT_KEY) or []
     st.session_state[SELECT_KEY] = [s for s in selected if s != session_id]
-    st.session_state.pop("an_delete_confirm", None)
+    st.session_state.pop(_confirm_key(session_id), None)
 
 
 def sessions_section(sessions_dir: Path) -> list[Loaded]:
@@ -241,7 +246,7 @@ def sessions_section(sessions_dir: Path) -> list[Loaded]:
             )
             confirm = st.checkbox(
                 f"Yes, permanently delete {target} (its frames and metadata)",
-                key="an_delete_confirm",
+                key=_confirm_key(target),
             )
             st.button(
                 "Delete session",
@@ -287,7 +292,10 @@ def detail_section(
             t_range = (float(lo), float(hi))
 
     tl = timeline(frames, step_s=1.0, smooth_s=3.0, face_id=face_id)
-    st.markdown("**Timeline** (per-class probability, 1 s steps, 3 s rolling mean)")
+    st.markdown(
+        f"**Timeline** (per-class probability, {tl.step_s:g} s steps, {tl.smooth_s:g} s rolling"
+        " mean)"
+    )
     event = st.altair_chart(
         timeline_chart(tl.long()),
         on_select="rerun",
@@ -316,11 +324,7 @@ def detail_section(
     cols[2].metric("Frames with no face", s.n_frames_no_face)
     cols[3].metric("Faces seen", s.faces_seen)
 
-    dist = s.distribution
-    if face_id is not None:
-        match = [f for f in s.faces if f.face_id == face_id]
-        # A face absent from the range has no observations: an empty distribution.
-        dist = match[0].distribution if match else distribution(frames.iloc[0:0], cfg)
+    dist = s.distribution_of(face_id)
     df = dist.to_frame()
     widened = (
         f", widened x{dist.widen:.2f} for having few blocks"

@@ -300,7 +300,7 @@ def test_delete_needs_confirmation(env: Path) -> None:
     at.selectbox(key="an_delete_target").set_value("gone")
     run(at)
     assert at.button(key="an_delete").disabled
-    at.checkbox(key="an_delete_confirm").check()
+    at.checkbox(key="an_delete_confirm:gone").check()
     run(at)
     assert not at.button(key="an_delete").disabled
     at.button(key="an_delete").click()
@@ -308,6 +308,21 @@ def test_delete_needs_confirmation(env: Path) -> None:
     assert not (env / "gone").exists() and (env / "keep").exists()
     assert any("Deleted session gone" in s.value for s in at.success)
     assert "gone" not in at.multiselect(key="an_selected").value
+
+
+def test_delete_confirmation_does_not_follow_a_new_target(env: Path) -> None:
+    write_session(env, "keep", HAPPY, candidate="Keep", started="2024-01-01T09:00:00+00:00")
+    write_session(env, "gone", HAPPY, candidate="Gone", started="2024-03-01T09:00:00+00:00")
+    at = app()
+    at.selectbox(key="an_delete_target").set_value("gone")
+    run(at)
+    at.checkbox(key="an_delete_confirm:gone").check()
+    run(at)
+    at.selectbox(key="an_delete_target").set_value("keep")
+    run(at)
+    assert at.button(key="an_delete").disabled
+    assert not at.checkbox(key="an_delete_confirm:keep").value
+    assert (env / "gone").exists() and (env / "keep").exists()
 
 
 def test_exports_present(env: Path) -> None:

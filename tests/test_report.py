@@ -55,9 +55,20 @@ def test_ordinary_names_are_unchanged() -> None:
     assert report.spreadsheet_safe(-0.5) == -0.5
 
 
-def test_a_face_report_shows_that_face_not_the_pooled_figures(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
+    """The values of each bar chart the report draws, in order."""
+    values_drawn: list[np.ndarray] = []
+    svg_bars = report.svg_bars
+    monkeypatch.setattr(
+        report,
+        "svg_bars",
+        lambda values, *a, **k: values_drawn.append(values) or svg_bars(values, *a, **k),
+    )
+    return values_drawn
+
+
+def test_a_face_report_shows_that_face_not_the_pooled_figures(drawn: list[np.ndarray]) -> None:
     sad = sad_frames(50)
     happy = sad_frames(50).assign(face_id=1, sad=0.0, happy=1.0, label="happy")
     s = stats.summarize_session(
@@ -66,13 +77,6 @@ def test_a_face_report_shows_that_face_not_the_pooled_figures(
     face = next(f for f in s.faces if f.face_id == 1)
     verdict = nv.evaluate_distribution(nv.SEED_RULE, face.distribution, s.duration_s)
     meta = {"session_id": "two", "candidate": "Two"}
-    drawn: list[np.ndarray] = []
-    svg_bars = report.svg_bars
-    monkeypatch.setattr(
-        report,
-        "svg_bars",
-        lambda values, *a, **k: drawn.append(values) or svg_bars(values, *a, **k),
-    )
     pooled = report.build_html_report(meta, s, verdict, nv.SEED_RULE)
     happy_at = CLASSES.index("happy")
     assert drawn[0][happy_at] == pytest.approx(0.5)  # shares of all face observations
@@ -81,3 +85,31 @@ def test_a_face_report_shows_that_face_not_the_pooled_figures(
     assert drawn[0][happy_at] == pytest.approx(1.0)  # face 1's own
     assert "Nervousness indicator (heuristic), face 1" in one and "face 1 only" in one
     assert "face 1 only" not in pooled and "all faces" in pooled
+
+
+def test_a_face_absent_from_the_range_is_reported_empty_not_pooled(
+    drawn: list[np.ndarray],
+) -> None:
+    sad = sad_frames(50)  # face 0 only
+    s = stats.summarize_session(sad, "one", stats.BootstrapConfig(50, seed=0))
+    absent = s.distribution_of(1)
+    assert absent.n_obs == 0 and all(np.isnan(absent.share))
+    verdict = nv.evaluate_distribution(nv.SEED_RULE, absent, s.duration_s)
+    html = report.build_html_report({"session_id": "one"}, s, verdict, nv.SEED_RULE, face_id=1)
+    assert "face 1 only" in html
+    assert all(np.isnan(drawn[0])) and all(np.isnan(drawn[1]))  # not face 0's 100% sad
+
+
+def test_a_session_called_class_can_be_compared() -> None:
+    cfg = stats.BootstrapConfig(n_boot=50, seed=0)
+    happy = sad_frames(50).assign(sad=0.0, happy=1.0, label="happy")
+    a = stats.summarize_session(sad_frames(50), "class", cfg)
+    b = stats.summarize_session(happy, "Bob", cfg)
+    comparison = stats.compare_sessions([sad_frames(50), happy], ["class", "Bob"], cfg=cfg)
+    verdict = nv.evaluate_rule(nv.SEED_RULE, a)
+    html = report.build_html_report(
+        {"session_id": "class"}, a, verdict, nv.SEED_RULE, comparison=comparison
+    )
+    table = html[html.index("<h2>Comparison") :]
+    assert table.count("<th>class</th>") == 2 and "<th>Bob</th>" in table
+    assert b.distribution.share[CLASSES.index("happy")] == 1.0

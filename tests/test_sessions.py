@@ -171,6 +171,13 @@ def test_partial_meta_and_missing_ended_at_mean_incomplete(tmp_path: Path) -> No
     meta.pop("ended_at")
     rec.meta_path.write_text(json.dumps(meta))
     assert load_session(rec.path).info.complete is False
+    meta["ended_at"] = "2026-01-01T10:01:00+00:00"
+    meta["complete"] = "false"  # hand-edited: a string, read as not complete
+    rec.meta_path.write_text(json.dumps(meta))
+    assert load_session(rec.path).info.complete is False
+    meta["complete"] = True
+    rec.meta_path.write_text(json.dumps(meta))
+    assert load_session(rec.path).info.complete is True
 
 
 @pytest.mark.parametrize(
@@ -459,6 +466,14 @@ def write_session(root: Path, sid: str, csv_text: str, meta: dict | None = None)
             "not a whole number",
         ),
         (HEADER + "\n" + good_row(face_id=-3) + "\n", "face_id must be -1"),
+        (
+            HEADER + "\n" + good_row().replace("0.0,0,0", "0.0,1e20,0", 1) + "\n",
+            "line 2, column 'frame': 1e+20 is too large",
+        ),
+        (
+            HEADER + "\n" + good_row() + "\n" + good_row(1e13, 1) + "\n",
+            "column 't_s' spans 1e+13 s (line 2 to line 3), more than a week",
+        ),
     ],
 )
 def test_bad_csv_gives_clear_error(tmp_path: Path, csv_text: str, message: str) -> None:
@@ -520,6 +535,8 @@ def test_upload_from_path(tmp_path: Path) -> None:
         ("{not json", "not valid JSON"),
         ("[1]", "JSON object"),
         ('{"format_version": 99}', "newer than this app"),
+        ('{"format_version": 1e999}', "is not a number"),
+        ("[" * 100_000, "not valid JSON"),
     ],
 )
 def test_bad_meta(tmp_path: Path, meta_text: str | None, message: str) -> None:
@@ -592,6 +609,27 @@ def test_delete_session(tmp_path: Path) -> None:
     assert not rec.path.exists()
     with pytest.raises(SessionError, match="no such session"):
         delete_session(rec.session_id, tmp_path / "s")
+
+
+def test_a_session_being_recorded_is_not_deleted(tmp_path: Path) -> None:
+    rec = SessionRecorder(tmp_path, "Kim")
+    rec.add_frame(frame(0, 0.0))
+    with pytest.raises(SessionError, match="being recorded now"):
+        delete_session(rec.session_id, tmp_path)
+    rec.add_frame(frame(1, 0.5))
+    rec.close()
+    assert len(load_session(rec.session_id, tmp_path).frames) == 2
+    delete_session(rec.session_id, tmp_path)  # stopped: now it may go
+    assert not rec.path.exists()
+
+
+def test_closing_a_recording_removed_from_outside_says_so(tmp_path: Path) -> None:
+    rec = SessionRecorder(tmp_path, "Kim")
+    rec.add_frame(frame(0, 0.0))
+    shutil.rmtree(rec.path)  # e.g. another program or a person in a file manager
+    with pytest.raises(SessionError, match="removed while recording"):
+        rec.close()
+    assert not rec.path.exists()  # no folder with only a meta.json brought back
 
 
 @pytest.mark.parametrize("bad_id", ["..", "../victim", "/etc", "a/../../victim", "", ".", "~"])

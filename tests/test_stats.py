@@ -231,6 +231,18 @@ def test_timeline_resample_and_rolling_mean() -> None:
     assert len(long) == 3 * 7
 
 
+def test_timeline_of_a_long_session_has_coarser_steps() -> None:
+    hours = 12  # at 1 s steps this would be 43,200 bins
+    rows: list[dict] = []
+    for i, t in enumerate(np.arange(0.0, hours * 3600.0, 60.0)):
+        rows += frame_rows(float(t), i, [(0, probs(happy=1.0))])
+    tl = stats.timeline(pd.DataFrame(rows), step_s=1.0, smooth_s=3.0)
+    assert len(tl.data) <= stats.MAX_TIMELINE_BINS
+    assert tl.step_s == 3.0 and tl.smooth_s == 3.0  # ceil(43,141 / 20,000) whole seconds
+    assert tl.data["n"].sum() == hours * 60
+    assert tl.data["happy"].dropna().eq(1.0).all()
+
+
 def test_js_distance_maths() -> None:
     rng = np.random.default_rng(0)
     for _ in range(20):
