@@ -195,15 +195,10 @@ def start_recording(card: ModelCard, rule: NervousnessRule) -> None:
     st.session_state[MESSAGE_KEY] = ("info", f"Recording session {recorder.session_id}.")
 
 
-def withdraw_consent() -> None:
-    """Consent covers one recording of one candidate: Stop and a new name untick it."""
-    st.session_state[CONSENT_KEY] = False
-
-
 def stop_recording() -> None:
     """on_click of Stop."""
     aggregator, _ = live_objects()
-    withdraw_consent()
+    st.session_state[CONSENT_KEY] = False  # consent covers one recording: the next asks again
     try:
         status = aggregator.stop_recording()
     except SessionError as exc:
@@ -228,13 +223,7 @@ def stop_recording() -> None:
 def recording_controls(card: ModelCard, rule: NervousnessRule, recording: bool) -> None:
     """Candidate, notes, consent, what is stored, Record / Stop."""
     st.subheader("Recording")
-    st.text_input(
-        "Candidate name",
-        key=CANDIDATE_KEY,
-        max_chars=200,
-        disabled=recording,
-        on_change=withdraw_consent,
-    )
+    st.text_input("Candidate name", key=CANDIDATE_KEY, max_chars=200, disabled=recording)
     st.text_area("Notes", key=NOTES_KEY, height=68, max_chars=10_000, disabled=recording)
     consent = st.checkbox(CONSENT_LABEL, key=CONSENT_KEY, disabled=recording)
     st.caption(STORED_STATEMENT.format(dir=sessions_dir_default()))
@@ -260,7 +249,7 @@ def recording_controls(card: ModelCard, rule: NervousnessRule, recording: bool) 
     if not consent and not recording:
         st.caption(
             "Recording is possible only after the candidate has consented (asked again for "
-            "each recording and each new name)."
+            "each recording)."
         )
     message = st.session_state.get(MESSAGE_KEY)
     if message:
