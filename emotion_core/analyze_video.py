@@ -96,8 +96,9 @@ class _Decoder:
         found: list[Found] = []
         try:
             for frame in iter_frames(path, every=every):
+                faces = self._find(frame.frame_bgr)  # may raise: then the chunk ends before it
                 frames.append(frame)
-                found.append(self._find(frame.frame_bgr))
+                found.append(faces)
                 if len(frames) >= chunk:
                     if not self._put((frames, found)):
                         return

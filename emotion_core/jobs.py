@@ -628,7 +628,15 @@ class TrainingJobRunner:
             init = str(Path(init).expanduser().resolve())
             if not Path(init).is_file():
                 raise JobError(f"{init}: the model to fine-tune does not exist")
-        return TrainConfig(**(asdict(config) | {"data": data, "init_model": init}))
+        # NOTE: the trainer runs from the project root; a teacher is one path or several
+        # comma-separated .keras files (live distillation).
+        teacher = ",".join(
+            str(Path(part.strip()).expanduser().resolve())
+            for part in config.teacher.split(",")
+            if part.strip()
+        )
+        changes = {"data": data, "init_model": init, "teacher": teacher}
+        return TrainConfig(**(asdict(config) | changes))
 
     @contextlib.contextmanager
     def _start_lock(self) -> Iterator[None]:

@@ -72,13 +72,18 @@ class ModelCard:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> ModelCard:
-        """Build a card from JSON data, ignoring unknown keys."""
+        """Build a card from JSON data, ignoring unknown keys; ModelError for a field of the
+        wrong type (a number as text, say), which pages would otherwise fail on later."""
         known = {f for f in ModelCard.__dataclass_fields__}
         kwargs = {k: v for k, v in data.items() if k in known}
-        if "classes" in kwargs:
-            kwargs["classes"] = tuple(kwargs["classes"])
         if "name" not in kwargs or "arch" not in kwargs:
             raise ModelError("model card lacks 'name' or 'arch'")
+        for key, value in kwargs.items():
+            problem = _field_problem(key, value)
+            if problem:
+                raise ModelError(f"model card field {key!r}: {problem}")
+        if "classes" in kwargs:
+            kwargs["classes"] = tuple(kwargs["classes"])
         return ModelCard(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +91,34 @@ class ModelCard:
         data = asdict(self)
         data["classes"] = list(self.classes)
         return data
+
+
+_NUMBERS = {"input_size", "epochs", "temperature", "params"}
+_OPTIONAL_NUMBERS = {
+    "val_accuracy",
+    "val_macro_f1",
+    "val_accuracy_tta",
+    "val_macro_f1_tta",
+    "ece_before",
+    "ece_after",
+    "cpu_ms_per_face",
+    "cpu_ms_per_face_keras",
+    "training_time_s",
+}
+
+
+def _field_problem(key: str, value: Any) -> str:
+    """Why a card field's JSON value is unusable ("" when it is fine)."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if key in _NUMBERS or key in _OPTIONAL_NUMBERS:
+        ok = is_number or (value is None and key in _OPTIONAL_NUMBERS)
+        return "" if ok else f"{value!r} is not a number"
+    if key == "classes":
+        ok = isinstance(value, list) and all(isinstance(c, str) for c in value)
+        return "" if ok else "must be a list of class names"
+    if key == "per_class":
+        return "" if isinstance(value, dict) else "must be an object"
+    return "" if isinstance(value, str) else f"{value!r} is not text"
 
 
 def validate_name(name: str) -> str:
@@ -109,14 +142,19 @@ def read_card(name: str, models_dir: Path | None = None) -> ModelCard:
         data = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ModelError(f"{path}: model card not found") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ModelError(f"{path}: model card is not valid JSON ({exc})") from exc
+    except OSError as exc:  # e.g. a folder of that name
+        raise ModelError(f"{path}: model card unreadable ({exc})") from exc
     if not isinstance(data, dict):
         raise ModelError(f"{path}: model card must be a JSON object")
     try:
-        return ModelCard.from_dict(data)
+        card = ModelCard.from_dict(data)
     except (TypeError, ModelError) as exc:
         raise ModelError(f"{path}: {exc}") from exc
+    if card.name != name:  # e.g. a renamed file: it would point the app at another model
+        raise ModelError(f"{path}: the card is named {card.name!r}, not {name!r} like its file")
+    return card
 
 
 def list_models(models_dir: Path | None = None) -> list[ModelCard]:
@@ -141,8 +179,10 @@ def default_model_name(models_dir: Path | None = None) -> str:
         name = json.loads(path.read_text())["default"]
     except FileNotFoundError as exc:
         raise ModelError(f"{path}: no registry (train a model or restore models/)") from exc
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as exc:
         raise ModelError(f"{path}: registry is corrupt ({exc})") from exc
+    except OSError as exc:
+        raise ModelError(f"{path}: registry unreadable ({exc})") from exc
     return validate_name(str(name))
 
 

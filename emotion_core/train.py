@@ -324,6 +324,7 @@ def _make_callbacks(
             self.epoch_started = time.time()
             self.since_best = 0
             self.epoch = initial_epoch
+            self.cut_short = False  # cancelled before the epoch's last batch
 
         def _elapsed(self) -> float:
             return time.time() - self.started
@@ -375,6 +376,7 @@ def _make_callbacks(
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self.epoch = epoch
             self.epoch_started = time.time()
+            self.cut_short = False
             self.model.optimizer.learning_rate.assign(lr_at(config, epoch, self._progress(epoch)))
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -382,9 +384,22 @@ def _make_callbacks(
                 metrics = {k: float(v) for k, v in (logs or {}).items()}
                 self._emit("batch", self.epoch + 1, batch + 1, metrics)
             if self._cancelled():
+                self.cut_short = batch + 1 < steps
                 self.model.stop_training = True
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if self.cut_short:
+                # NOTE: Keras still validates and ends an epoch it left part-way; saving it
+                # would make --resume skip the rest of that epoch, so the last whole one stays.
+                self._emit(
+                    "epoch",
+                    epoch,
+                    steps,
+                    {"best_val_accuracy": self.best},
+                    message=f"cancelled during epoch {epoch + 1}: its partial training is "
+                    f"not saved; the checkpoint of epoch {epoch} stays",
+                )
+                return
             logs = {k: float(v) for k, v in (logs or {}).items()}
             lr = float(np.asarray(self.model.optimizer.learning_rate))
             self.epoch_times.append(time.time() - self.epoch_started)
@@ -549,7 +564,8 @@ def train(
         config, run_dir, listeners, steps, initial_epoch, prior_elapsed, best, stop_flag, network
     )
     started = time.time()
-    if initial_epoch < config.epochs:
+    # NOTE: a cancel can arrive while the data or teachers load (minutes); then no epoch starts.
+    if initial_epoch < config.epochs and not (stop_flag["stop"] or (run_dir / "CANCEL").exists()):
         model.fit(
             x_train,
             y_train_targets,

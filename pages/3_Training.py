@@ -50,6 +50,10 @@ RUN_KEY = "train_run"
 PENDING_RUN_KEY = "train_pending_run"
 FLASH_KEY = "train_flash"
 SUMMARY_KEY = "train_dataset_summary"
+CANCELLING = (
+    "Cancelling: training stops after the current batch; the checkpoint of the last whole "
+    "epoch is kept."
+)
 LIVE_BUDGET_MS = 5.0  # per face, the live path's target on a laptop CPU
 
 
@@ -177,14 +181,14 @@ def live_panel(run_id: str) -> None:
     with st.expander("Log (last lines)", expanded=False):
         st.code(progress.log_tail or "(no output yet)", language=None)
     if (info.path / "CANCEL").exists():
-        st.info("Cancelling: training stops after the current batch and keeps its checkpoint.")
+        st.info(CANCELLING)
     elif st.button("Cancel training", key="train_cancel", type="secondary"):
         try:
             jobs.cancel(run_id)
         except JobError as exc:
             st.error(str(exc))
         else:
-            st.info("Cancelling: training stops after the current batch and keeps its checkpoint.")
+            st.info(CANCELLING)
 
 
 # ---------------------------------------------------------------- an ended job

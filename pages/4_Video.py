@@ -51,6 +51,7 @@ EVERY_KEY = "video_every"
 MODEL_KEY = "video_model"
 TTA_KEY = "video_tta"
 FORCE_KEY = "video_force"
+NEW_CANDIDATE_KEY = "video_new_candidate"  # set once an analysis starts: clear the form
 CANCEL_KEY = "video_cancel_{}"  # .format(job.job_id)
 PRESELECT_KEY = "analysis_preselect"  # read (once) by pages/2_Analysis.py
 ANALYSIS_PAGE = "pages/2_Analysis.py"
@@ -239,6 +240,10 @@ def main() -> None:
     # NOTE: offline analysis may trade speed for accuracy, so any registered model can run it.
     card = ui_common.model_choice(default_card, MODEL_KEY, disabled=locked)
     ui_common.model_sidebar(card)
+    if st.session_state.pop(NEW_CANDIDATE_KEY, False):
+        # consent, name and notes were for the video that started: the next one asks again
+        for key in (CONSENT_KEY, CANDIDATE_KEY, NOTES_KEY):
+            st.session_state.pop(key, None)
     classifier = ui_common.classifier_or_error(
         card, version, hint="\n\nChoose another model in the sidebar."
     )
@@ -295,6 +300,7 @@ def main() -> None:
                 bool(tta),
                 ui_common.current_rule().to_dict(),
             )
+            st.session_state[NEW_CANDIDATE_KEY] = True
         except OSError as exc:
             st.session_state[MESSAGE_KEY] = f"The upload could not be stored for analysis: {exc}"
         st.rerun()

@@ -702,3 +702,15 @@ def test_two_tabs_starting_or_resuming_at_once_never_share_a_run_folder(
     assert sum(isinstance(r, jobs.RunHandle) for r in results) == 1
     (refused,) = [r for r in results if isinstance(r, JobError)]
     assert "is running" in str(refused) and len(popen_spy) == launched + 1
+
+
+def test_relative_teacher_paths_are_made_absolute_for_the_trainer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NOTE: the trainer runs from the project root, not from where the server was started
+    monkeypatch.chdir(tmp_path)
+    runner = TrainingJobRunner(tmp_path / "runs")
+    config = runner._absolute_paths(tiny(Path("d.csv"), teacher="t/a.keras, b.keras"))
+    assert config.data == str(tmp_path / "d.csv")
+    assert config.teacher == f"{tmp_path / 't' / 'a.keras'},{tmp_path / 'b.keras'}"
+    assert runner._absolute_paths(tiny(Path("d.csv"))).teacher == ""

@@ -194,6 +194,38 @@ def test_cancel_file_stops_training(tmp_path):
     assert (run / "last.keras").exists()
 
 
+def test_a_cancel_mid_epoch_keeps_the_last_whole_epoch_for_resume(tmp_path):
+    csv = synthetic_csv(tmp_path / "fer.csv")  # 70 faces: 5 batches of 16 an epoch
+    run = tmp_path / "run"
+    messages: list[str] = []
+
+    def cancel_early_in_epoch_two(event: ProgressEvent) -> None:
+        messages.append(event.message)
+        if event.kind == "batch" and event.epoch == 2:  # after its first batch
+            (run / "CANCEL").touch()
+
+    summary = train(tiny_config(csv, epochs=5), run, listeners=[cancel_early_in_epoch_two])
+    assert summary["state"] == "cancelled" and summary["epochs_done"] == 1
+    rows = (run / "metrics.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["1"]  # no row for the cut epoch
+    assert any("its partial training is not saved" in m for m in messages)
+    resumed = train(tiny_config(csv, epochs=2), run, resume=True)
+    assert resumed["epochs_done"] == 2  # epoch 2 trained whole, not skipped
+
+
+def test_a_cancel_while_loading_trains_nothing(tmp_path):
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    run = tmp_path / "run"
+
+    def cancel_while_loading(event: ProgressEvent) -> None:
+        if event.kind == "start":
+            (run / "CANCEL").touch()
+
+    summary = train(tiny_config(csv, epochs=5), run, listeners=[cancel_while_loading])
+    assert summary["state"] == "cancelled" and summary["epochs_done"] == 0
+    assert not (run / "last.keras").exists() and not (run / "best.keras").exists()
+
+
 def test_publish_counts_every_stage_of_a_fine_tuned_run(tmp_path):
     from emotion_core.publish import _stages_note, publish_run, training_lineage
     from emotion_core.registry import update_card
@@ -317,6 +349,36 @@ def test_registry_round_trip_and_mismatch(tmp_path):
         register_model(tmp_path / "junk.keras", ModelCard(name="junk", arch="tiny"),
                        tmp_path / "models")  # fmt: skip
     assert not (tmp_path / "models" / "junk.keras").exists()
+
+
+def test_odd_card_files_are_skipped_with_a_reason_not_a_crash(tmp_path):
+    from emotion_core.registry import list_models, read_card
+
+    models = tmp_path / "models"
+    models.mkdir()
+    good = ModelCard(name="good", arch="tiny", val_accuracy=0.7)
+    odd = {
+        "renamed": json.dumps(ModelCard(name="other", arch="tiny").to_dict()),
+        "text-acc": json.dumps({"name": "text-acc", "arch": "tiny", "val_accuracy": "high"}),
+        "deep": "[" * 100_000,
+    }
+    for name, text in {"good": json.dumps(good.to_dict()), **odd}.items():
+        (models / f"{name}.json").write_text(text)
+        (models / f"{name}.keras").write_bytes(b"")
+    (models / "folder.json").mkdir()  # a folder where a card should be
+    (models / "folder.keras").write_bytes(b"")
+    assert [c.name for c in list_models(models)] == ["good"]
+    for name, message in [
+        ("renamed", "the card is named 'other', not 'renamed'"),
+        ("text-acc", "field 'val_accuracy': 'high' is not a number"),
+        ("deep", "not valid JSON"),
+        ("folder", "model card unreadable"),
+    ]:
+        with pytest.raises(ModelError, match=message):
+            read_card(name, models)
+    (models / "registry.json").write_text("[" * 100_000)
+    with pytest.raises(ModelError, match="registry is corrupt"):
+        default_model_name(models)
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")

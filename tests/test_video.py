@@ -294,6 +294,31 @@ def test_cancel_keeps_partial_session(video: Path, tmp_path: Path) -> None:
     assert load_session(res.session_dir).info.complete is False
 
 
+def test_a_detector_failure_mid_video_is_raised_and_earlier_frames_kept(
+    video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emotion_core.pipeline import EmotionPipeline
+
+    find_faces = EmotionPipeline.find_faces
+    calls = 0
+
+    def fails_on_the_seventh(self: EmotionPipeline, frame: np.ndarray) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 7:
+            raise RuntimeError("detector broke")
+        return find_faces(self, frame)
+
+    monkeypatch.setattr(EmotionPipeline, "find_faces", fails_on_the_seventh)
+    sessions = tmp_path / "sessions"
+    with pytest.raises(RuntimeError, match="detector broke"):  # the real error, not a zip one
+        analyze_video(video, sessions, "x", classifier=FakeClassifier(), batch_frames=5)
+    (folder,) = sessions.iterdir()
+    session = load_session(folder)
+    assert session.info.complete is False
+    assert len(session.frames) == 6  # the chunk of 5 and the frame before the failure
+
+
 def test_unreadable_video_creates_no_session(tmp_path: Path) -> None:
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")

@@ -245,6 +245,11 @@ def test_analysis_runs_in_background_and_opens_in_analysis(env: Path, tmp_path: 
         assert any("Analysis finished" in s.value for s in at.success)
     job = at.session_state["video_job"]
     assert not job.video_path.parent.exists()  # the uploaded copy is gone
+    # the next video is another candidate's: consent, name and notes are asked again
+    assert not at.checkbox(key="video_consent").value
+    assert at.text_input(key="video_candidate").value == ""
+    assert at.text_area(key="video_notes").value == ""
+    assert at.button(key="video_start").disabled
 
     at.button(key="video_open").click()
     run(at)
