@@ -28,6 +28,7 @@ from emotion_core.nervousness import (
     DEFAULT_RULE,
     DISCLAIMER,
     LOGICS,
+    MAX_MIN_DURATION_S,
     PRESETS,
     NervousnessResult,
     NervousnessRule,
@@ -35,6 +36,10 @@ from emotion_core.nervousness import (
 )
 from emotion_core.sessions import Session, SessionError, load_session_csv
 from emotion_core.settings import (
+    AUTO_BLOCK_RANGE,
+    BLOCK_S_RANGE,
+    CONFIDENCE_LEVELS,
+    N_BOOT_RANGE,
     Settings,
     SettingsError,
     load_settings,
@@ -204,7 +209,7 @@ def _custom_rule_widgets(base: NervousnessRule) -> NervousnessRule | None:
     min_dur = sb.number_input(
         "Minimum duration before a verdict (s)",
         min_value=0.0,
-        max_value=3600.0,
+        max_value=MAX_MIN_DURATION_S,
         step=1.0,
         key=W_MIN_DUR,
     )
@@ -217,7 +222,7 @@ def _custom_rule_widgets(base: NervousnessRule) -> NervousnessRule | None:
             thresholds=tuple(pairs),
             logic=logic,  # type: ignore[arg-type]  # validated by NervousnessRule
             basis=basis,  # type: ignore[arg-type]
-            sum_threshold=min(float(sum_pct) / 100.0, float(len(pairs))),
+            sum_threshold=float(sum_pct) / 100.0,
             min_duration_s=float(min_dur),
             description="Custom rule set in the sidebar.",
         )
@@ -289,21 +294,21 @@ def stats_sidebar() -> BootstrapConfig:
     saved = _saved_settings()
     _seed_widget(W_NBOOT, int(saved.n_boot))
     _seed_widget(W_BLOCK, float(saved.block_s))
-    conf_options = [0.8, 0.9, 0.95, 0.99]
-    _seed_widget(W_CONF, saved.confidence if saved.confidence in conf_options else 0.95)
+    conf_options = list(CONFIDENCE_LEVELS)
+    _seed_widget(W_CONF, saved.confidence)
     _seed_widget(W_AUTO, float(saved.auto_block_factor))
     with st.sidebar.expander("Statistics settings"):
         n_boot = st.number_input(
             "Bootstrap replicates / permutations",
-            min_value=50,
-            max_value=10000,
+            min_value=N_BOOT_RANGE[0],
+            max_value=N_BOOT_RANGE[1],
             step=50,
             key=W_NBOOT,
         )
         block_s = st.number_input(
             "Block length (s)",
-            min_value=0.1,
-            max_value=60.0,
+            min_value=BLOCK_S_RANGE[0],
+            max_value=BLOCK_S_RANGE[1],
             step=0.5,
             key=W_BLOCK,
             help="Time windows kept intact when resampling; frames of video are strongly "
@@ -312,8 +317,8 @@ def stats_sidebar() -> BootstrapConfig:
         confidence = st.select_slider("Interval level", options=conf_options, key=W_CONF)
         auto = st.number_input(
             "Lengthen blocks to N autocorrelation times (0 = off)",
-            min_value=0.0,
-            max_value=20.0,
+            min_value=AUTO_BLOCK_RANGE[0],
+            max_value=AUTO_BLOCK_RANGE[1],
             step=1.0,
             key=W_AUTO,
             help="Blocks at least this many integrated autocorrelation times of the data long, "
@@ -395,7 +400,11 @@ def model_sidebar(card: registry.ModelCard) -> None:
     sb.markdown(f"**{card.name}** ({card.arch})  \nValidation accuracy: **{acc}**")
     if card.val_macro_f1 is not None:
         sb.caption(f"Macro F1 {card.val_macro_f1:.3f} on {card.validation_split}.")
-    if card.cpu_ms_per_face is not None:
+    forced_keras = os.environ.get("EMOTION_RUNTIME") == "keras" and card.runtime != "keras"
+    if forced_keras:  # the app runs the Keras network, not the card's faster runtime
+        if card.cpu_ms_per_face_keras is not None:
+            sb.caption(f"{card.cpu_ms_per_face_keras:.1f} ms per face on CPU (keras runtime).")
+    elif card.cpu_ms_per_face is not None:
         sb.caption(f"{card.cpu_ms_per_face:.1f} ms per face on CPU ({card.runtime} runtime).")
     if card.date:
         sb.caption(f"Trained {card.date}.")

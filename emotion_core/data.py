@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,8 @@ def parse_pixels(pixels: Iterable[str], source: str, first_line: int = 2) -> np.
         where = f"{source}: line {first_line + i}"
         try:
             values = np.array(str(text).split(), dtype=np.int64)
-        except ValueError as exc:
-            raise DataError(f"{where}: pixels are not integers") from exc
+        except (ValueError, OverflowError) as exc:
+            raise DataError(f"{where}: pixels are not integers from 0 to 255") from exc
         if values.size != PIXELS:
             raise DataError(f"{where}: pixels has {values.size} values, expected {PIXELS}")
         if values.min() < 0 or values.max() > 255:
@@ -209,7 +210,11 @@ def load_folder(root: Path | str, split: str = "Training", skip_bad: bool = True
     labels: list[int] = []
     skipped: dict[str, int] = {}
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        files = [f for f in sorted(class_dir.iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
+        files = [
+            f
+            for f in sorted(class_dir.iterdir())
+            if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()  # not a folder "x.png"
+        ]
         name = canonical_class(class_dir.name)
         if name is None:
             skipped[f"class:{class_dir.name}"] = len(files)
@@ -247,12 +252,28 @@ def load_npz(path: Path | str, split: str = "Training") -> Dataset:
                 images = data["images"]
             else:  # compact pack: WebP bytes + offsets
                 images = _decode_all(data["encoded"], data["offsets"])
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a dataset pack with images, labels, usage ({exc})") from exc
+    problem = _pack_problem(images, labels, usage)
+    if problem:
+        raise DataError(f"{path}: not a usable dataset pack ({problem})")
     mask = usage == usage_name
     if not mask.any():
         raise DataError(f"{path}: no rows with Usage={usage_name}")
     return Dataset(images[mask], labels[mask].astype(np.int64), str(path), usage_name)
+
+
+def _pack_problem(images: np.ndarray, labels: np.ndarray, usage: np.ndarray) -> str:
+    """Why a pack's arrays do not fit together ("" when they do)."""
+    if images.ndim != 3 or images.shape[1:] != (48, 48):
+        return f"images have shape {images.shape}, expected (N, 48, 48)"
+    if not len(images) == len(labels) == len(usage):
+        return f"{len(images)} images, {len(labels)} labels and {len(usage)} usages"
+    if labels.size and not (np.issubdtype(labels.dtype, np.integer) and labels.min() >= 0):
+        return "labels must be whole numbers from 0"
+    if labels.size and labels.max() >= len(CLASSES):
+        return f"label {int(labels.max())} is not one of the {len(CLASSES)} classes 0-6"
+    return ""
 
 
 def _decode_all(encoded: np.ndarray, offsets: np.ndarray) -> np.ndarray:

@@ -30,8 +30,14 @@ class FaceDetector(Protocol):
 
 
 def haar_cascade_path(name: str = HAAR_FRONTALFACE) -> Path:
-    """Path of one of OpenCV's bundled Haar cascade XML files."""
-    return Path(cv2.data.haarcascades) / name  # type: ignore[attr-defined]
+    """Path of one of OpenCV's bundled Haar cascade XML files; DetectorError on a build that
+    ships none (OpenCV 5 removed them)."""
+    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    if not folder:
+        raise DetectorError(
+            f"OpenCV {cv2.__version__} ships no Haar cascades; install opencv-python-headless<5"
+        )
+    return Path(folder) / name
 
 
 class HaarFaceDetector:

@@ -32,17 +32,22 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     return matrix
 
 
-def metrics_from_confusion(matrix: np.ndarray, classes: Sequence[str] = CLASSES) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-class precision/recall/F1/support from a confusion matrix."""
+def metrics_from_confusion(
+    matrix: np.ndarray, classes: Sequence[str] = CLASSES, missed: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class precision/recall/F1/support from a confusion matrix
+    (C, C); missed (C,): faces of each true class never classified (no face detected), which
+    count as wrong in accuracy, recall, F1 and support alike."""
+    missed = np.zeros(len(matrix), np.int64) if missed is None else np.asarray(missed, np.int64)
     tp = np.diag(matrix).astype(float)
     predicted = matrix.sum(axis=0).astype(float)
-    actual = matrix.sum(axis=1).astype(float)
+    actual = (matrix.sum(axis=1) + missed).astype(float)
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
     recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
     present = actual > 0
-    total = matrix.sum()
+    total = matrix.sum() + missed.sum()
     return {
         "accuracy": float(tp.sum() / total) if total else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
@@ -56,16 +61,20 @@ def metrics_from_confusion(matrix: np.ndarray, classes: Sequence[str] = CLASSES)
     }
 
 
-def report_from_probs(probs: np.ndarray, labels: np.ndarray, missed: int = 0) -> dict[str, Any]:
-    """Full report from probabilities (N, C) and labels (N,); `missed` faces count as wrong."""
+def report_from_probs(
+    probs: np.ndarray, labels: np.ndarray, missed_labels: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Full report from probabilities (N, C) and labels (N,); missed_labels (M,): the labels of
+    faces with no prediction (not detected), which count as wrong (ECE: of the N predicted)."""
     num_classes = probs.shape[1]
     preds = probs.argmax(axis=1)
     matrix = confusion_matrix(labels, preds, num_classes)
-    report = metrics_from_confusion(matrix)
-    if missed:
-        report["accuracy"] = float(np.trace(matrix) / (matrix.sum() + missed))
-        report["n"] = int(matrix.sum() + missed)
-        report["no_face"] = int(missed)
+    missed = None
+    if missed_labels is not None and len(missed_labels):
+        missed = np.bincount(np.asarray(missed_labels, np.int64), minlength=num_classes)
+    report = metrics_from_confusion(matrix, missed=missed)
+    if missed is not None:
+        report["no_face"] = int(missed.sum())
     report["ece"] = expected_calibration_error(probs, labels)
     return report
 
@@ -191,10 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(dataset)} faces, {'with flip TTA' if a.tta else 'no TTA'}"
     )
     labels = dataset.labels
-    missed = 0
+    missed_labels = None
     if a.detect_faces:
         x, found = detect_and_crop(dataset.images)
-        missed = int((~found).sum())
+        missed_labels = labels[~found]
+        missed = len(missed_labels)
         labels = labels[found]
         print(
             f"faces detected in {found.sum()}/{len(found)} images; {missed} count as misses",
@@ -202,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         x = preprocess_batch(dataset.images)
-    report = report_from_probs(predict_all(classifier, x, a.tta), labels, missed)
+    report = report_from_probs(predict_all(classifier, x, a.tta), labels, missed_labels)
     report |= {
         "model": model_name,
         "data": str(a.data),

@@ -63,8 +63,14 @@ def load_keras_model(path: Path) -> Any:
 
 
 def check_model_matches_card(model: Any, card: ModelCard, path: Path | str) -> None:
-    """Raise ModelError when the network's input or output shape disagrees with its card."""
-    check_shapes_match_card(tuple(model.input_shape[1:]), int(model.output_shape[-1]), card, path)
+    """Raise ModelError when the network's input or output shape disagrees with its card (or
+    it has several inputs or outputs: Keras then gives a list of shapes)."""
+    in_shape, out_shape = model.input_shape, model.output_shape
+    if not all(isinstance(d, int | None) for d in (*in_shape, *out_shape)):
+        raise ModelError(
+            f"{path}: expected one input and one output, not {in_shape} -> {out_shape}"
+        )
+    check_shapes_match_card(tuple(in_shape[1:]), int(out_shape[-1]), card, path)
 
 
 def check_shapes_match_card(

@@ -53,6 +53,10 @@ class RuleError(ValueError):
     """A rule is invalid (unknown emotion, threshold out of range, bad logic or basis)."""
 
 
+# A face in view for an hour is surely enough; the sidebar offers the same range.
+MAX_MIN_DURATION_S = 3600.0
+
+
 @dataclass(frozen=True)
 class NervousnessRule:
     """A named nervousness heuristic.
@@ -95,10 +99,14 @@ class NervousnessRule:
             raise RuleError(f"logic must be one of {LOGICS}, got {self.logic!r}")
         if self.basis not in BASES:
             raise RuleError(f"basis must be one of {BASES}, got {self.basis!r}")
-        if not 0.0 <= float(self.sum_threshold) <= float(len(self.thresholds)):
-            raise RuleError("sum threshold must be between 0 and the number of emotions")
-        if not (float(self.min_duration_s) >= 0.0 and math.isfinite(self.min_duration_s)):
-            raise RuleError("minimum duration must be a non-negative number of seconds")
+        # Shares, and mean probabilities, of several emotions add up to at most 1.
+        if not 0.0 <= float(self.sum_threshold) <= 1.0:
+            raise RuleError(f"sum threshold must be between 0 and 1, got {self.sum_threshold!r}")
+        if not 0.0 <= float(self.min_duration_s) <= MAX_MIN_DURATION_S:
+            raise RuleError(
+                f"minimum duration must be between 0 and {MAX_MIN_DURATION_S:g} s, got "
+                f"{self.min_duration_s!r}"
+            )
 
     @property
     def emotions(self) -> tuple[str, ...]:
@@ -178,7 +186,7 @@ class NervousnessRule:
                 min_duration_s=float(data.get("min_duration_s", 10.0)),
                 description=str(data.get("description", "")),
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, RuleError):
                 raise
             raise RuleError(f"invalid rule: {exc}") from exc

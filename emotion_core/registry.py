@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import zipfile
@@ -111,8 +112,13 @@ def _field_problem(key: str, value: Any) -> str:
     """Why a card field's JSON value is unusable ("" when it is fine)."""
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if key in _NUMBERS or key in _OPTIONAL_NUMBERS:
-        ok = is_number or (value is None and key in _OPTIONAL_NUMBERS)
-        return "" if ok else f"{value!r} is not a number"
+        if value is None and key in _OPTIONAL_NUMBERS:
+            return ""
+        if not (is_number and math.isfinite(value)):
+            return f"{value!r} is not a number"
+        if key in ("temperature", "input_size") and value <= 0:  # would invert or break output
+            return f"must be positive, not {value!r}"
+        return ""
     if key == "classes":
         ok = isinstance(value, list) and all(isinstance(c, str) for c in value)
         return "" if ok else "must be a list of class names"

@@ -31,6 +31,14 @@ class SettingsError(Exception):
     """The settings file cannot be read or holds invalid values (message names the file)."""
 
 
+# What the sidebar offers, and so what a saved file may hold (a value outside would be reset
+# silently by the widget).
+N_BOOT_RANGE = (50, 10_000)
+BLOCK_S_RANGE = (0.1, 60.0)
+AUTO_BLOCK_RANGE = (0.0, 20.0)
+CONFIDENCE_LEVELS = (0.8, 0.9, 0.95, 0.99)
+
+
 def settings_path() -> Path:
     """Where settings live now ($EMOTION_SETTINGS_FILE is read at call time)."""
     env = os.environ.get("EMOTION_SETTINGS_FILE")
@@ -49,10 +57,18 @@ class Settings:
     auto_block_factor: float = 6.0
 
     def __post_init__(self) -> None:
-        # Reuse BootstrapConfig's validation.
-        self.bootstrap_config()
-        if self.n_boot > 100_000:
-            raise ValueError("n_boot must be at most 100000")
+        for name, (lo, hi) in (
+            ("n_boot", N_BOOT_RANGE),
+            ("block_s", BLOCK_S_RANGE),
+            ("auto_block_factor", AUTO_BLOCK_RANGE),
+        ):
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
+        if self.confidence not in CONFIDENCE_LEVELS:
+            levels = ", ".join(f"{c:g}" for c in CONFIDENCE_LEVELS)
+            raise ValueError(f"confidence must be one of {levels}, got {self.confidence!r}")
+        self.bootstrap_config()  # and BootstrapConfig's own checks
 
     def bootstrap_config(self, seed: int = 0) -> BootstrapConfig:
         """The BootstrapConfig these settings describe."""
@@ -102,9 +118,9 @@ def load_settings(path: Path | None = None) -> Settings:
         raise SettingsError(f"{path}: cannot read settings ({exc})") from exc
     try:
         return Settings.from_dict(json.loads(text))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise SettingsError(f"{path}: settings are not valid JSON ({exc})") from exc
-    except (RuleError, ValueError, TypeError, KeyError) as exc:
+    except (RuleError, ValueError, TypeError, KeyError, OverflowError) as exc:
         raise SettingsError(f"{path}: invalid settings ({exc})") from exc
 
 

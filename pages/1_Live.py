@@ -38,6 +38,7 @@ import av
 import ui_common
 from emotion_core import registry
 from emotion_core.charts import live_distribution_chart
+from emotion_core.detect import DetectorError
 from emotion_core.live import LiveAggregator, LiveProcessor, LiveSnapshot, parse_ice_servers
 from emotion_core.nervousness import NervousnessRule, evaluate_rule_on_counts
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
@@ -401,7 +402,13 @@ def main() -> None:
             processor.set_pipeline(None)
             st.stop()
         if processor.pipeline_key != key:
-            processor.set_pipeline(EmotionPipeline.from_config(classifier, config), key)
+            try:
+                pipeline = EmotionPipeline.from_config(classifier, config)
+            except DetectorError as exc:
+                processor.set_pipeline(None)
+                st.error(f"The face detector cannot start: {exc}")
+                st.stop()
+            processor.set_pipeline(pipeline, key)
 
     with col_stats:
         st.subheader("Statistics")

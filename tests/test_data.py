@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from helpers_data import SHARED_DATA, synthetic_csv, synthetic_folders, write_fer_csv
@@ -49,6 +51,7 @@ def test_cache_invalidated_when_file_changes(tmp_path):
         ("emotion,pixels,Usage\n0,1 2 3,Training\n", "has 3 values, expected 2304"),
         ("emotion,pixels,Usage\n0," + " ".join(["300"] * 2304) + ",Training\n", "outside 0-255"),
         ("emotion,pixels,Usage\n0," + " ".join(["a"] * 2304) + ",Training\n", "not integers"),
+        ("emotion,pixels,Usage\n0," + " ".join(["9" * 20] * 2304) + ",Training\n", "not integ"),
         ("emotion,pixels,Usage\n0," + " ".join(["1"] * 2304) + ",Holdout\n", "unknown Usage"),
         ("emotion,pixels,Usage\n9," + " ".join(["1"] * 2304) + ",Training\n", "integer 0-6"),
         ("emotion,pixels,Usage\n1.5," + " ".join(["1"] * 2304) + ",Training\n", "integer 0-6"),
@@ -108,6 +111,43 @@ def test_undecodable_image_skip_or_fail(tmp_path):
     assert load_folder(root, "train").skipped["undecodable"] == 1
     with pytest.raises(DataError, match="broken.jpg: cannot decode"):
         load_folder(root, "train", skip_bad=False)
+
+
+def test_a_folder_named_like_an_image_is_not_read_as_one(tmp_path):
+    root = synthetic_folders(tmp_path / "imgs", per_class=1)
+    (root / "train" / "sad" / "odd.png").mkdir()
+    assert len(load_folder(root, "train", skip_bad=False)) == len(CLASSES)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"labels": [0, 1, 2, 3], "usage": ["Training"] * 5}, "5 images, 4 labels and 5 usages"),
+        ({"labels": [0, 1, 2, 3, 9], "usage": ["Training"] * 5}, "label 9 is not one of"),
+        ({"labels": [0, 1, 2, 3, -1], "usage": ["Training"] * 5}, "whole numbers from 0"),
+        ({"images_shape": (5, 40, 40)}, "expected (N, 48, 48)"),
+    ],
+)
+def test_an_inconsistent_pack_is_a_clear_error(tmp_path, arrays, message):
+    shape = arrays.get("images_shape", (5, 48, 48))
+    path = tmp_path / "pack.npz"
+    np.savez(
+        path,
+        images=np.zeros(shape, np.uint8),
+        labels=np.array(arrays.get("labels", [0, 1, 2, 3, 4])),
+        usage=np.array(arrays.get("usage", ["Training"] * 5)),
+    )
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_dataset(path, "Training")
+
+
+def test_a_truncated_pack_is_a_clear_error(tmp_path):
+    path = synthetic_csv(tmp_path / "fer.csv", n_train=14, n_val=7)
+    pack = pack_npz(path, tmp_path / "pack.npz", splits=("Training",))
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
+    with pytest.raises(DataError, match="cut.npz: not a dataset pack"):
+        load_dataset(cut, "Training")
 
 
 def test_empty_folder_is_an_error(tmp_path):

@@ -273,6 +273,36 @@ def test_missing_model_is_a_clear_message(
     assert not env["calls"]  # no stream without a model
 
 
+def test_a_missing_face_detector_is_a_clear_message(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cv2
+
+    monkeypatch.setattr(cv2.data, "haarcascades", "/nonexistent/")
+    at = run_page()
+    assert any("The face detector cannot start" in e.value for e in at.error)
+    assert any("Haar cascade file not found" in e.value for e in at.error)
+
+
+def test_the_sidebar_gives_the_speed_of_the_runtime_in_use(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    card = ModelCard(
+        name="tiny",
+        arch="cnn-test",
+        runtime="tflite-dynamic",
+        cpu_ms_per_face=4.0,
+        cpu_ms_per_face_keras=11.0,
+    )
+    (env["models"] / "tiny.json").write_text(json.dumps(card.to_dict()))
+    captions = [c.value for c in run_page().sidebar.caption]
+    assert "4.0 ms per face on CPU (tflite-dynamic runtime)." in captions
+    monkeypatch.setenv("EMOTION_RUNTIME", "keras")  # the app then runs the Keras network
+    captions = [c.value for c in run_page().sidebar.caption]
+    assert "11.0 ms per face on CPU (keras runtime)." in captions
+    assert not any("tflite" in c for c in captions)
+
+
 def test_unloadable_model_is_a_clear_message(
     env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -297,8 +297,13 @@ def test_confusion_and_metrics_by_hand():
 
 def test_report_counts_missed_faces_as_wrong():
     probs = np.eye(7)[[0, 1, 2]]
-    report = report_from_probs(probs, np.array([0, 1, 2]), missed=1)
+    report = report_from_probs(probs, np.array([0, 1, 2]), missed_labels=np.array([0]))
     assert report["accuracy"] == pytest.approx(0.75) and report["n"] == 4
+    assert report["no_face"] == 1
+    angry = report["per_class"]["angry"]  # one found and right, one not found
+    assert angry["recall"] == pytest.approx(0.5) and angry["support"] == 2
+    assert angry["precision"] == pytest.approx(1.0)
+    assert report["macro_f1"] == pytest.approx((2 / 3 + 1 + 1) / 3)  # same basis as accuracy
 
 
 def test_temperature_scaling_improves_overconfident_model():
@@ -361,6 +366,8 @@ def test_odd_card_files_are_skipped_with_a_reason_not_a_crash(tmp_path):
         "renamed": json.dumps(ModelCard(name="other", arch="tiny").to_dict()),
         "text-acc": json.dumps({"name": "text-acc", "arch": "tiny", "val_accuracy": "high"}),
         "deep": "[" * 100_000,
+        "cold": json.dumps({"name": "cold", "arch": "tiny", "temperature": -1}),
+        "nan-t": '{"name": "nan-t", "arch": "tiny", "temperature": NaN}',
     }
     for name, text in {"good": json.dumps(good.to_dict()), **odd}.items():
         (models / f"{name}.json").write_text(text)
@@ -373,6 +380,8 @@ def test_odd_card_files_are_skipped_with_a_reason_not_a_crash(tmp_path):
         ("text-acc", "field 'val_accuracy': 'high' is not a number"),
         ("deep", "not valid JSON"),
         ("folder", "model card unreadable"),
+        ("cold", "field 'temperature': must be positive, not -1"),
+        ("nan-t", "field 'temperature': nan is not a number"),
     ]:
         with pytest.raises(ModelError, match=message):
             read_card(name, models)
@@ -498,3 +507,16 @@ def test_temperature_that_worsens_ece_is_not_kept(monkeypatch):
     monkeypatch.setattr(calibration, "fit_temperature", lambda probs, labels: 10.0)
     temperature, note = choose_temperature(over, labels)
     assert temperature == 1.0 and "(10.000) made the 15-bin ECE worse" in note
+
+
+def test_a_keras_file_with_two_outputs_is_a_model_error(tmp_path):
+    import keras
+
+    from emotion_core.inference import load_classifier_from_file
+
+    faces = keras.Input((48, 48, 1))
+    flat = keras.layers.Flatten()(faces)
+    two = keras.Model(faces, [keras.layers.Dense(7)(flat), keras.layers.Dense(1)(flat)])
+    two.save(tmp_path / "two.keras")
+    with pytest.raises(ModelError, match="expected one input and one output"):
+        load_classifier_from_file(tmp_path / "two.keras")

@@ -256,7 +256,24 @@ def test_settings_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.parametrize(
-    "text", ["{not json", "[1, 2]", '{"rule": {"thresholds": {"joy": 1}}}', '{"n_boot": -5}']
+    "text",
+    [
+        "{not json",
+        "[1, 2]",
+        '{"rule": {"thresholds": {"joy": 1}}}',
+        '{"n_boot": -5}',
+        # beyond what the sidebar offers: it would silently reset them to its minimum
+        '{"n_boot": 20000}',
+        '{"block_s": 90}',
+        '{"auto_block_factor": 30}',
+        '{"confidence": 0.5}',
+        '{"rule": {"thresholds": {"fear": 0.3}, "logic": "sum", "sum_threshold": 1.2}}',
+        '{"rule": {"thresholds": {"fear": 0.3}, "min_duration_s": 7200}}',
+        # overflowing numbers
+        '{"n_boot": 1e400}',
+        '{"rule": {"thresholds": {"fear": 0.3}, "min_duration_s": 1' + "0" * 400 + "}}",
+        "[" * 100_000,
+    ],
 )
 def test_bad_settings_file(tmp_path: Path, text: str) -> None:
     path = tmp_path / "settings.json"

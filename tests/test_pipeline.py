@@ -13,7 +13,14 @@ import pytest
 
 from emotion_core.annotate import annotate, caption
 from emotion_core.classes import CLASSES
-from emotion_core.detect import HaarFaceDetector, crop, largest, square_and_clip
+from emotion_core.detect import (
+    DetectorError,
+    HaarFaceDetector,
+    crop,
+    haar_cascade_path,
+    largest,
+    square_and_clip,
+)
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
 from emotion_core.results import Box, FaceResult, FrameResult
 from emotion_core.smoothing import EmaSmoother
@@ -403,3 +410,11 @@ def test_real_clip_single_stable_face(clip: str, real_classifier: Any) -> None:
     assert len(with_face) >= full_found - 2
     out = pipe.annotate(frames[-1].frame_bgr, results[-1])
     assert out.shape == frames[-1].frame_bgr.shape
+
+
+def test_an_opencv_without_haar_cascades_is_a_detector_error(monkeypatch) -> None:
+    import cv2
+
+    monkeypatch.delattr(cv2, "data")  # as in OpenCV 5
+    with pytest.raises(DetectorError, match="ships no Haar cascades"):
+        haar_cascade_path()
