@@ -230,9 +230,14 @@ def _parser(mode: str) -> argparse.ArgumentParser:
         "model": "Benchmark the model's compiled call.",
         "models": "Time every registered model together on this machine (fair comparison).",
     }
+    others = (
+        "Other modes: `python -m emotion_core.bench model --help` (one model's call) and "
+        "`python -m emotion_core.bench models --help` (all registered models together)."
+    )
     parser = argparse.ArgumentParser(
         prog="python -m emotion_core.bench" + ("" if mode == "video" else f" {mode}"),
         description=descriptions[mode],
+        epilog=others if mode == "video" else None,
     )
     if mode == "models":
         parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")

@@ -16,22 +16,30 @@ mkdir -p .whl .gpu
 keras_version=$("$PY" -c "import keras; print(keras.__version__)")
 "$PY" -m pip download --quiet --dest .whl --no-deps --only-binary=:all: --python-version 3.12 \
     --platform manylinux_2_28_x86_64 "keras==$keras_version" namex optree
-if [ ! -s .gpu/fer.npz ]; then
+# Each pack is rebuilt when what it was made from changes: a .from file beside it says what.
+data_from="$DATA quality ${TRAINING_QUALITY:-95}"
+if [ ! -s .gpu/fer.npz ] || [ "$(cat .gpu/fer.npz.from 2>/dev/null)" != "$data_from" ]; then
     "$PY" -c "import sys; from emotion_core.data import pack_npz; \
 pack_npz(sys.argv[1], '.gpu/fer.npz', splits=('Training', 'PublicTest'), compact=True, \
 training_quality=int(sys.argv[2]))" "$DATA" "${TRAINING_QUALITY:-95}"
+    echo "$data_from" > .gpu/fer.npz.from
 fi
 START=${START:-vgg-m40-v4}
 TEACHERS=${TEACHERS:-vgg-m40-v3 vgg-m40-v2 vgg-s3-v1 vgg-m-v1 fer-fast-v4}
 mkdir -p .next
-pack() {  # registered network, pack file, [--int8]: (re)packed when missing or older
-    if [ ! -s "$2" ] || [ "models/$1.keras" -nt "$2" ]; then
+pack() {  # registered network, pack file, [--int8]: (re)packed when missing, older or another
+    if [ ! -s "$2" ] || [ "models/$1.keras" -nt "$2" ] || [ "$(cat "$2.from" 2>/dev/null)" != "$1" ]; then
         "$PY" scripts/f16_weights.py pack "models/$1.keras" "$2" "${@:3}"
+        echo "$1" > "$2.from"
     fi
 }
 pack "$START" .next/start.npz
 for teacher in $TEACHERS; do
     pack "$teacher" ".next/t-$teacher.npz" --int8
+done
+for old in .next/t-*.npz; do  # teachers of an earlier list would travel (and count) too
+    name=${old#.next/t-}
+    case " $TEACHERS " in *" ${name%.npz} "*) ;; *) rm -f "$old" "$old.from"; echo "removed $old" ;; esac
 done
 ls -l .whl .gpu .next
 # A device call takes the working tree (tracked and untracked-not-ignored files) plus the carried
