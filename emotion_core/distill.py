@@ -111,14 +111,17 @@ def load_teacher(
     split_labels: np.ndarray | None = None,
 ) -> np.ndarray:
     """Teacher probabilities (N, C) for the training faces (N, 48, 48, 1) with labels (N,), from
-    a .npz, a .keras teacher, or FER+ votes (a .csv, emotion_core.ferplus: checked against the
-    whole split's labels, split_labels, when the faces are only its first N)."""
-    if path.endswith(".npz"):
-        return load_teacher_file(Path(path), labels)
+    a .npz, a .keras teacher, or FER+ votes (a .csv, emotion_core.ferplus); a .npz and the votes
+    are checked against the whole split's labels, split_labels, when the faces are only its
+    first N."""
+    whole = labels if split_labels is None else split_labels
+    if path.endswith(
+        ".npz"
+    ):  # made for the whole split: its first rows serve a --max-train-samples
+        return load_teacher_file(Path(path), whole)[: len(labels)]
     if path.endswith(".csv"):
         from emotion_core.ferplus import ferplus_targets
 
-        whole = labels if split_labels is None else split_labels
         try:
             return ferplus_targets(Path(path), whole, split)[: len(labels)]
         except DataError as exc:

@@ -65,6 +65,18 @@ def durable_replace(tmp: Path, path: Path) -> None:
     fsync_dir(Path(path).parent)
 
 
+def save_keras_atomically(model: Any, path: Path) -> None:
+    """model.save(path) through a temp file beside it: Keras truncates the target first, so a
+    kill mid-save would otherwise leave no checkpoint at all, only a broken zip."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")  # Keras wants the .keras suffix
+    try:
+        model.save(tmp)
+        durable_replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def fsync_dir(folder: Path) -> None:
     """Make the folder's entries (renames, new files) durable; best effort where the OS or file
     system cannot fsync a folder."""

@@ -26,6 +26,7 @@ import numpy as np
 
 from emotion_core.cli import command_parser, quiet_native_logs
 from emotion_core.data import DataError
+from emotion_core.fileio import save_keras_atomically
 from emotion_core.registry import ModelError
 
 
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         clean = sample_faces(train.images, a.calibration_faces, a.seed)
         recalibrate_batchnorm(pruned, clean)
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        pruned.save(a.out)
+        save_keras_atomically(pruned, Path(a.out))
         val = load_dataset(a.data, "PublicTest")
         faces = preprocess_batch(val.images)
         before, after = _accuracy(source, faces, val.labels), _accuracy(pruned, faces, val.labels)

@@ -72,7 +72,10 @@ def inference_form(model: Any, arch: str) -> Any:
     folded_name = f"{arch}-folded"
     if folded_name not in ARCHITECTURES:
         return model
-    folded = fold_batchnorm(model, ARCHITECTURES[folded_name]())
+    try:
+        folded = fold_batchnorm(model, ARCHITECTURES[folded_name]())
+    except ValueError as exc:  # a network of another shape than the zoo's `arch`
+        raise ModelError(f"cannot fold this network as {arch!r}: {exc}") from exc
     probe = np.random.default_rng(0).random((8, 48, 48, 1), dtype=np.float32)
     diff = np.abs(np.asarray(model(probe, training=False)) - np.asarray(folded(probe))).max()
     if diff > 1e-3:

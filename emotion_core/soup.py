@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 
 from emotion_core.classes import CLASSES
-from emotion_core.cli import command_parser, quiet_native_logs
+from emotion_core.cli import command_parser, non_negative_int, positive_int, quiet_native_logs
 from emotion_core.data import DataError
+from emotion_core.fileio import save_keras_atomically
 from emotion_core.registry import ModelError
 
 Progress = Callable[[str], None]
@@ -259,7 +260,7 @@ def write_soup_run(
     from emotion_core.train import ProgressEvent, StatusFileWriter
 
     out.mkdir(parents=True, exist_ok=True)
-    soup.save(out / "last.keras")
+    save_keras_atomically(soup, out / "last.keras")
     try:  # one network: best and last are the same file
         os.link(out / "last.keras", out / "best.keras")
     except OSError:
@@ -293,12 +294,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--val-split", help="split for the report (default: the first run's)")
     p.add_argument(
         "--max-faces",
-        type=int,
+        type=non_negative_int,
         default=DEFAULT_MAX_FACES,
         help=f"recalibrate on a seeded random sample of this many training faces (default "
         f"{DEFAULT_MAX_FACES}: ~5 min for vgg-m40 on 2 CPU cores); 0: all of them",
     )
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument(
         "--no-recalibrate",
         action="store_true",

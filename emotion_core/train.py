@@ -28,9 +28,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from emotion_core.classes import CLASSES
-from emotion_core.cli import command_parser, quiet_native_logs
+from emotion_core.cli import command_parser, non_negative_int, positive_int, quiet_native_logs
 from emotion_core.data import DataError, Dataset, load_dataset
-from emotion_core.fileio import atomic_write_json
+from emotion_core.fileio import atomic_write_json, save_keras_atomically
 from emotion_core.preprocess import preprocess_batch
 from emotion_core.registry import ModelError
 
@@ -162,17 +162,28 @@ def build_model(config: TrainConfig, steps_per_epoch: int) -> Any:
 
 def init_model_arch(model: Any, config: TrainConfig) -> str:
     """The architecture a run records: a fine-tune's start model names its own when it is a zoo
-    network (e.g. a registered fer-fast file is 'fer-fast-folded'), whatever --arch says, since
-    publishing rebuilds and folds by that name; else config.arch."""
+    network (e.g. a registered fer-fast file is 'fer-fast-folded') or one --arch cannot describe
+    (e.g. a pruned 'vgg-m-p2'), since publishing rebuilds and folds by that name (and never
+    folds one the zoo does not know); else config.arch."""
     from emotion_core.zoo import ARCHITECTURES
 
-    if not config.init_model or model.name not in ARCHITECTURES or model.name == config.arch:
+    if not config.init_model or model.name == config.arch:
         return config.arch
+    if (
+        model.name not in ARCHITECTURES
+        and config.arch in ARCHITECTURES
+        and _weight_shapes(model) == _weight_shapes(ARCHITECTURES[config.arch]())
+    ):
+        return config.arch  # e.g. a file saved under another name: --arch describes it
     print(
         f"note: {config.init_model} is a {model.name} network; recording that, not {config.arch!r}",
         flush=True,
     )
     return str(model.name)
+
+
+def _weight_shapes(model: Any) -> list[tuple[int, ...]]:
+    return [tuple(w.shape) for w in model.weights]
 
 
 def with_augmentation(model: Any, augment: bool) -> tuple[Any, str]:
@@ -391,27 +402,32 @@ def _make_callbacks(
             if self.cut_short:
                 # NOTE: Keras still validates and ends an epoch it left part-way; saving it
                 # would make --resume skip the rest of that epoch, so the last whole one stays.
+                kept = (
+                    f"the checkpoint of epoch {epoch} stays"
+                    if (run_dir / "last.keras").exists()
+                    else "no checkpoint has been saved yet"
+                )
                 self._emit(
                     "epoch",
                     epoch,
                     steps,
-                    {"best_val_accuracy": self.best},
+                    {"best_val_accuracy": self.best} if self.best >= 0 else {},
                     message=f"cancelled during epoch {epoch + 1}: its partial training is "
-                    f"not saved; the checkpoint of epoch {epoch} stays",
+                    f"not saved; {kept}",
                 )
                 return
             logs = {k: float(v) for k, v in (logs or {}).items()}
             lr = float(np.asarray(self.model.optimizer.learning_rate))
             self.epoch_times.append(time.time() - self.epoch_started)
             saved = network if network is not None else self.model
-            saved.save(run_dir / "last.keras")
+            save_keras_atomically(saved, run_dir / "last.keras")
             if saved is not self.model:  # live distillation: the student alone, so also
                 save_optimizer_state(self.model.optimizer, run_dir / OPTIMIZER_STATE)
             val_acc = logs.get("val_accuracy", logs.get("accuracy", 0.0))
             if val_acc > self.best:
                 self.best = val_acc
                 self.since_best = 0
-                saved.save(run_dir / "best.keras")
+                save_keras_atomically(saved, run_dir / "best.keras")
             else:
                 self.since_best += 1
             row = {
@@ -470,6 +486,10 @@ def train(
     listeners = [StatusFileWriter(run_dir), *listeners]
     stop_flag = {"stop": False}
     _install_sigterm(stop_flag)
+    state_file = run_dir / "resume.json"
+    resuming = resume and (run_dir / "last.keras").exists() and state_file.exists()
+    if resuming:  # the run's own settings, before its data and targets are built from them
+        config = _resumed_config(config, run_dir, overrides)
     keras.utils.set_random_seed(config.seed)
 
     # Data
@@ -504,14 +524,7 @@ def train(
 
     # Model (fresh, fine-tuned, or resumed from the last checkpoint)
     initial_epoch, prior_elapsed, best = 0, 0.0, -1.0
-    state_file = run_dir / "resume.json"
-    if resume and (run_dir / "last.keras").exists() and state_file.exists():
-        hparams = json.loads((run_dir / "hparams.json").read_text())
-        keep = set(overrides) | {"data"}
-        fields = TrainConfig.__dataclass_fields__
-        config = replace(
-            config, **{k: v for k, v in hparams.items() if k in fields and k not in keep}
-        )
+    if resuming:
         state = json.loads(state_file.read_text())
         initial_epoch, prior_elapsed, best = state["epoch"], state["elapsed_s"], state["best"]
         live = config.live_teacher
@@ -606,6 +619,14 @@ def train(
     return summary
 
 
+def _resumed_config(config: TrainConfig, run_dir: Path, overrides: Iterable[str]) -> TrainConfig:
+    """config with the run's saved hyperparameters, except `overrides` and the data path."""
+    hparams = json.loads((run_dir / "hparams.json").read_text())
+    keep = set(overrides) | {"data"}
+    fields = TrainConfig.__dataclass_fields__
+    return replace(config, **{k: v for k, v in hparams.items() if k in fields and k not in keep})
+
+
 def _epochs_done(run_dir: Path) -> int:
     try:
         return int(json.loads((run_dir / "resume.json").read_text())["epoch"])
@@ -650,17 +671,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, Path, bo
     p = command_parser("emotion_core.train", __doc__)
     p.add_argument("--data", required=True, help="FER-2013 CSV (.csv/.csv.gz) or class-folder root")
     p.add_argument("--arch", default=defaults.arch)
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--epochs", type=positive_int, default=defaults.epochs)
+    p.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.learning_rate)
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default=defaults.optimizer)
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     p.add_argument("--schedule", choices=["cosine", "constant"], default=defaults.schedule)
-    p.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
+    p.add_argument("--warmup-epochs", type=non_negative_int, default=defaults.warmup_epochs)
     p.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     p.add_argument("--class-weighting", action="store_true")
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--patience", type=int, default=defaults.patience)
+    p.add_argument("--patience", type=non_negative_int, default=defaults.patience)
     p.add_argument(
         "--time-budget", type=float, default=0.0, help="seconds; anneal and stop by time"
     )
@@ -668,7 +689,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, Path, bo
     p.add_argument("--val-split", default=defaults.val_split)
     p.add_argument("--init-model", default="", help="fine-tune from this .keras file")
     p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--max-train-samples", type=int, default=0)
+    p.add_argument(
+        "--max-train-samples", type=non_negative_int, default=0, help="0: all training faces"
+    )
     p.add_argument(
         "--teacher",
         default="",

@@ -13,9 +13,13 @@ PY=${PY:-.venv/bin/python}
 export TF_CPP_MIN_LOG_LEVEL=2  # no TensorFlow start-up lines
 DATA=${DATA:-../shared/data/fer2013/fer2013.csv.gz}
 mkdir -p .whl .gpu
-keras_version=$("$PY" -c "import keras; print(keras.__version__)")
+# The versions installed here, pinned: two versions of one wheel in .whl would make the
+# machine's `pip install .whl/*.whl` fail, so the folder is refilled from scratch.
+pins=$("$PY" -c "from importlib.metadata import version as v; \
+print(' '.join(f'{p}=={v(p)}' for p in ('keras', 'namex', 'optree')))")
+rm -f .whl/*.whl
 "$PY" -m pip download --quiet --dest .whl --no-deps --only-binary=:all: --python-version 3.12 \
-    --platform manylinux_2_28_x86_64 "keras==$keras_version" namex optree
+    --platform manylinux_2_28_x86_64 $pins
 # Each pack is rebuilt when what it was made from changes: a .from file beside it says what.
 data_from="$DATA quality ${TRAINING_QUALITY:-95}"
 if [ ! -s .gpu/fer.npz ] || [ "$(cat .gpu/fer.npz.from 2>/dev/null)" != "$data_from" ]; then

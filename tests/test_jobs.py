@@ -131,6 +131,23 @@ def test_config_round_trips_through_the_cli(tmp_path: Path) -> None:
     assert parse_args([*jobs.config_to_args(live), "--out", str(tmp_path)])[0] == live
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size: must be at least 1, not 0"),
+        (["--max-train-samples", "-5"], "--max-train-samples: must be at least 0, not -5"),
+        (["--epochs", "ten"], "--epochs: 'ten' is not a whole number"),
+        (["--epoch", "300"], "unrecognized arguments: --epoch 300"),  # no abbreviations
+    ],
+)
+def test_bad_training_flags_are_refused_at_once(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--data", "d.csv", *flags])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_dead_running_status_is_interrupted(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()

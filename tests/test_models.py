@@ -170,6 +170,31 @@ def test_a_fine_tune_records_its_start_models_architecture_not_a_mismatched_flag
     assert "recording that" not in capsys.readouterr().out
 
 
+def test_a_fine_tune_of_a_network_the_zoo_does_not_know_records_its_name(tmp_path, capsys):
+    from emotion_core.prune import prune_vgg
+    from emotion_core.publish import inference_form
+    from emotion_core.zoo import make_vgg_model
+
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    pruned = prune_vgg(make_vgg_model(width=4, name="vgg-w4"), 0.5, name="vgg-w4-p2")
+    pruned.save(tmp_path / "pruned.keras")
+    run = tmp_path / "ft"  # --arch left at its default, fer-fast, as prune's docstring shows
+    train(tiny_config(csv, arch="fer-fast", init_model=str(tmp_path / "pruned.keras")), run)
+    assert json.loads((run / "hparams.json").read_text())["arch"] == "vgg-w4-p2"
+    assert "is a vgg-w4-p2 network; recording that" in capsys.readouterr().out
+    with pytest.raises(ModelError, match="cannot fold this network as 'fer-fast'"):
+        inference_form(pruned, "fer-fast")  # as publishing it under a wrong arch once did
+    import keras
+
+    from emotion_core.zoo import make_model
+
+    tiny = make_model(arch="tiny")  # a zoo network saved under another name: --arch holds
+    keras.Model(tiny.inputs, tiny.outputs, name="whatever").save(tmp_path / "w.keras")
+    renamed = tmp_path / "renamed"
+    train(tiny_config(csv, arch="tiny", init_model=str(tmp_path / "w.keras")), renamed)
+    assert json.loads((renamed / "hparams.json").read_text())["arch"] == "tiny"
+
+
 def test_resume_continues_from_last_checkpoint(tmp_path):
     csv = synthetic_csv(tmp_path / "fer.csv")
     run = tmp_path / "run"
@@ -211,6 +236,44 @@ def test_a_cancel_mid_epoch_keeps_the_last_whole_epoch_for_resume(tmp_path):
     assert any("its partial training is not saved" in m for m in messages)
     resumed = train(tiny_config(csv, epochs=2), run, resume=True)
     assert resumed["epochs_done"] == 2  # epoch 2 trained whole, not skipped
+
+
+def test_a_resumed_run_keeps_its_teacher_and_sample_limit(tmp_path):
+    from emotion_core.data import load_dataset
+    from emotion_core.distill import save_teacher_file
+
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    labels = load_dataset(csv, "Training").labels
+    teacher = tmp_path / "teacher.npz"  # for the whole split, as the distill CLI writes it
+    save_teacher_file(teacher, np.eye(7)[labels], labels, "test")
+    run = tmp_path / "run"
+    first = tiny_config(csv, epochs=1, teacher=str(teacher), max_train_samples=40)
+    train(first, run)  # 40 of the 70 faces, with the teacher's first 40 rows
+    messages: list[str] = []
+    plain = tiny_config(csv, epochs=2)  # `--resume` given without the run's other flags
+    summary = train(plain, run, resume=True, listeners=[lambda e: messages.append(e.message)])
+    assert summary["epochs_done"] == 2
+    assert f"teacher probabilities from {teacher}" in messages  # not plain one-hot labels
+    hparams = json.loads((run / "hparams.json").read_text())
+    assert hparams["max_train_samples"] == 40 and hparams["teacher"] == str(teacher)
+
+
+def test_a_cancel_in_the_first_epoch_says_nothing_is_saved(tmp_path):
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    run = tmp_path / "run"
+    events: list[ProgressEvent] = []
+
+    def cancel_in_epoch_one(event: ProgressEvent) -> None:
+        events.append(event)
+        if event.kind == "batch":
+            (run / "CANCEL").touch()
+
+    summary = train(tiny_config(csv, epochs=3), run, listeners=[cancel_in_epoch_one])
+    assert summary["state"] == "cancelled" and summary["epochs_done"] == 0
+    (cut,) = [e for e in events if e.kind == "epoch"]
+    assert "no checkpoint has been saved yet" in cut.message
+    assert "best_val_accuracy" not in cut.metrics  # not a -1 "best"
+    assert not (run / "last.keras").exists()
 
 
 def test_a_cancel_while_loading_trains_nothing(tmp_path):
@@ -520,3 +583,19 @@ def test_a_keras_file_with_two_outputs_is_a_model_error(tmp_path):
     two.save(tmp_path / "two.keras")
     with pytest.raises(ModelError, match="expected one input and one output"):
         load_classifier_from_file(tmp_path / "two.keras")
+
+
+def test_a_checkpoint_save_that_dies_leaves_the_previous_checkpoint(tmp_path):
+    from emotion_core.fileio import save_keras_atomically
+
+    class DiesMidSave:
+        def save(self, path):
+            Path(path).write_bytes(b"PK\x03\x04 half a zip")
+            raise KeyboardInterrupt  # e.g. the SIGTERM/SIGKILL of a hard stop
+
+    last = tmp_path / "last.keras"
+    last.write_bytes(b"the previous, complete checkpoint")
+    with pytest.raises(KeyboardInterrupt):
+        save_keras_atomically(DiesMidSave(), last)
+    assert last.read_bytes() == b"the previous, complete checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.keras"]
