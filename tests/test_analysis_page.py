@@ -293,7 +293,8 @@ def test_uploads_good_bad_older_and_huge(env: Path, monkeypatch: pytest.MonkeyPa
     assert v["older.csv (upload)"] == "nervous"  # 100% sad, 19.8 s
 
 
-def test_delete_needs_confirmation(env: Path) -> None:
+def delete_form_for_gone(env: Path) -> AppTest:
+    """Two sessions, "keep" and "gone"; the delete form with "gone" picked and confirmed."""
     write_session(env, "keep", HAPPY, candidate="Keep", started="2024-01-01T09:00:00+00:00")
     write_session(env, "gone", HAPPY, candidate="Gone", started="2024-03-01T09:00:00+00:00")
     at = app()
@@ -302,6 +303,11 @@ def test_delete_needs_confirmation(env: Path) -> None:
     assert at.button(key="an_delete").disabled
     at.checkbox(key="an_delete_confirm:gone").check()
     run(at)
+    return at
+
+
+def test_delete_needs_confirmation(env: Path) -> None:
+    at = delete_form_for_gone(env)
     assert not at.button(key="an_delete").disabled
     at.button(key="an_delete").click()
     run(at)
@@ -311,13 +317,7 @@ def test_delete_needs_confirmation(env: Path) -> None:
 
 
 def test_delete_confirmation_does_not_follow_a_new_target(env: Path) -> None:
-    write_session(env, "keep", HAPPY, candidate="Keep", started="2024-01-01T09:00:00+00:00")
-    write_session(env, "gone", HAPPY, candidate="Gone", started="2024-03-01T09:00:00+00:00")
-    at = app()
-    at.selectbox(key="an_delete_target").set_value("gone")
-    run(at)
-    at.checkbox(key="an_delete_confirm:gone").check()
-    run(at)
+    at = delete_form_for_gone(env)
     at.selectbox(key="an_delete_target").set_value("keep")
     run(at)
     assert at.button(key="an_delete").disabled

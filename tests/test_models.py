@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -205,35 +206,38 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     assert epochs == ["1", "2", "3"]
 
 
-def test_cancel_file_stops_training(tmp_path):
+def cancelled_run(
+    tmp_path: Path, epochs: int, when: Callable[[ProgressEvent], bool], **overrides: object
+) -> tuple[dict, Path, Path, list[ProgressEvent]]:
+    """A tiny run on 70 synthetic faces (5 batches of 16 an epoch) cancelled (its CANCEL file
+    made) at the first event `when` accepts: (summary, data, run folder, every event)."""
     csv = synthetic_csv(tmp_path / "fer.csv")
     run = tmp_path / "run"
+    events: list[ProgressEvent] = []
 
-    def cancel_after_first_epoch(event: ProgressEvent) -> None:
-        if event.kind == "epoch":
+    def listener(event: ProgressEvent) -> None:
+        events.append(event)
+        if when(event):
             (run / "CANCEL").touch()
 
-    summary = train(tiny_config(csv, epochs=5), run, listeners=[cancel_after_first_epoch])
+    summary = train(tiny_config(csv, epochs=epochs, **overrides), run, listeners=[listener])
+    return summary, csv, run, events
+
+
+def test_cancel_file_stops_training(tmp_path):
+    summary, _, run, _ = cancelled_run(tmp_path, 5, lambda e: e.kind == "epoch")
     assert summary["state"] == "cancelled"
     assert summary["epochs_done"] == 1
     assert (run / "last.keras").exists()
 
 
 def test_a_cancel_mid_epoch_keeps_the_last_whole_epoch_for_resume(tmp_path):
-    csv = synthetic_csv(tmp_path / "fer.csv")  # 70 faces: 5 batches of 16 an epoch
-    run = tmp_path / "run"
-    messages: list[str] = []
-
-    def cancel_early_in_epoch_two(event: ProgressEvent) -> None:
-        messages.append(event.message)
-        if event.kind == "batch" and event.epoch == 2:  # after its first batch
-            (run / "CANCEL").touch()
-
-    summary = train(tiny_config(csv, epochs=5), run, listeners=[cancel_early_in_epoch_two])
+    after_epoch_twos_first_batch = lambda e: e.kind == "batch" and e.epoch == 2  # noqa: E731
+    summary, csv, run, events = cancelled_run(tmp_path, 5, after_epoch_twos_first_batch)
     assert summary["state"] == "cancelled" and summary["epochs_done"] == 1
     rows = (run / "metrics.csv").read_text().splitlines()[1:]
     assert [row.split(",")[0] for row in rows] == ["1"]  # no row for the cut epoch
-    assert any("its partial training is not saved" in m for m in messages)
+    assert any("its partial training is not saved" in e.message for e in events)
     resumed = train(tiny_config(csv, epochs=2), run, resume=True)
     assert resumed["epochs_done"] == 2  # epoch 2 trained whole, not skipped
 
@@ -259,16 +263,7 @@ def test_a_resumed_run_keeps_its_teacher_and_sample_limit(tmp_path):
 
 
 def test_a_cancel_in_the_first_epoch_says_nothing_is_saved(tmp_path):
-    csv = synthetic_csv(tmp_path / "fer.csv")
-    run = tmp_path / "run"
-    events: list[ProgressEvent] = []
-
-    def cancel_in_epoch_one(event: ProgressEvent) -> None:
-        events.append(event)
-        if event.kind == "batch":
-            (run / "CANCEL").touch()
-
-    summary = train(tiny_config(csv, epochs=3), run, listeners=[cancel_in_epoch_one])
+    summary, _, run, events = cancelled_run(tmp_path, 3, lambda e: e.kind == "batch")
     assert summary["state"] == "cancelled" and summary["epochs_done"] == 0
     (cut,) = [e for e in events if e.kind == "epoch"]
     assert "no checkpoint has been saved yet" in cut.message
@@ -277,14 +272,7 @@ def test_a_cancel_in_the_first_epoch_says_nothing_is_saved(tmp_path):
 
 
 def test_a_cancel_while_loading_trains_nothing(tmp_path):
-    csv = synthetic_csv(tmp_path / "fer.csv")
-    run = tmp_path / "run"
-
-    def cancel_while_loading(event: ProgressEvent) -> None:
-        if event.kind == "start":
-            (run / "CANCEL").touch()
-
-    summary = train(tiny_config(csv, epochs=5), run, listeners=[cancel_while_loading])
+    summary, _, run, _ = cancelled_run(tmp_path, 5, lambda e: e.kind == "start")
     assert summary["state"] == "cancelled" and summary["epochs_done"] == 0
     assert not (run / "last.keras").exists() and not (run / "best.keras").exists()
 
