@@ -170,7 +170,10 @@ def resolve_model(model: str | None) -> tuple[Any, str]:
         path = Path(model)
         card = None
         if path.with_suffix(".json").exists():
-            card = read_card(path.stem, path.parent)
+            try:
+                card = read_card(path.stem, path.parent)
+            except ModelError as exc:  # e.g. a copy whose card still names the original
+                print(f"note: {exc}; evaluating the network without its card", file=sys.stderr)
         return load_classifier_from_file(path, card), str(path)
     classifier = load_classifier(model, MODELS_DIR)
     return classifier, classifier.name

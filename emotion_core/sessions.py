@@ -163,6 +163,7 @@ class _SessionFile:
         self.closed = False
         self.error: str | None = None
         self._fh: IO[str] | None = None
+        _mark_recording(path, True)  # before its first file: from then on it is not deletable
         try:
             atomic_write_json(self.meta_path, self.meta)
             # NOTE: kept open for the recording's lifetime; close() closes it.
@@ -171,9 +172,9 @@ class _SessionFile:
             self._fh.flush()
             os.fsync(self._fh.fileno())
         except OSError as exc:
+            _mark_recording(path, False)
             self._discard(path)
             raise SessionError(f"{path}: cannot start the session ({exc})") from exc
-        _mark_recording(path, True)
 
     def _discard(self, path: Path) -> None:
         """Undo a start that failed: close the file and remove the new, empty folder."""
@@ -243,35 +244,41 @@ class _SessionFile:
             if self.closed:
                 return
             self.closed = True
-            _mark_recording(self.meta_path.parent, False)
-            first_error = self.error
             try:
-                if first_error is None:
-                    self._flush_locked()
-            except SessionError as exc:
-                first_error = str(exc)
-            finally:
-                try:
-                    if self._fh is not None:
-                        self._fh.close()
-                except OSError:
-                    pass
-            if not self.frames_path.exists():
-                raise SessionError(
-                    f"{self.frames_path}: was removed while recording; nothing of this session"
-                    " is left on disk"
-                )
-            self.meta["ended_at"] = _now_iso()
-            self.meta["complete"] = bool(complete) and first_error is None
+                self._finish_locked(complete)
+            finally:  # NOTE: only now may the folder be deleted: the last write is done
+                _mark_recording(self.meta_path.parent, False)
+
+    def _finish_locked(self, complete: bool) -> None:
+        """close() under the lock: flush, close the file, write the final meta.json."""
+        first_error = self.error
+        try:
+            if first_error is None:
+                self._flush_locked()
+        except SessionError as exc:
+            first_error = str(exc)
+        finally:
             try:
-                atomic_write_json(self.meta_path, self.meta)
-            except OSError as exc:
-                raise SessionError(
-                    f"{self.meta_path}: could not finalise the session ({exc}); the rows already"
-                    " written are kept and the session will be listed as incomplete"
-                ) from exc
-            if first_error is not None:
-                raise SessionError(first_error)
+                if self._fh is not None:
+                    self._fh.close()
+            except OSError:
+                pass
+        if not self.frames_path.exists():
+            raise SessionError(
+                f"{self.frames_path}: was removed while recording; the rows recorded cannot be"
+                " saved"
+            )
+        self.meta["ended_at"] = _now_iso()
+        self.meta["complete"] = bool(complete) and first_error is None
+        try:
+            atomic_write_json(self.meta_path, self.meta)
+        except OSError as exc:
+            raise SessionError(
+                f"{self.meta_path}: could not finalise the session ({exc}); the rows already"
+                " written are kept and the session will be listed as incomplete"
+            ) from exc
+        if first_error is not None:
+            raise SessionError(first_error)
 
     def close_abandoned(self) -> None:
         """What the finalizer runs: keep the buffered rows, mark the session incomplete."""

@@ -17,34 +17,44 @@ mkdir -p .whl .gpu
 # machine's `pip install .whl/*.whl` fail, so the folder is refilled from scratch.
 pins=$("$PY" -c "from importlib.metadata import version as v; \
 print(' '.join(f'{p}=={v(p)}' for p in ('keras', 'namex', 'optree')))")
-rm -f .whl/*.whl
-"$PY" -m pip download --quiet --dest .whl --no-deps --only-binary=:all: --python-version 3.12 \
+fresh=$(mktemp -d)
+trap 'rm -rf "$fresh"' EXIT
+"$PY" -m pip download --quiet --dest "$fresh" --no-deps --only-binary=:all: --python-version 3.12 \
     --platform manylinux_2_28_x86_64 $pins
-# Each pack is rebuilt when what it was made from changes: a .from file beside it says what.
+rm -f .whl/*.whl  # only once the new ones are here: an unreachable index keeps the old ones
+mv "$fresh"/*.whl .whl/
+# Each pack is rebuilt when what it was made from changes: a .from file beside it says what
+# (a pack from before these files is taken to be of the defaults).
 data_from="$DATA quality ${TRAINING_QUALITY:-95}"
-if [ ! -s .gpu/fer.npz ] || [ "$(cat .gpu/fer.npz.from 2>/dev/null)" != "$data_from" ]; then
+default_data_from="../shared/data/fer2013/fer2013.csv.gz quality 95"
+if [ ! -s .gpu/fer.npz ] || [ "$(cat .gpu/fer.npz.from 2>/dev/null || echo "$default_data_from")" != "$data_from" ]; then
     "$PY" -c "import sys; from emotion_core.data import pack_npz; \
 pack_npz(sys.argv[1], '.gpu/fer.npz', splits=('Training', 'PublicTest'), compact=True, \
 training_quality=int(sys.argv[2]))" "$DATA" "${TRAINING_QUALITY:-95}"
     echo "$data_from" > .gpu/fer.npz.from
 fi
-START=${START:-vgg-m40-v4}
+DEFAULT_START=vgg-m40-v4
+START=${START:-$DEFAULT_START}
 TEACHERS=${TEACHERS:-vgg-m40-v3 vgg-m40-v2 vgg-s3-v1 vgg-m-v1 fer-fast-v4}
 mkdir -p .next
-pack() {  # registered network, pack file, [--int8]: (re)packed when missing, older or another
-    if [ ! -s "$2" ] || [ "models/$1.keras" -nt "$2" ] || [ "$(cat "$2.from" 2>/dev/null)" != "$1" ]; then
-        "$PY" scripts/f16_weights.py pack "models/$1.keras" "$2" "${@:3}"
+pack() {  # network, pack file, what an unmarked pack is of, [--int8]: (re)packed when missing,
+          # older than the network or of another one
+    if [ ! -s "$2" ] || [ "models/$1.keras" -nt "$2" ] \
+        || [ "$(cat "$2.from" 2>/dev/null || echo "$3")" != "$1" ]; then
+        "$PY" scripts/f16_weights.py pack "models/$1.keras" "$2" "${@:4}"
         echo "$1" > "$2.from"
     fi
 }
-pack "$START" .next/start.npz
+pack "$START" .next/start.npz "$DEFAULT_START"
 for teacher in $TEACHERS; do
-    pack "$teacher" ".next/t-$teacher.npz" --int8
+    pack "$teacher" ".next/t-$teacher.npz" "$teacher" --int8
 done
+shopt -s nullglob
 for old in .next/t-*.npz; do  # teachers of an earlier list would travel (and count) too
     name=${old#.next/t-}
     case " $TEACHERS " in *" ${name%.npz} "*) ;; *) rm -f "$old" "$old.from"; echo "removed $old" ;; esac
 done
+shopt -u nullglob
 ls -l .whl .gpu .next
 # A device call takes the working tree (tracked and untracked-not-ignored files) plus the carried
 # folders, 64 MiB in all: say how close this is.

@@ -196,10 +196,22 @@ def test_a_fine_tune_of_a_network_the_zoo_does_not_know_records_its_name(tmp_pat
     assert json.loads((renamed / "hparams.json").read_text())["arch"] == "tiny"
 
 
-def test_resume_continues_from_last_checkpoint(tmp_path):
+def test_resume_continues_from_last_checkpoint(tmp_path, monkeypatch):
+    from emotion_core import train as train_module
+    from emotion_core.fileio import save_keras_atomically
+
+    saved: list[str] = []  # checkpoints go through the temp-file save, never model.save alone
+
+    def spy(model, path):
+        saved.append(Path(path).name)
+        save_keras_atomically(model, path)
+
+    monkeypatch.setattr(train_module, "save_keras_atomically", spy)
     csv = synthetic_csv(tmp_path / "fer.csv")
     run = tmp_path / "run"
     train(tiny_config(csv, epochs=1), run)
+    assert saved == ["last.keras", "best.keras"]
+    assert not list(run.glob(".*partial*"))
     summary = train(tiny_config(csv, epochs=3), run, resume=True)
     assert summary["epochs_done"] == 3
     epochs = [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]]

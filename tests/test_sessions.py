@@ -623,6 +623,27 @@ def test_a_session_being_recorded_is_not_deleted(tmp_path: Path) -> None:
     assert not rec.path.exists()
 
 
+def test_a_delete_while_the_recording_closes_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = SessionRecorder(tmp_path, "Kim")
+    rec.add_frame(frame(0, 0.0))
+    write_json = sessions_mod.atomic_write_json
+    refused: list[str] = []
+
+    def delete_during_the_last_write(path: Path, data: object) -> None:
+        try:
+            delete_session(rec.session_id, tmp_path)  # e.g. the Analysis page, meanwhile
+        except SessionError as exc:
+            refused.append(str(exc))
+        write_json(path, data)
+
+    monkeypatch.setattr(sessions_mod, "atomic_write_json", delete_during_the_last_write)
+    rec.close()
+    assert refused and "being recorded now" in refused[0]
+    assert len(load_session(rec.session_id, tmp_path).frames) == 1
+
+
 def test_closing_a_recording_removed_from_outside_says_so(tmp_path: Path) -> None:
     rec = SessionRecorder(tmp_path, "Kim")
     rec.add_frame(frame(0, 0.0))
