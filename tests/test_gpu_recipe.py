@@ -251,6 +251,7 @@ def test_the_prepared_next_call_restores_every_network_its_runs_use():
             assert network in restored, f"{network} is used but not rebuilt"
     prepare = (ROOT / "scripts" / "gpu_prepare.sh").read_text()
     teachers = re.search(r"^TEACHERS=\$\{TEACHERS:-([^}]*)\}", prepare, re.M)
-    assert teachers and re.search(r"^START=\$\{START:-[\w.-]+\}", prepare, re.M)
+    assert teachers and re.search(r"^START=\$\{START:-\$DEFAULT_START\}", prepare, re.M)
+    assert re.search(r"^DEFAULT_START=[\w.-]+$", prepare, re.M)
     made = {".next/start.npz"} | {f".next/t-{name}.npz" for name in teachers.group(1).split()}
     assert set(restored.values()) <= made, set(restored.values()) - made

@@ -336,7 +336,9 @@ def test_cancel_keeps_a_partial_session_marked_incomplete(
     (info,) = list_sessions(env)
     assert info.complete is False
     assert load_session(info.path).frames["frame"].nunique() == av_mod.BATCH_FRAMES
-    assert not start_button(at).disabled  # the page is usable again
+    assert start_button(at).disabled  # the next video needs consent again...
+    at.checkbox(key="video_consent").check()
+    assert not start_button(run(at)).disabled  # ...and then the page is usable again
 
 
 def test_bad_files_give_clear_messages_and_the_page_stays_usable(env: Path, tmp_path: Path) -> None:
@@ -352,6 +354,7 @@ def test_bad_files_give_clear_messages_and_the_page_stays_usable(env: Path, tmp_
     full = make_video(tmp_path / "full.avi", n=40, face=False)
     cut = full.read_bytes()[: full.stat().st_size // 2]
     at.file_uploader(key="video_upload").set_value(("cut.avi", cut, "video/x-msvideo"))
+    at.checkbox(key="video_consent").check()  # asked again for each video
     run(at)
     start_button(at).click()
     at = wait_finished(run(at))
