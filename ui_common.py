@@ -400,12 +400,10 @@ def model_sidebar(card: registry.ModelCard) -> None:
     sb.markdown(f"**{card.name}** ({card.arch})  \nValidation accuracy: **{acc}**")
     if card.val_macro_f1 is not None:
         sb.caption(f"Macro F1 {card.val_macro_f1:.3f} on {card.validation_split}.")
-    forced_keras = os.environ.get("EMOTION_RUNTIME") == "keras" and card.runtime != "keras"
-    if forced_keras:  # the app runs the Keras network, not the card's faster runtime
-        if card.cpu_ms_per_face_keras is not None:
-            sb.caption(f"{card.cpu_ms_per_face_keras:.1f} ms per face on CPU (keras runtime).")
-    elif card.cpu_ms_per_face is not None:
-        sb.caption(f"{card.cpu_ms_per_face:.1f} ms per face on CPU ({card.runtime} runtime).")
+    runtime = "keras" if inference.runs_on_keras(card) else card.runtime
+    ms = card.cpu_ms_per_face if runtime == card.runtime else card.cpu_ms_per_face_keras
+    if ms is not None:  # the speed of what the app runs, not of the card's faster runtime
+        sb.caption(f"{ms:.1f} ms per face on CPU ({runtime} runtime).")
     if card.date:
         sb.caption(f"Trained {card.date}.")
 

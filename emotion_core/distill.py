@@ -115,9 +115,7 @@ def load_teacher(
     are checked against the whole split's labels, split_labels, when the faces are only its
     first N."""
     whole = labels if split_labels is None else split_labels
-    if path.endswith(
-        ".npz"
-    ):  # made for the whole split: its first rows serve a --max-train-samples
+    if path.endswith(".npz"):
         return load_teacher_file(Path(path), whole)[: len(labels)]
     if path.endswith(".csv"):
         from emotion_core.ferplus import ferplus_targets

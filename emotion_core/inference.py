@@ -173,13 +173,19 @@ def load_classifier(
     return EmotionClassifier(model, card, calibrated=calibrated, runtime_problem=problem)
 
 
+def runs_on_keras(card: ModelCard) -> bool:
+    """Whether the app runs the card's Keras network: its runtime says so, or
+    EMOTION_RUNTIME=keras forces it (a broken .tflite file also falls back, see _load_runtime)."""
+    return not card.runtime.startswith("tflite") or os.environ.get("EMOTION_RUNTIME") == "keras"
+
+
 def _load_runtime(
     card: ModelCard, models_dir: Path
 ) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
     """The card's TFLite call, or None for the Keras one (card says keras, EMOTION_RUNTIME=keras,
     or the .tflite file is missing or broken: then also the problem, logged, since the .keras
     file still works)."""
-    if not card.runtime.startswith("tflite") or os.environ.get("EMOTION_RUNTIME") == "keras":
+    if runs_on_keras(card):
         return None, ""
     from emotion_core.runtime import TFLiteCall
 

@@ -622,19 +622,15 @@ class TrainingJobRunner:
         return replace(config, epochs=epochs) if epochs is not None else config
 
     def _absolute_paths(self, config: TrainConfig) -> TrainConfig:
-        data = str(Path(config.data).expanduser().resolve()) if config.data else config.data
-        init = config.init_model
-        if init:
-            init = str(Path(init).expanduser().resolve())
-            if not Path(init).is_file():
-                raise JobError(f"{init}: the model to fine-tune does not exist")
-        # NOTE: the trainer runs from the project root; a teacher is one path or several
-        # comma-separated .keras files (live distillation).
-        teacher = ",".join(
-            str(Path(part.strip()).expanduser().resolve())
-            for part in config.teacher.split(",")
-            if part.strip()
-        )
+        # NOTE: the trainer runs from the project root, not from where the server started.
+        def absolute(path: str) -> str:
+            return str(Path(path).expanduser().resolve()) if path else path
+
+        data, init = absolute(config.data), absolute(config.init_model)
+        if init and not Path(init).is_file():
+            raise JobError(f"{init}: the model to fine-tune does not exist")
+        # a teacher is one path or several comma-separated .keras files (live distillation)
+        teacher = ",".join(absolute(p.strip()) for p in config.teacher.split(",") if p.strip())
         changes = {"data": data, "init_model": init, "teacher": teacher}
         return TrainConfig(**(asdict(config) | changes))
 

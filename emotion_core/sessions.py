@@ -617,13 +617,13 @@ def _parse_frames(text: str, name: str, drop_partial_last_line: bool) -> pd.Data
 
     out = pd.DataFrame(index=range(n))
     out["t_s"] = numeric("t_s", allow_empty=False)
-    if n and float(out["t_s"].max() - out["t_s"].min()) >= MAX_SPAN_S:
-        i, j = int(out["t_s"].to_numpy().argmin()), int(out["t_s"].to_numpy().argmax())
+    times = out["t_s"].to_numpy()
+    i, j = (int(times.argmin()), int(times.argmax())) if n else (0, 0)
+    if n and times[j] - times[i] >= MAX_SPAN_S:
         raise _bad(
             name,
-            f"column 't_s' spans {out['t_s'].iloc[j] - out['t_s'].iloc[i]:g} s (line "
-            f"{lines[i]} to line {lines[j]}), more than a week: times must be seconds from the "
-            "session's start",
+            f"column 't_s' spans {times[j] - times[i]:g} s (line {lines[i]} to line {lines[j]}),"
+            " more than a week: times must be seconds from the session's start",
         )
     probs = np.column_stack([numeric(c, allow_empty=True).to_numpy() for c in CLASSES])
     probs = probs.reshape(n, len(CLASSES))

@@ -707,12 +707,13 @@ def timeline(
     if frames.empty:
         return Timeline(step_s, smooth_s, pd.DataFrame(columns=cols))
     t_all = frames["t_s"].astype(float).to_numpy()
-    span_bins = (float(np.max(t_all)) - float(np.min(t_all))) / step_s + 1
+    t_min, t_max = float(np.min(t_all)), float(np.max(t_all))
+    span_bins = (t_max - t_min) / step_s + 1
     if span_bins > MAX_TIMELINE_BINS:  # a long session: coarser steps, never a huge table
         step_s *= math.ceil(span_bins / MAX_TIMELINE_BINS)
         smooth_s = max(smooth_s, step_s)
-    first = math.floor(np.min(t_all) / step_s)
-    last = math.floor(np.max(t_all) / step_s)
+    first = math.floor(t_min / step_s)
+    last = math.floor(t_max / step_s)
     bins = np.arange(first, last + 1)
     rows = face_rows(frames)
     if face_id is not None:
