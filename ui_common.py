@@ -42,7 +42,7 @@ from emotion_core.settings import (
     N_BOOT_RANGE,
     Settings,
     SettingsError,
-    load_settings,
+    load_settings_leniently,
     save_settings,
     settings_path,
 )
@@ -123,12 +123,20 @@ def page_nav(settings_follow: bool = True) -> None:
 
 
 def _saved_settings() -> Settings:
-    """Settings from the file; on a bad file remember the error and use defaults."""
+    """Settings from the file; remember what was wrong with it (a bad file: all defaults; a bad
+    value: its default) for the sidebar's warning."""
     try:
-        return load_settings()
+        loaded = load_settings_leniently()
     except SettingsError as exc:
-        st.session_state[SETTINGS_ERROR_KEY] = str(exc)
+        st.session_state[SETTINGS_ERROR_KEY] = f"Saved settings ignored: {exc}. Using defaults."
         return Settings()
+    if loaded.problems:
+        st.session_state[SETTINGS_ERROR_KEY] = (
+            f"Saved settings in {settings_path()}: " + "; ".join(loaded.problems) + "."
+        )
+    else:
+        st.session_state.pop(SETTINGS_ERROR_KEY, None)
+    return loaded.settings
 
 
 def init_rule_state() -> None:
@@ -242,9 +250,7 @@ def rule_sidebar(show_save: bool = True) -> NervousnessRule:
     sb.header("Nervousness rule")
     sb.caption(f"⚠️ {DISCLAIMER}")
     if SETTINGS_ERROR_KEY in st.session_state:
-        sb.warning(
-            f"Saved settings ignored: {st.session_state[SETTINGS_ERROR_KEY]}. Using defaults."
-        )
+        sb.warning(st.session_state[SETTINGS_ERROR_KEY])
     options = [*PRESETS, CUSTOM]
     _seed_widget(W_PRESET, _preset_of(current))
     choice = sb.selectbox(
@@ -272,7 +278,7 @@ def rule_sidebar(show_save: bool = True) -> NervousnessRule:
     if show_save and sb.button("Save as default", key="rule_save_default"):
         stats = st.session_state.get(STATS_KEY)
         try:
-            saved = load_settings()
+            saved = load_settings_leniently().settings
         except SettingsError:
             saved = Settings()
         if isinstance(stats, dict):

@@ -6,7 +6,8 @@ The file is JSON at $EMOTION_SETTINGS_FILE if set, else <project>/config/setting
      "n_boot": 1000, "block_s": 2.0, "confidence": 0.95, "auto_block_factor": 6.0}
 
 A missing file means defaults; an unreadable or invalid one raises SettingsError naming the
-file (the UI shows it and falls back to defaults).
+file. The UI reads it with `load_settings_leniently`, which keeps the valid values of a file
+and resets each invalid one to its default, saying which.
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ class Settings:
         )
 
 
+_FIELDS = ("rule", "n_boot", "block_s", "confidence", "auto_block_factor")
+_VALUE_ERRORS = (RuleError, ValueError, TypeError, KeyError, OverflowError, RecursionError)
+
+
 def load_settings(path: Path | None = None) -> Settings:
     """Read settings; defaults when the file does not exist; SettingsError when it is bad."""
     path = Path(path) if path is not None else settings_path()
@@ -120,8 +125,44 @@ def load_settings(path: Path | None = None) -> Settings:
         return Settings.from_dict(json.loads(text))
     except (json.JSONDecodeError, RecursionError) as exc:
         raise SettingsError(f"{path}: settings are not valid JSON ({exc})") from exc
-    except (RuleError, ValueError, TypeError, KeyError, OverflowError) as exc:
+    except _VALUE_ERRORS as exc:
         raise SettingsError(f"{path}: invalid settings ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """Settings as read leniently, with one message per saved value that was reset."""
+
+    settings: Settings
+    problems: tuple[str, ...] = ()
+
+
+def load_settings_leniently(path: Path | None = None) -> LoadedSettings:
+    """Read settings, keeping each valid value and resetting each invalid one to its default
+    (named in `problems`); SettingsError only when the file cannot be read or is not a JSON
+    object."""
+    path = Path(path) if path is not None else settings_path()
+    try:
+        return LoadedSettings(load_settings(path))
+    except SettingsError as whole:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError, RecursionError):
+            raise whole from None
+        if not isinstance(data, dict):
+            raise whole from None
+    kept: dict[str, Any] = {}
+    problems = []
+    for key in _FIELDS:
+        if key not in data:
+            continue
+        try:
+            Settings.from_dict({key: data[key]})
+        except _VALUE_ERRORS as exc:
+            problems.append(f"{key} reset to its default ({exc})")
+        else:
+            kept[key] = data[key]
+    return LoadedSettings(Settings.from_dict(kept), tuple(problems))
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> Path:
@@ -140,9 +181,9 @@ def load_default_rule(path: Path | None = None) -> NervousnessRule:
 
 
 def save_default_rule(rule: NervousnessRule, path: Path | None = None) -> Path:
-    """Save rule as the default, keeping the other saved settings (or defaults if unreadable)."""
+    """Save rule as the default, keeping the other saved valid settings (defaults for the rest)."""
     try:
-        current = load_settings(path)
+        current = load_settings_leniently(path).settings
     except SettingsError:
         current = Settings()
     return save_settings(replace(current, rule=rule), path)

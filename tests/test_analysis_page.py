@@ -155,6 +155,16 @@ def test_save_as_default_writes_settings(env: Path, tmp_path: Path) -> None:
     assert at2.selectbox(key=ui_common.W_PRESET).value == "negative-affect"
 
 
+def test_one_bad_saved_value_resets_only_that_value(env: Path, tmp_path: Path) -> None:
+    (tmp_path / "settings.json").write_text(json.dumps({"n_boot": 300, "block_s": 600}))
+    write_session(env, "s1", SADDISH)
+    at = app()
+    warning = "\n".join(w.value for w in at.sidebar.warning)
+    assert "block_s reset to its default" in warning and "settings.json" in warning
+    assert at.number_input(key=ui_common.W_NBOOT).value == 300
+    assert at.number_input(key=ui_common.W_BLOCK).value == 2.0
+
+
 def compare_happy_and_sad(env: Path, happy_name: str, sad_name: str) -> AppTest:
     """The page with two sessions selected: a mostly happy one and an all-sad one."""
     write_session(env, "a", HAPPY, candidate=happy_name, started="2024-01-01T09:00:00+00:00")

@@ -282,6 +282,28 @@ def test_bad_settings_file(tmp_path: Path, text: str) -> None:
         settings.load_settings(path)
 
 
+def test_lenient_settings_keep_the_valid_values(tmp_path: Path) -> None:
+    """One value out of range resets that value only, and says so; the rest are kept."""
+    path = tmp_path / "settings.json"
+    rule = nv.NEGATIVE_AFFECT_RULE.to_dict()
+    path.write_text(json.dumps({"rule": rule, "n_boot": 20000, "block_s": 3.0, "confidence": 0.5}))
+    loaded = settings.load_settings_leniently(path)
+    assert loaded.settings.rule == nv.NEGATIVE_AFFECT_RULE
+    assert loaded.settings.block_s == 3.0
+    assert loaded.settings.n_boot == settings.Settings().n_boot
+    assert loaded.settings.confidence == settings.Settings().confidence
+    assert [p.split()[0] for p in loaded.problems] == ["n_boot", "confidence"]
+    # Saving a new default rule keeps the valid block length.
+    settings.save_default_rule(nv.SEED_RULE, path)
+    assert settings.load_settings(path).block_s == 3.0
+    assert settings.load_settings_leniently(path).problems == ()
+    # A file that is not a JSON object still fails whole.
+    path.write_text("[1, 2]")
+    with pytest.raises(settings.SettingsError, match="settings.json"):
+        settings.load_settings_leniently(path)
+    assert settings.load_settings_leniently(tmp_path / "none.json").settings == settings.Settings()
+
+
 # ---- report -----------------------------------------------------------------------------------
 
 
