@@ -211,7 +211,8 @@ class Distribution:
     mean_prob / mean_prob_ci: mean probability per class, (lo, hi) per class.
     n_obs: observations used (0 -> all values NaN).
     block_frames / block_s: block length actually used, in frames and seconds.
-    tau_frames: estimated integrated autocorrelation time of the top-label series (frames).
+    tau_frames: estimated integrated autocorrelation time of the top-label series, in frames
+    with a face (the block length converts it to frames of the whole series).
     n_frames / n_frames_with_obs: frames in the series (with or without a face) / frames with
     at least one observation; `face_fraction` is their ratio (the share of the time covered in
     which a face was in view).
@@ -263,12 +264,13 @@ class Distribution:
             return ""
         step = self.block_s / max(self.block_frames, 1)
         n_tau = self.n_frames_with_obs / max(self.tau_frames, 1.0)
+        lasts_s = self.tau_frames * step / max(self.face_fraction, 1e-12)
         # NOTE: the cause is either long-lasting expressions or little time with a face;
         # the sentence gives both figures and blames neither.
         return (
             f"intervals may be too narrow: the {self.n_frames_with_obs * step:.1f} s with a face "
             f"hold only about {n_tau:.0f} independent stretches (an expression lasts about "
-            f"{self.tau_frames * step:.1f} s here; {PERSISTENT_MIN_TAUS:.0f} stretches are "
+            f"{lasts_s:.1f} s here; {PERSISTENT_MIN_TAUS:.0f} stretches are "
             "needed for reliable intervals)"
         )
 
@@ -369,12 +371,21 @@ def _series_tau(units: _Units) -> float:
     return autocorrelation_time(units.top[keep] / units.n[keep, None])
 
 
+def _tau_on_all_frames(units: _Units, tau: float) -> float:
+    """tau counted in frames with a face (`_series_tau`) as frames of the whole series: the face
+    frames lie about frames / frames-with-a-face apart (a face in a fifth of the frames: an
+    expression lasting 10 face frames spans about 50 frames)."""
+    with_face = int((units.n > 0).sum())
+    return tau * len(units.n) / with_face if with_face else tau
+
+
 def _auto_frames(units: _Units, cfg: BootstrapConfig) -> tuple[int, float]:
-    """(minimum block length in frames from the data, tau in frames)."""
+    """(minimum block length in frames of the whole series, from the data; tau in frames with
+    a face)."""
     tau = _series_tau(units)
     if cfg.auto_block_factor <= 0:
         return 1, tau
-    return math.ceil(cfg.auto_block_factor * tau), tau
+    return math.ceil(cfg.auto_block_factor * _tau_on_all_frames(units, tau)), tau
 
 
 def _is_persistent(units: _Units, tau: float, auto_frames: int) -> bool:
@@ -406,10 +417,13 @@ def _widened_ci(
     point: np.ndarray, reps: np.ndarray, confidence: float, widen: float
 ) -> tuple[tuple[float, float], ...]:
     """Percentile intervals per column of reps (B, D) about point (D,), each side stretched by
-    `widen` (NaN: not at all) and clipped to [0, 1] (shares and probabilities, or sums of
-    them); the point always lies inside. Columns without replicates give (NaN, NaN)."""
+    `widen` and clipped to [0, 1] (shares and probabilities, or sums of them); the point always
+    lies inside. Columns without replicates, and every column when `widen` is NaN (fewer than
+    2 blocks: the replicates all resample the same frames), give (NaN, NaN)."""
+    if not math.isfinite(widen):
+        return tuple((math.nan, math.nan) for _ in point)
     lo_p, hi_p = _percentile_ci(reps, confidence)
-    w = widen if math.isfinite(widen) else 1.0
+    w = widen
     out = []
     for lo_i, hi_i, p in zip(lo_p, hi_p, point):
         if math.isnan(lo_i) or math.isnan(hi_i) or math.isnan(p):
@@ -804,7 +818,8 @@ def comparison_block_s(frames_list: Sequence[pd.DataFrame], cfg: BootstrapConfig
     if cfg.auto_block_factor > 0:
         for frames in frames_list:
             u = _units(frames)
-            block_s = max(block_s, cfg.auto_block_factor * _series_tau(u) * frame_step(u.t))
+            tau = _tau_on_all_frames(u, _series_tau(u))
+            block_s = max(block_s, cfg.auto_block_factor * tau * frame_step(u.t))
     return float(block_s)
 
 
@@ -886,8 +901,9 @@ class Comparison:
     """Two or more sessions compared on one basis ("share" or "mean_prob").
 
     names: session names; values: per session a (7,) distribution (CLASSES order);
-    statistic: equal-weight JS divergence of all sessions (bits); js_distance: its square
-    root (for two sessions, the JS distance); p_value: block permutation test of "all sessions
+    statistic: equal-weight JS divergence of all sessions (bits, at most log2 k for k
+    sessions); js_distance: sqrt(statistic / log2 k), in [0, 1] as for a pair (for two
+    sessions, the JS distance); p_value: block permutation test of "all sessions
     share one distribution"; n_blocks: time windows per session; pairs: every pair;
     no_face: names of sessions without face observations (nothing to compare; statistic,
     p-value and effect are then NaN / "n/a"); sentence: the overall result in plain words.
@@ -942,8 +958,8 @@ def pair_sentence(
 ) -> tuple[str, str]:
     """Plain-words result for two sessions; returns (sentence, class with largest difference).
 
-    too_few: when set (e.g. "2 and 3 windows of 37 s"), the test cannot reach alpha with so few
-    time windows, and the sentence says so instead of calling the difference chance.
+    too_few: when set (e.g. "too few independent time windows (2 and 3 windows of 37 s)"), the
+    test cannot reach alpha, and the sentence says why instead of calling the difference chance.
     A session without face observations (all-NaN values) gives "B has no face observations, so
     A and B cannot be compared" and class "" (no direction, no effect size).
     """
@@ -973,10 +989,7 @@ def pair_sentence(
     if math.isnan(p):
         tail = f"too little data to test whether this is chance ({numbers})"
     elif too_few and p >= alpha:
-        tail = (
-            f"too few independent time windows ({too_few}) to tell whether this is chance "
-            f"({numbers})"
-        )
+        tail = f"{too_few} to tell whether this is chance ({numbers})"
     elif p < alpha:
         tail = f"the difference is unlikely to be chance ({numbers})"
     else:
@@ -1007,10 +1020,19 @@ def min_p_value(sizes: Sequence[int], n_perm: int) -> float:
     return 1.0 / min(ways, floor)
 
 
-def _too_few(sizes: Sequence[int], block_s: float, cfg: BootstrapConfig) -> str | None:
-    if min(sizes) < 2 or min_p_value(sizes, cfg.n_boot) < cfg.alpha:
+def _too_few(
+    sizes: Sequence[int], block_s: float, cfg: BootstrapConfig, tests: int = 1
+) -> str | None:
+    """Why a test among `tests` (Holm-adjusted) cannot reach cfg.alpha whatever the data, or
+    None when it can: too few time windows, or too few permutations for so many tests."""
+    if min(sizes) < 2 or tests * min_p_value(sizes, cfg.n_boot) < cfg.alpha:
         return None
-    return f"{' and '.join(str(n) for n in sizes)} windows of {block_s:.0f} s"
+    if tests / (cfg.n_boot + 1) >= cfg.alpha:
+        return (
+            f"too few permutations ({cfg.n_boot} for {tests} tests; raise the bootstrap replicates)"
+        )
+    windows = " and ".join(str(n) for n in sizes)
+    return f"too few independent time windows ({windows} windows of {block_s:.0f} s)"
 
 
 def compare_sessions(
@@ -1058,11 +1080,12 @@ def compare_sessions(
                 pij = math.nan
             pairs_raw.append((i, j, pij))
     adjusted = holm_adjust([pr[2] for pr in pairs_raw])
+    tested = sum(1 for pr in pairs_raw if not math.isnan(pr[2]))
     pairs = []
     for (i, j, pij), padj in zip(pairs_raw, adjusted):
         va, vb = values[i], values[j]
         dist = js_distance(va, vb) if not (np.isnan(va).any() or np.isnan(vb).any()) else math.nan
-        few = _too_few([len(blocks[i][0]), len(blocks[j][0])], block_s, cfg)
+        few = _too_few([len(blocks[i][0]), len(blocks[j][0])], block_s, cfg, max(tested, 1))
         sentence, cls = pair_sentence(
             names[i], names[j], va, vb, basis, padj, dist, cfg.alpha, cfg.n_boot, few
         )
@@ -1080,7 +1103,8 @@ def compare_sessions(
                 sentence=sentence,
             )
         )
-    dist_all = math.sqrt(stat) if not math.isnan(stat) else math.nan
+    # NOTE: k groups' JS divergence reaches log2 k bits; scaled so that 1 = no overlap for any k.
+    dist_all = math.sqrt(stat / math.log2(len(blocks))) if not math.isnan(stat) else math.nan
     no_face = tuple(name for name, v in zip(names, values) if np.isnan(v).all())
     if len(blocks) == 2:
         sentence = pairs[0].sentence
@@ -1093,9 +1117,7 @@ def compare_sessions(
         elif math.isnan(p):
             verdict = "there is too little data to test whether they differ"
         elif few and p >= cfg.alpha:
-            verdict = (
-                f"there are too few independent time windows ({few}) to test whether they differ"
-            )
+            verdict = f"there are {few} to test whether they differ"
         elif p < cfg.alpha:
             verdict = "their emotion distributions differ by more than chance would explain"
         else:

@@ -470,3 +470,53 @@ def test_comparison_with_a_faceless_session_names_it_and_gives_no_effect() -> No
 
 def test_js_effect_label_of_nan_is_not_large() -> None:
     assert stats.js_effect_label(math.nan) == "n/a"
+
+
+def test_pairwise_tests_that_holm_keeps_above_alpha_say_why() -> None:
+    """Three totally different sessions with 50 permutations: each pairwise p is at least
+    1/51, which Holm's factor 3 lifts above 5% whatever the data: "too few permutations", not
+    "could well be chance"."""
+    sessions = [session_from_labels([c] * 600) for c in ("happy", "sad", "angry")]
+    cfg = stats.BootstrapConfig(n_boot=50, block_s=2.0, auto_block_factor=0, seed=3)
+    cmp = stats.compare_sessions(sessions, ["A", "B", "C"], "share", cfg)
+    assert all(pr.p_adjusted >= cfg.alpha for pr in cmp.pairs)
+    assert all("too few permutations (50 for 3 tests" in pr.sentence for pr in cmp.pairs)
+    assert "could well be chance" not in cmp.sentence
+    # The same sessions with enough permutations: each pair differs.
+    cfg = stats.BootstrapConfig(n_boot=999, block_s=2.0, auto_block_factor=0, seed=3)
+    cmp = stats.compare_sessions(sessions, ["A", "B", "C"], "share", cfg)
+    assert all("unlikely to be chance" in pr.sentence for pr in cmp.pairs)
+
+
+def test_overall_js_distance_of_many_sessions_stays_within_one() -> None:
+    sessions = [session_from_labels([c] * 100) for c in ("happy", "sad", "angry")]
+    cfg = stats.BootstrapConfig(n_boot=50, block_s=2.0, auto_block_factor=0)
+    cmp = stats.compare_sessions(sessions, ["A", "B", "C"], "share", cfg)
+    assert cmp.statistic == pytest.approx(math.log2(3))  # no overlap: the maximum
+    assert cmp.js_distance == pytest.approx(1.0)
+    assert cmp.effect == "large"
+
+
+def test_auto_block_counts_frames_without_a_face() -> None:
+    """The same label process seen with a face in every frame, and in one frame of four:
+    an expression lasts as many seconds either way, so the blocks are as long in seconds."""
+    rng = np.random.default_rng(5)
+    labels = markov_labels(1200, [0.5, 0, 0, 0.5, 0, 0, 0], 0.97, rng)
+    sparse: list[str | None] = [lab if i % 4 == 0 else None for i, lab in enumerate(labels)]
+    dense = labels[::4]
+    cfg = stats.BootstrapConfig(n_boot=50, block_s=0.1, auto_block_factor=6.0)
+    d_dense = stats.distribution(session_from_labels(dense, fps=5.0 / 4), cfg)
+    d_sparse = stats.distribution(session_from_labels(sparse, fps=5.0), cfg)
+    assert d_dense.block_s > 5
+    assert d_sparse.block_s == pytest.approx(d_dense.block_s, rel=0.05)
+
+
+def test_one_block_of_faces_gives_no_interval() -> None:
+    """A face in 1 s of a 20 s session: a single bootstrap block, so no interval at all."""
+    labels: list[str | None] = [None] * 100
+    labels[50:55] = ["happy", "sad", "happy", "sad", "happy"]
+    d = stats.distribution(session_from_labels(labels), FAST)
+    assert d.too_few_blocks
+    assert d.share[CLASSES.index("happy")] == pytest.approx(0.6)
+    assert np.isnan(d.interval("share")).all() and np.isnan(d.interval("mean_prob")).all()
+    assert all(math.isnan(x) for x in d.combined("share", ["happy", "sad"])[1:])
