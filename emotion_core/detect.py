@@ -140,7 +140,7 @@ def shrink(gray: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
         return gray, 1.0
     target = (max(1, round(width * scale)), max(1, round(height * scale)))
     factor = int(1.0 / scale)
-    if factor >= 2:
+    if factor >= 2 and width >= factor and height >= factor:
         # Whole multiples of the factor take OpenCV's fast integer area-averaging path.
         fw, fh = width // factor, height // factor
         gray = cv2.resize(

@@ -82,6 +82,7 @@ class EmotionPipeline:
         self.config = config or PipelineConfig()
         self._hints: list[Box] = []
         self._since_full = 0
+        self._frame_size: tuple[int, int] | None = None  # (W, H) of the last frame
 
     @classmethod
     def from_config(
@@ -104,10 +105,22 @@ class EmotionPipeline:
         self.smoother.reset()
         self._hints = []
         self._since_full = 0
+        self._frame_size = None
+
+    def _follow_frame_size(self, frame_bgr: np.ndarray) -> None:
+        """When the frames change size mid-stream, scale the tracks to the new size (each face
+        keeps its id) and forget the hints (their boxes may lie outside the new frame)."""
+        size = (int(frame_bgr.shape[1]), int(frame_bgr.shape[0]))
+        old = self._frame_size
+        self._frame_size = size
+        if old is not None and old != size and min(old) > 0:
+            self.tracker.rescale(size[0] / old[0], size[1] / old[1])
+            self._hints = []
 
     def detect(self, frame_bgr: np.ndarray) -> list[Box]:
         """Raw detector boxes for a frame: near the previous frame's faces when possible (see
         PipelineConfig.redetect_every), else a full-frame scan. Call in frame order."""
+        self._follow_frame_size(frame_bgr)
         near = getattr(self.detector, "detect_near", None)
         if near is not None and self._hints and self._since_full < self.config.redetect_every - 1:
             boxes: list[Box] = near(frame_bgr, self._hints)

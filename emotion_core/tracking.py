@@ -67,6 +67,13 @@ class IoUTracker:
         """Forget all tracks (ids keep increasing so old ids are never reused)."""
         self.tracks = []
 
+    def rescale(self, sx: float, sy: float) -> None:
+        """Scale every track's box by (sx, sy): the frames changed size (e.g. the browser
+        lowered the stream's resolution), and the faces in them with it."""
+        for track in self.tracks:
+            x, y, w, h = track.box
+            track.box = (round(x * sx), round(y * sy), round(w * sx), round(h * sy))
+
     def update(self, boxes: Sequence[Box]) -> list[int]:
         """Match this frame's boxes to tracks: returns one face id per box, in box order."""
         ids: list[int | None] = [None] * len(boxes)

@@ -19,6 +19,7 @@ from emotion_core.detect import (
     crop,
     haar_cascade_path,
     largest,
+    shrink,
     square_and_clip,
 )
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
@@ -221,6 +222,28 @@ def test_lost_face_triggers_a_full_scan_and_redetect_every_1_never_uses_near() -
     for i in range(3):
         pipe2.process(frame_with_patches(), i / 30, i)
     assert det2.log == ["full"] * 3
+
+
+def test_a_smaller_frame_mid_stream_keeps_the_face_id_and_scans_the_whole_frame() -> None:
+    """The browser halves the stream's resolution: the face (found at half the size) keeps its
+    id, and the old hints are not searched near (they may lie outside the new frame)."""
+    det = NearDetector([[(80, 40, 60, 60)], [(40, 20, 30, 30)]])  # per full scan
+    pipe = EmotionPipeline(det, FakeClassifier(), IoUTracker(), EmaSmoother(0.0), PipelineConfig())
+    first = pipe.process(frame_with_patches((120, 160)), 0.0, 0)
+    pipe.process(frame_with_patches((120, 160)), 0.1, 1)
+    small = pipe.process(frame_with_patches((60, 80)), 0.2, 2)
+    assert det.log == ["full", "near", "full"]
+    assert [f.face_id for f in small.faces] == [f.face_id for f in first.faces] == [0]
+
+
+def test_haar_search_near_a_box_at_the_edge_of_a_smaller_frame() -> None:
+    """A hint from a 640x480 frame on a 320x240 one leaves a strip a few pixels wide: no
+    OpenCV error, just no face."""
+    det = HaarFaceDetector()
+    frame = np.full((240, 320, 3), 128, np.uint8)
+    assert det.detect_near(frame, [(200, 297, 200, 200)]) == []
+    gray, scale = shrink(np.zeros((3, 200), np.uint8), 0.2)
+    assert gray.shape == (1, 40) and scale == pytest.approx(0.2)
 
 
 def test_config_is_frozen() -> None:
