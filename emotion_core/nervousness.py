@@ -9,7 +9,7 @@ A rule picks some emotions, a threshold per emotion (or one threshold for their 
 their combined value exceeds `sum_threshold`), a basis ("share": share of face observations,
 one per face per frame, whose top label is the emotion; "mean_prob": mean probability) and a
 minimum duration before any verdict is given. "Exceeds" is strict (value > threshold), as in
-the original app.
+the original app; a value equal to the threshold up to rounding (`TIE_TOLERANCE`) does not.
 
 The minimum duration applies to the time a face was in view (`face_time_s`): the recorded
 duration times the share of frames with a face (with that face, for one face). A face seen in a
@@ -17,12 +17,15 @@ few frames of a long session therefore gets "not enough data", not a verdict on 
 
 With bootstrap intervals (`evaluate_rule`), a verdict is only "nervous" / "not nervous" when
 the interval lies entirely on one side of the threshold(s) that decide it; otherwise it is
-"inconclusive". When the observations fall into fewer than 2 bootstrap blocks the interval
-says nothing (every replicate resamples the same few frames) and the verdict is "not enough
-data". When the distribution is flagged `persistent` (expressions last for a large part of the
-session, so its intervals may be too narrow) a verdict is never more than "inconclusive", and
-the result's `caveat` says why. Running counts (`evaluate_rule_on_counts`, for the Live page)
-have no intervals and give "nervous", "not nervous" or "not enough data".
+"inconclusive". A rule that tests several emotions one by one ("any"/"all") uses intervals
+at a Bonferroni-adjusted level (`rule_confidence`: 98.3% for three emotions at 95%), so testing
+more emotions does not make a verdict likelier by chance. When the observations fall into
+fewer than 2 bootstrap blocks the interval says nothing (every replicate resamples the same few
+frames) and the verdict is "not enough data". When the distribution is flagged `persistent`
+(expressions last for a large part of the session, so its intervals may be too narrow) a
+verdict is never more than "inconclusive", and the result's `caveat` says why. Running counts
+(`evaluate_rule_on_counts`, for the Live page) have no intervals and give "nervous", "not
+nervous" or "not enough data".
 """
 
 from __future__ import annotations
@@ -334,6 +337,14 @@ def _margin_text(margin: float, basis: str) -> str:
     return f"{abs(margin):.3f}"
 
 
+TIE_TOLERANCE = 1e-9
+
+
+def _snap(x: float, thr: float) -> float:
+    """x, or thr itself when x differs from it only by rounding."""
+    return thr if abs(x - thr) <= TIE_TOLERANCE else x
+
+
 def _reason(
     what: str,
     value: float,
@@ -344,7 +355,12 @@ def _reason(
     conf: float | None,
     narrow: bool = False,
 ) -> Reason:
-    """One emotion's (or the sum's) reason; narrow: the interval may be too narrow to trust."""
+    """One emotion's (or the sum's) reason; narrow: the interval may be too narrow to trust.
+
+    Values within TIE_TOLERANCE of the threshold count as equal to it (a share of exactly 35%
+    summed from 5% + 10% + 20% comes out as 0.35000000000000003, which must not "exceed" 35%).
+    """
+    value, lo, hi = (_snap(x, thr) for x in (value, lo, hi))
     margin = value - thr
     crossed = bool(value > thr)
     has_ci = not (math.isnan(lo) or math.isnan(hi))
@@ -354,7 +370,7 @@ def _reason(
     text = f"{what}: {_fmt(value, basis)} {unit} vs threshold {_fmt(thr, basis)}"
     text += f" - {side} by {_margin_text(margin, basis)}" if margin != 0 else " - exactly at it"
     if has_ci:
-        level = f"{(conf or 0.95) * 100:.0f}% CI"
+        level = f"{(conf or 0.95) * 100:.3g}% CI"
         where = (
             "straddles the threshold"
             if straddles
@@ -516,6 +532,14 @@ def _blocks_note(dist: Distribution) -> str:
     )
 
 
+def rule_confidence(rule: NervousnessRule, confidence: float) -> float:
+    """The interval level a rule's verdict uses: `confidence`, Bonferroni-adjusted when the
+    rule tests k > 1 emotions one by one ("any"/"all": 1 - (1 - confidence) / k), so that
+    testing several emotions does not make "nervous" (or "not nervous") likelier by chance."""
+    k = len(rule.thresholds) if rule.logic in ("any", "all") else 1
+    return 1.0 - (1.0 - confidence) / k if k > 1 else confidence
+
+
 def evaluate_distribution(
     rule: NervousnessRule, dist: Distribution, duration_s: float
 ) -> NervousnessResult:
@@ -525,14 +549,15 @@ def evaluate_distribution(
     the minimum duration applies to duration_s x dist.face_fraction (time with a face).
     """
     combined = dist.combined(rule.basis, rule.emotions) if rule.logic == "sum" else None
+    confidence = rule_confidence(rule, dist.confidence)
     return _evaluate(
         rule,
         dist.values(rule.basis),
-        dist.interval(rule.basis),
+        dist.interval_at(rule.basis, confidence),
         combined,
         dist.n_obs,
         duration_s,
-        dist.confidence,
+        confidence,
         face_time_s(duration_s, dist.n_frames_with_obs, dist.n_frames),
         _blocks_note(dist),
         dist.intervals_note,

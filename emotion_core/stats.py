@@ -289,6 +289,16 @@ class Distribution:
         ci = self.share_ci if basis == "share" else self.mean_prob_ci
         return np.asarray(ci, dtype=float).reshape(len(self.classes), 2)
 
+    def interval_at(self, basis: Basis, confidence: float) -> np.ndarray:
+        """(7, 2) interval bounds for a basis at another level than the session's, from the same
+        replicates (e.g. Bonferroni-adjusted for a rule that tests several emotions)."""
+        if confidence == self.confidence or self.share_boot.size == 0:
+            return self.interval(basis)
+        boot = self.share_boot if basis == "share" else self.mean_prob_boot
+        widen = small_sample_factor(self.n_obs_blocks, confidence)
+        ci = _widened_ci(self.values(basis), boot, confidence, widen)
+        return np.asarray(ci, dtype=float).reshape(len(self.classes), 2)
+
     def combined(self, basis: Basis, emotions: Sequence[str]) -> tuple[float, float, float]:
         """(value, lo, hi) of the summed value of several classes, interval from the replicates."""
         idx = [self.classes.index(e) for e in emotions]

@@ -175,6 +175,32 @@ def test_sum_logic_uses_joint_bootstrap_interval() -> None:
     assert res.verdict == "nervous"
 
 
+def test_a_sum_exactly_at_its_threshold_does_not_exceed_it() -> None:
+    """1 sad + 2 surprise + 4 angry of 20 is 35% exactly, though the float sum is
+    0.35000000000000003: "exceeds" is strict, so not nervous."""
+    c = counts(sad=1, surprise=2, angry=4, happy=13)
+    assert sum(c[e] / 20 for e in ("sad", "surprise", "angry")) > 0.35  # the rounding
+    res = nv.evaluate_rule_on_counts(nv.NEGATIVE_AFFECT_RULE, c, None, 20, duration_s=60.0)
+    assert res.verdict == "not nervous"
+    assert not res.reasons[0].crossed and "exactly at it" in res.reasons[0].text
+
+
+def test_rules_over_several_emotions_use_bonferroni_intervals() -> None:
+    s = stats.summarize_session(session([("fear", 16), ("happy", 34)] * 6), "c", FAST)
+    k = len(nv.SEED_RULE.thresholds)
+    assert k > 1 and nv.rule_confidence(nv.SEED_RULE, 0.95) == pytest.approx(1 - 0.05 / k)
+    assert nv.rule_confidence(nv.NEGATIVE_AFFECT_RULE, 0.95) == 0.95  # one test: the sum
+    one = nv.SEED_RULE.replace(thresholds=(("fear", 0.3),))
+    assert nv.rule_confidence(one, 0.95) == 0.95
+    wide = nv.evaluate_rule(nv.SEED_RULE, s)
+    narrow = nv.evaluate_rule(one, s)
+    assert wide.confidence == pytest.approx(1 - 0.05 / k) and narrow.confidence == 0.95
+    fear_wide = next(r for r in wide.reasons if r.what == "fear")
+    fear_narrow = narrow.reasons[0]
+    assert fear_wide.lo < fear_narrow.lo and fear_wide.hi > fear_narrow.hi
+    assert f"{(1 - 0.05 / k) * 100:.3g}% CI" in fear_wide.text and "95% CI" in fear_narrow.text
+
+
 def test_per_face_evaluation() -> None:
     s = stats.summarize_session(session([("sad", 100)]), "e", FAST)
     assert nv.evaluate_rule(nv.SEED_RULE, s, face_id=0).verdict == "nervous"
