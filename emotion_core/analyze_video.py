@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from emotion_core.inference import Classifier
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
 from emotion_core.registry import ModelError, card_hash
 from emotion_core.results import Box
-from emotion_core.video import DecodedFrame, VideoError, VideoInfo, iter_frames, probe_video
+from emotion_core.video import VideoError, VideoInfo, iter_frames, probe_video
 
 ProgressFn = Callable[[int, int, float], None]
 BATCH_FRAMES = 16
@@ -62,13 +62,22 @@ class AnalysisResult:
 Found = tuple[list[Box], list[np.ndarray]]
 
 
+class FrameStamp(NamedTuple):
+    """Where a decoded frame sits in the file (its pixels are not kept)."""
+
+    frame_index: int
+    t_s: float
+
+
 class _Decoder:
     """Decodes a file and finds the faces in each frame on a background thread, in chunks."""
 
     # NOTE: the thread runs iter_frames and pipeline.find_faces (detection state only) and puts
-    # (frames, found) chunks, or a final exception, on a small bounded queue; the caller's
+    # (stamps, found) chunks, or a final exception, on a small bounded queue; the caller's
     # thread classifies, tracks and records them, so detection overlaps classification.
-    # stop() makes the thread exit within ~0.1 s.
+    # Chunks hold copied face crops, never full frames (crop views would keep each whole
+    # frame alive: ~80 frames, ~1.9 GiB at 4K). stop() makes the thread exit within ~0.1 s.
+    # file_frames is set before _END is put (the queue orders it before the consumer's get).
     _END = object()
 
     def __init__(
@@ -77,6 +86,7 @@ class _Decoder:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=3)
         self._stop = threading.Event()
         self._find = find
+        self.file_frames: int | None = None  # frames in the file, once decoding ended cleanly
         self._thread = threading.Thread(
             target=self._run, args=(path, every, chunk), name="video-decode", daemon=True
         )
@@ -92,13 +102,20 @@ class _Decoder:
         return False
 
     def _run(self, path: Path, every: int, chunk: int) -> None:
-        frames: list[DecodedFrame] = []
+        frames: list[FrameStamp] = []
         found: list[Found] = []
         try:
-            for frame in iter_frames(path, every=every):
-                faces = self._find(frame.frame_bgr)  # may raise: then the chunk ends before it
-                frames.append(frame)
-                found.append(faces)
+            decoding = iter_frames(path, every=every)
+            while True:
+                try:
+                    frame = next(decoding)
+                except StopIteration as end:  # its value: the frames in the file
+                    self.file_frames = end.value if isinstance(end.value, int) else None
+                    break
+                boxes, crops = self._find(frame.frame_bgr)  # may raise: the chunk ends before
+                found.append((boxes, [c.copy() for c in crops]))  # a view keeps the frame alive
+                frames.append(FrameStamp(frame.frame_index, frame.t_s))
+                del frame
                 if len(frames) >= chunk:
                     if not self._put((frames, found)):
                         return
@@ -111,7 +128,7 @@ class _Decoder:
                 return
             self._put(exc)
 
-    def chunks(self) -> Iterator[tuple[list[DecodedFrame], list[Found]]]:
+    def chunks(self) -> Iterator[tuple[list[FrameStamp], list[Found]]]:
         """Chunks in file order; raises the thread's exception (e.g. VideoError) at its point."""
         while True:
             item = self._next()
@@ -167,8 +184,9 @@ def analyze_video(
     """Run the pipeline on every `every`-th frame of a video and record a session.
 
     classifier: defaults to load_classifier(model_name). tta (or config.tta): also classify
-    mirror images. progress(done_frames, total_frames,
-    eta_s) is called after each batch (total_frames is 0 when unknown). cancel: set it to stop
+    mirror images. progress(done_frames, total_frames, eta_s) is called after each batch
+    (total_frames is 0 when unknown, and may be an estimate until the end: MKV/WebM) and, when
+    the file was read to its end, once more with done == total. cancel: set it to stop
     early (the partial session is kept, marked incomplete). Raises VideoError when the file
     cannot be read at all (no session is created then), ModelError for a bad model.
     """
@@ -191,6 +209,7 @@ def analyze_video(
     recorder = None
     frames = faces = done = 0
     last_t = 0.0
+    reported = (0, 0)
     complete, message = True, ""
     try:
         chunk = next(chunks, None)  # raises VideoError when not a single frame decodes
@@ -218,7 +237,9 @@ def analyze_video(
             done = batch[-1].frame_index + 1
             last_t = batch[-1].t_s
             if progress is not None:
-                progress(done, info.frame_count, _eta(start, done, info.frame_count))
+                total = max(info.frame_count, done) if info.frame_count else 0
+                progress(done, total, _eta(start, done, total))
+                reported = (done, total)
             try:
                 chunk = next(chunks, None)
             except VideoError as exc:
@@ -231,8 +252,12 @@ def analyze_video(
                 recorder.close(complete=False)
         raise
     decoder.stop()
-    if complete and progress is not None and done < info.frame_count:
-        progress(info.frame_count, info.frame_count, 0.0)  # e.g. --every skipped the tail
+    if complete and progress is not None:
+        # the true count: the container's may be an estimate (VFR MKV/WebM), and --every may
+        # have skipped the tail
+        end = decoder.file_frames or max(info.frame_count, done)
+        if reported != (end, end):
+            progress(end, end, 0.0)
     session_dir = recorder.close(complete=complete)
     wall = time.perf_counter() - start
     video_s = _video_seconds(info, complete, done, last_t)

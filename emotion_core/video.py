@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,7 +46,8 @@ class VideoError(Exception):
 class VideoInfo:
     """What the container says about a video (width/height after rotation).
 
-    frame_count is the container's count or estimate (0 when unknown); duration_s likewise.
+    frame_count is the container's count or, for MKV/WebM, an estimate (duration x fps, off
+    for variable-frame-rate files); 0 when unknown. duration_s likewise.
     """
 
     path: Path
@@ -143,20 +144,28 @@ def probe_video(path: Path | str) -> VideoInfo:
     return info
 
 
-def _is_truncated(decoded: int, expected: int) -> bool:
-    """True when clearly fewer frames were decoded than the container announced."""
-    return expected > 0 and decoded < expected - max(2, round(0.05 * expected))
+def _is_truncated(decoded: int, expected: int, end_s: float, duration_s: float) -> bool:
+    """True when clearly fewer frames were decoded than the container announced AND decoding
+    stopped clearly before its duration (end_s: end of the last decoded frame).
+
+    MKV/WebM store no frame count: OpenCV estimates it as duration x nominal fps, which a
+    variable-frame-rate file (e.g. a browser recording) may fall far short of in full.
+    """
+    if expected <= 0 or decoded >= expected - max(2, round(0.05 * expected)):
+        return False
+    return duration_s <= 0 or end_s < duration_s - max(0.5, 0.05 * duration_s)
 
 
 def iter_frames(
     path: Path | str, every: int = 1, max_frames: int | None = None
-) -> Iterator[DecodedFrame]:
+) -> Generator[DecodedFrame, None, int]:
     """Decode a file frame by frame: yields DecodedFrame(frame_index, t_s, frame_bgr).
 
     every: yield one frame in every (the others are skipped without colour conversion; indices
     and timestamps stay those of the file). max_frames: stop after this many file frames.
     t_s strictly increases. Raises VideoError (with frames_decoded set, .partial True) when the
-    file ends early or breaks off mid-way; frames yielded before that are valid.
+    file ends early or breaks off mid-way; frames yielded before that are valid. Returns (as
+    the generator's value) the number of file frames read, skipped ones included.
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
@@ -194,13 +203,15 @@ def iter_frames(
         cap.release()
     if index == 0:
         raise VideoError(f"{path}: no frame could be decoded (corrupt or not a video)", path)
-    if (max_frames is None or index < max_frames) and _is_truncated(index, info.frame_count):
+    read_to_end = max_frames is None or index < max_frames
+    if read_to_end and _is_truncated(index, info.frame_count, prev_t + step, info.duration_s):
         raise VideoError(
             f"{path}: video is truncated or corrupt: decoded {index} of {info.frame_count} "
             f"frames ({prev_t:.2f} s)",
             path,
             yielded,
         )
+    return index
 
 
 def read_frames(

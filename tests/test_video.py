@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,67 @@ def test_variable_frame_rate_keeps_the_file_timestamps(tmp_path: Path) -> None:
     np.testing.assert_allclose([f.t_s for f in frames], times, atol=2e-3)
     res = analyze_video(path, tmp_path / "s", "x", classifier=FakeClassifier())
     np.testing.assert_allclose(read_rows(res.session_dir)["t_s"], times, atol=2e-3)
+
+
+# Irregular gaps (ms) as a browser's MediaRecorder writes them: far fewer frames than
+# duration x the stream's nominal 30 fps, the frame count OpenCV estimates for MKV/WebM.
+VFR_GAPS_MS = [33, 200, 66, 33, 100, 200, 33, 66, 200, 100] * 4
+
+
+def make_vfr(path: Path, container: str, codec: str) -> list[float]:
+    """Write a 40-frame VFR file with PyAV (skips when the codec is missing); its times."""
+    av = pytest.importorskip("av")
+    try:
+        av.codec.Codec(codec, "w")
+    except Exception:  # noqa: BLE001 - PyAV raises its own error types per version
+        pytest.skip(f"PyAV has no {codec} encoder here, cannot write a test {container} file")
+    times = np.cumsum([0, *VFR_GAPS_MS[:-1]]) / 1000.0
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 6 * i, np.uint8), "bgr24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return [float(t) for t in times]
+
+
+@pytest.mark.parametrize(("name", "container", "codec"), [
+    ("rec.webm", "webm", "libvpx"), ("rec.mkv", "matroska", "libx264"),
+])  # fmt: skip
+def test_vfr_webm_and_mkv_decode_completely_though_the_count_is_an_estimate(
+    tmp_path: Path, name: str, container: str, codec: str
+) -> None:
+    times = make_vfr(tmp_path / name, container, codec)
+    info = probe_video(tmp_path / name)
+    assert info.frame_count > 2 * len(times)  # the estimate, far off for this VFR file
+    frames = list(iter_frames(tmp_path / name))  # no "truncated or corrupt" error
+    np.testing.assert_allclose([f.t_s for f in frames], times, atol=2e-3)
+    calls: list[tuple[int, int, float]] = []
+    res = analyze_video(
+        tmp_path / name, tmp_path / "s", "x", classifier=FakeClassifier(), batch_frames=16,
+        progress=lambda d, t, e: calls.append((d, t, e)),
+    )  # fmt: skip
+    assert res.complete and res.frames == len(times), res.message
+    assert load_session(res.session_dir).info.complete is True
+    assert calls[-1] == (len(times), len(times), 0.0)  # the bar ends full, not at 13%
+    assert all(d <= t for d, t, _ in calls)
+
+
+@pytest.mark.parametrize(("ext", "container", "codec"), [
+    ("webm", "webm", "libvpx"), ("mkv", "matroska", "libx264"),
+])  # fmt: skip
+def test_truncated_vfr_webm_and_mkv_are_still_reported(
+    tmp_path: Path, ext: str, container: str, codec: str
+) -> None:
+    times = make_vfr(tmp_path / f"full.{ext}", container, codec)
+    cut = truncated_copy(tmp_path / f"full.{ext}", tmp_path / f"cut.{ext}", 0.8)
+    got: list[DecodedFrame] = []
+    with pytest.raises(VideoError, match=f"cut.{ext}.*truncated") as err:
+        got.extend(iter_frames(cut))
+    assert 0 < len(got) < len(times) and err.value.frames_decoded == len(got)
 
 
 def test_truncated_file_yields_frames_then_partial_error(tmp_path: Path) -> None:
@@ -460,6 +522,41 @@ def test_decoder_item_put_just_after_a_timeout_is_not_lost() -> None:
         list(decoder([VideoError("truncated", Path("v.mp4"))]).chunks())
     with pytest.raises(RuntimeError, match="stopped unexpectedly"):
         list(decoder([]).chunks())
+
+
+def test_analysis_queues_no_full_frames(
+    video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a slow classifier the decoder runs ahead by several chunks: those must hold face
+    crops (copies), not the full frames a crop view keeps alive (~80 frames, 1.9 GiB at 4K)."""
+    from emotion_core.pipeline import EmotionPipeline
+
+    alive: list[weakref.ref[np.ndarray]] = []
+    n = 8 * av_mod.BATCH_FRAMES
+
+    def tracked_frames(path: Path, every: int = 1) -> Any:
+        for i in range(n):
+            frame = np.full((120, 160, 3), i, np.uint8)
+            alive.append(weakref.ref(frame))
+            yield DecodedFrame(i, i / 12.0, frame)
+
+    def one_face(self: EmotionPipeline, frame: np.ndarray) -> Any:
+        return [(10, 10, 40, 40)], [frame[10:50, 10:50]]  # a view, as find_faces returns
+
+    class SlowClassifier(FakeClassifier):
+        peak = 0
+
+        def predict(self, faces: np.ndarray) -> np.ndarray:
+            time.sleep(0.05)  # the decoder fills its queue meanwhile
+            self.peak = max(self.peak, sum(r() is not None for r in alive))
+            return super().predict(faces)
+
+    monkeypatch.setattr(av_mod, "iter_frames", tracked_frames)
+    monkeypatch.setattr(EmotionPipeline, "find_faces", one_face)
+    clf = SlowClassifier()
+    res = analyze_video(video, tmp_path / "s", "x", classifier=clf)
+    assert res.frames == n and res.faces == n and clf.calls == 8
+    assert clf.peak <= 3, f"{clf.peak} full frames alive while classifying"
 
 
 def test_video_job_runs_in_background_and_cleans_up(video: Path, tmp_path: Path) -> None:
