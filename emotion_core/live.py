@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,6 +46,7 @@ class RecordingStatus:
     faces: int
     active: bool
     error: str | None = None
+    discarded: bool = False  # stopped before any frame arrived: nothing was kept
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ class LiveAggregator:
         self.history_s = float(history_s)
         # NOTE: update() runs on the webrtc worker thread, everything else on the script thread;
         # all shared state below is read and written only while holding this lock. Recorder I/O
-        # happens outside it (the recorder has its own lock) so fsync never blocks snapshot().
+        # and reads of the recorder's counts happen outside it (the recorder has its own lock),
+        # so an fsync never holds this lock.
         self._lock = threading.Lock()
         self._recorder: SessionRecorder | None = None
         self._last_recording: RecordingStatus | None = None
@@ -154,6 +156,7 @@ class LiveAggregator:
             while self._history and self._history[0][0] < result.t_s - self.history_s:
                 self._history.popleft()
             self._current = current
+            self._error = None  # this frame went through: an earlier failure is over
             if self._first_t_s is None:
                 self._first_t_s = float(result.t_s)
             self._last_t_s = float(result.t_s)
@@ -207,15 +210,7 @@ class LiveAggregator:
             mean = self._prob_sum / self._faces if self._faces else np.zeros(len(self.classes))
             recorder = self._recorder
             recording = self._last_recording
-            if recorder is not None:
-                recording = RecordingStatus(
-                    recorder.session_id,
-                    recorder.path,
-                    recorder.frames,
-                    recorder.faces,
-                    active=True,
-                )
-            return LiveSnapshot(
+            snapshot = LiveSnapshot(
                 frames=self._frames,
                 frames_with_face=self._frames_with_face,
                 faces=self._faces,
@@ -233,6 +228,19 @@ class LiveAggregator:
                 recording=recording,
                 error=self._error,
             )
+        if recorder is None:
+            return snapshot
+        # NOTE: read outside our lock: the recorder's counts wait for its lock, which the video
+        # thread holds while it fsyncs, and update() must not wait for that behind us.
+        active = RecordingStatus(
+            recorder.session_id,
+            recorder.path,
+            recorder.frames,
+            recorder.faces,
+            active=True,
+            error=recorder.error,
+        )
+        return replace(snapshot, recording=active)
 
     def recent_frames(self, window_s: float | None = None) -> pd.DataFrame:
         """The last window_s seconds (default: all kept history) as a frames.csv-style DataFrame."""
@@ -268,8 +276,10 @@ class LiveAggregator:
         with self._lock:
             return self._recorder is not None
 
-    def start_recording(self, recorder: SessionRecorder) -> None:
-        """Attach a fresh recorder: from the next frame on, every frame is written to it."""
+    def start_recording(self, recorder: SessionRecorder, reset_stats: bool = False) -> None:
+        """Attach a fresh recorder: from the next frame on, every frame is written to it.
+        reset_stats: also forget the statistics, at the same moment, so that they describe
+        exactly the frames recorded."""
         with self._lock:
             if self._recorder is not None:
                 raise SessionError(
@@ -277,9 +287,12 @@ class LiveAggregator:
                 )
             self._recorder = recorder
             self._last_recording = None
+            if reset_stats:
+                self._reset_locked()
 
     def stop_recording(self, complete: bool = True) -> RecordingStatus | None:
         """Detach and close the active recorder; returns its final status (None if none).
+        A recorder that got no frame is deleted instead (status.discarded).
 
         Raises SessionError when closing fails (the rows written so far are kept).
         """
@@ -288,11 +301,22 @@ class LiveAggregator:
             self._recorder = None
             if recorder is None:
                 return self._last_recording
+        if recorder.frames == 0 and recorder.error is None:
+            recorder.discard()  # no frame arrived (the video never started): no empty session
+            status = RecordingStatus(
+                recorder.session_id, recorder.path, 0, 0, active=False, discarded=True
+            )
+            with self._lock:
+                self._last_recording = None
+            return status
         error: str | None = None
         try:
             recorder.close(complete=complete)
         except SessionError as exc:
             error = str(exc)
+        # NOTE: a write that failed on the video thread closes the recorder before detaching
+        # it; a Stop in between finds it closed without error, so ask the recorder too.
+        error = error or recorder.error
         status = RecordingStatus(
             recorder.session_id,
             recorder.path,
@@ -339,7 +363,8 @@ class LiveProcessor:
 
     Never raises: a failing frame is returned unannotated and the error is reported through
     the aggregator (the page shows it). The pipeline can be swapped from the script thread.
-    A new stream (time going backwards or a gap over ``restart_gap_s``) resets tracking.
+    A new stream (time going backwards, or a gap over ``restart_gap_s`` beyond the time the
+    previous frame took to process) resets tracking.
     Times stay continuous across streams: each new connection's clock starts again near 0,
     so a stream whose time goes backwards is shifted to follow the last frame one frame
     interval later (a recording that spans STOP/START keeps increasing times).
@@ -364,6 +389,7 @@ class LiveProcessor:
         self._last_t_s: float | None = None
         self._offset_s = 0.0  # added to the stream's time: keeps times increasing
         self._step_s = DEFAULT_FRAME_INTERVAL_S  # the last interval between two frames
+        self._busy_s = 0.0  # how long the last frame took to process
 
     @property
     def pipeline_key(self) -> object:
@@ -403,6 +429,9 @@ class LiveProcessor:
         except Exception as exc:  # noqa: BLE001  NOTE: raising here would kill the stream.
             self.aggregator.report_error(f"Frame processing failed: {type(exc).__name__}: {exc}")
             return frame_bgr
+        finally:
+            with self._lock:
+                self._busy_s = self._clock() - start
         return out
 
     def _continuous_time_locked(self, stream_t: float) -> tuple[bool, float]:
@@ -418,7 +447,9 @@ class LiveProcessor:
             return True, previous + self._step_s
         if 0 < gap <= self.restart_gap_s:
             self._step_s = gap
-        return gap > self.restart_gap_s, stream_t + self._offset_s
+        # NOTE: frames that arrive while one is processed are dropped, so a slow frame leaves
+        # a gap as long as its processing; only a gap beyond that is a pause of the stream.
+        return gap > self.restart_gap_s + self._busy_s, stream_t + self._offset_s
 
 
 def parse_ice_servers(value: Any) -> list[dict[str, Any]]:

@@ -39,7 +39,13 @@ import ui_common
 from emotion_core import registry
 from emotion_core.charts import live_distribution_chart
 from emotion_core.detect import DetectorError
-from emotion_core.live import LiveAggregator, LiveProcessor, LiveSnapshot, parse_ice_servers
+from emotion_core.live import (
+    LiveAggregator,
+    LiveProcessor,
+    LiveSnapshot,
+    RecordingStatus,
+    parse_ice_servers,
+)
 from emotion_core.nervousness import NervousnessRule, evaluate_rule_on_counts
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
 from emotion_core.registry import ModelCard
@@ -49,6 +55,7 @@ AGGREGATOR_KEY = "live_aggregator"
 PROCESSOR_KEY = "live_processor"
 MESSAGE_KEY = "live_message"
 SAVED_KEY = "live_saved_session"
+FAILURE_SHOWN_KEY = "live_failure_shown"  # the failed recording whose message was given
 CANDIDATE_KEY = "live_candidate"
 NOTES_KEY = "live_notes"
 CONSENT_KEY = "live_consent"
@@ -186,13 +193,13 @@ def start_recording(card: ModelCard, rule: NervousnessRule) -> None:
             model_hash=registry.card_hash(card),
             thresholds=rule.to_dict(),
         )
-        aggregator.start_recording(recorder)
+        # the on-screen statistics now describe this session
+        aggregator.start_recording(recorder, reset_stats=True)
     except SessionError as exc:
         if recorder is not None:
             recorder.discard()  # no frame reached it: leave no empty session behind
         st.session_state[MESSAGE_KEY] = ("error", f"Could not start recording: {exc}")
         return
-    aggregator.reset()  # the on-screen statistics now describe this session
     st.session_state[MESSAGE_KEY] = ("info", f"Recording session {recorder.session_id}.")
 
 
@@ -207,11 +214,12 @@ def stop_recording() -> None:
         return
     st.session_state.pop(MESSAGE_KEY, None)
     if status is not None and status.error:  # a write failed earlier and stopped it
-        # NOTE: the statistics column already shows the error; this says what was kept.
+        _say_what_was_kept(status)
+    elif status is not None and status.discarded:
         st.session_state[MESSAGE_KEY] = (
             "info",
-            f"The recording had stopped early; the {status.frames} frames written before "
-            f"the failure are kept in `{status.path}` (listed as incomplete).",
+            "No frame arrived while recording (press START on the video first), so no "
+            "session was saved.",
         )
     elif status is not None:
         st.session_state[SAVED_KEY] = {
@@ -219,6 +227,31 @@ def stop_recording() -> None:
             "frames": status.frames,
             "faces": status.faces,
         }
+
+
+def _say_what_was_kept(status: RecordingStatus) -> None:
+    """The message after a recording that a write failure stopped (shown once)."""
+    st.session_state[FAILURE_SHOWN_KEY] = status.session_id
+    # NOTE: the statistics column already shows the error; this says what was kept.
+    st.session_state[MESSAGE_KEY] = (
+        "info",
+        f"The recording had stopped early; the {status.frames} frames written before "
+        f"the failure are kept in `{status.path}` (listed as incomplete).",
+    )
+
+
+def note_failed_recording(aggregator: LiveAggregator) -> None:
+    """A write failure stopped the recording on the video thread (no Stop click): consent
+    covered that recording only, and the page says what was kept. Runs before the widgets."""
+    if aggregator.recording:
+        return
+    status = aggregator.snapshot().recording
+    if status is None or not status.error:
+        return
+    if st.session_state.get(FAILURE_SHOWN_KEY) == status.session_id:
+        return
+    st.session_state[CONSENT_KEY] = False
+    _say_what_was_kept(status)
 
 
 def recording_controls(card: ModelCard, rule: NervousnessRule, recording: bool) -> None:
@@ -325,7 +358,7 @@ def render_stats(snap: LiveSnapshot, rule: NervousnessRule, playing: bool) -> No
         st.warning(snap.error)
     else:
         st.empty()
-    if snap.current:
+    if playing and snap.current:
         faces = ", ".join(
             f"face {f.face_id}: **{f.label}** ({f.confidence:.0%})" for f in snap.current
         )
@@ -363,6 +396,7 @@ def main() -> None:
     card, version = ui_common.default_model_or_stop("live analysis cannot start")
 
     ui_common.model_sidebar(card)
+    note_failed_recording(aggregator)
     recording = aggregator.recording
     config = pipeline_sidebar(recording)
     rule = ui_common.rule_sidebar()
@@ -421,8 +455,12 @@ def main() -> None:
     while ctx.state.playing:
         time.sleep(POLL_S)
         aggregator.flush_recording()
+        snap = aggregator.snapshot()
+        if recording and snap.recording is not None and snap.recording.error:
+            if not snap.recording.active:
+                st.rerun()  # a write failure stopped the recording: redraw the controls
         with placeholder.container():
-            render_stats(aggregator.snapshot(), rule, True)
+            render_stats(snap, rule, True)
 
 
 main()

@@ -239,3 +239,59 @@ def test_flush_recording_when_due_or_forced(tmp_path: Path) -> None:
     assert len(rec.frames_path.read_text().splitlines()) == 2
     agg.stop_recording()
     agg.flush_recording(force=True)  # nothing attached: no-op
+
+
+def test_slow_frames_are_not_mistaken_for_a_new_stream() -> None:
+    """Frames that arrive while one is processed are dropped: with 2.5 s per frame the stream
+    times jump by 2.5 s, which is not a pause (tracking must not reset on every frame)."""
+    clock = [100.0]
+
+    class SlowPipeline(FakePipeline):
+        def process(self, frame_bgr: np.ndarray, t_s: float, frame_index: int) -> FrameResult:
+            clock[0] += 2.5
+            return super().process(frame_bgr, t_s, frame_index)
+
+    pipe = SlowPipeline()
+    proc = LiveProcessor(LiveAggregator(), pipe, restart_gap_s=2.0, clock=lambda: clock[0])
+    img = np.zeros((4, 4, 3), np.uint8)
+    for t in (0.0, 2.5, 5.0, 7.5):
+        proc.process(img, t)
+    assert pipe.resets == 0
+    fast = FakePipeline()
+    proc = LiveProcessor(LiveAggregator(), fast, restart_gap_s=2.0, clock=lambda: clock[0])
+    for t in (0.0, 0.1, 9.0):  # a real pause of the stream
+        proc.process(img, t)
+    assert fast.resets == 1
+
+
+def test_a_processing_error_clears_once_frames_go_through_again() -> None:
+    agg = LiveAggregator()
+    proc = LiveProcessor(agg, FakePipeline(fail_at=0))
+    img = np.zeros((4, 4, 3), np.uint8)
+    proc.process(img, 0.0)
+    assert "boom" in (agg.snapshot().error or "")
+    proc.process(img, 0.1)
+    assert agg.snapshot().error is None
+
+
+def test_stop_between_a_failed_write_and_its_detach_reports_the_failure(tmp_path: Path) -> None:
+    """The video thread's failure handler closes the recorder, then detaches it: a Stop in
+    between must not say "saved"."""
+    agg = LiveAggregator()
+    rec = SessionRecorder(tmp_path, "Full", flush_interval_s=0.0)
+    agg.start_recording(rec)
+    agg.update(result(0, 0.0))
+
+    def broken_write(data: str) -> int:
+        raise OSError(28, "No space left on device")
+
+    rec._file._fh.write = broken_write  # type: ignore[method-assign,union-attr]
+    with pytest.raises(SessionError):
+        rec.add_frame(result(1, 0.1))  # what update() does on the video thread ...
+    with pytest.raises(SessionError):
+        rec.close(complete=False)  # ... and the first step of its failure handler
+    with pytest.raises(SessionError, match="No space left"):
+        agg.stop_recording()
+    status = agg.snapshot().recording
+    assert status is not None and "No space left" in (status.error or "")
+    assert not load_session(rec.path).info.complete

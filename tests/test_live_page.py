@@ -204,6 +204,39 @@ def test_stop_after_a_failed_write_reports_the_failure_not_a_save(env: dict[str,
     assert len(load_session(recorder.path).frames) == 1
 
 
+def test_a_failed_write_without_a_stop_click_unticks_consent_and_says_what_was_kept(
+    env: dict[str, Any],
+) -> None:
+    """The recording stops on the video thread; the next rerun (here: Reset statistics) must
+    not offer Record with the previous candidate's consent, and says what was kept, once."""
+    at, aggregator = start_a_recording(env)
+    recorder = aggregator._recorder
+    assert recorder is not None
+    recorder.flush_interval_s = 0.0
+    aggregator.update(happy(0))
+
+    def disk_full(data: str) -> int:
+        raise OSError(28, "No space left on device")
+
+    recorder._file._fh.write = disk_full  # type: ignore[method-assign,union-attr]
+    aggregator.update(happy(1))
+    button(at, "Reset statistics").click()
+    run_page(at)
+    assert not at.checkbox(key="live_consent").value and button(at, "Record").disabled
+    assert any("1 frames written before the failure are kept" in i.value for i in at.info)
+    at.checkbox(key="live_consent").check()  # the next candidate consents
+    run_page(at)
+    assert at.checkbox(key="live_consent").value and not button(at, "Record").disabled
+
+
+def test_stop_before_any_frame_saves_no_empty_session(env: dict[str, Any]) -> None:
+    at, _ = start_a_recording(env)
+    button(at, "Stop").click()
+    run_page(at)
+    assert not at.success and not list(env["sessions"].iterdir())
+    assert any("No frame arrived while recording" in i.value for i in at.info)
+
+
 def test_a_second_record_click_starts_no_second_session(env: dict[str, Any]) -> None:
     at, aggregator = start_a_recording(env)
     at.session_state["live_message"] = None
