@@ -556,6 +556,30 @@ def _bad(name: str, msg: str) -> SessionError:
     return SessionError(f"{name}: {msg}")
 
 
+def _check_frames_are_unique(
+    name: str, lines: list[int], out: pd.DataFrame, is_face: np.ndarray
+) -> None:
+    """One time per frame number, and one row per face per frame: a counter that restarts
+    (two recordings pasted together) or a repeated row would be merged or counted twice."""
+    first_t = out.groupby("frame")["t_s"].transform("first").to_numpy()
+    moved = np.flatnonzero(first_t != out["t_s"].to_numpy())
+    if len(moved):
+        i = int(moved[0])
+        raise _bad(
+            name,
+            f"line {lines[i]}: frame {int(out['frame'].iloc[i])} appears again at another time "
+            f"({out['t_s'].iloc[i]:g} s); each frame number must have one time",
+        )
+    repeated = np.flatnonzero(is_face & out.duplicated(["frame", "face_id"]).to_numpy())
+    if len(repeated):
+        i = int(repeated[0])
+        raise _bad(
+            name,
+            f"line {lines[i]}: face {int(out['face_id'].iloc[i])} of frame "
+            f"{int(out['frame'].iloc[i])} appears twice",
+        )
+
+
 def _parse_frames(text: str, name: str, drop_partial_last_line: bool) -> pd.DataFrame:
     """Validate and type frames.csv text; returns the DataFrame in COLUMNS order."""
     if drop_partial_last_line and text and not text.endswith("\n"):
@@ -654,6 +678,7 @@ def _parse_frames(text: str, name: str, drop_partial_last_line: bool) -> pd.Data
             )
         out[col] = values.astype(np.int64)
     is_face = out["face_id"].to_numpy() >= 0
+    _check_frames_are_unique(name, lines, out, is_face)
     bad_rows = is_face & (~has_probs | partial)
     if bad_rows.any():
         i = int(np.flatnonzero(bad_rows)[0])

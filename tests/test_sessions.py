@@ -474,6 +474,21 @@ def write_session(root: Path, sid: str, csv_text: str, meta: dict | None = None)
             HEADER + "\n" + good_row() + "\n" + good_row(1e13, 1) + "\n",
             "column 't_s' spans 1e+13 s (line 2 to line 3), more than a week",
         ),
+        (  # two recordings pasted together: the frame counter restarts
+            HEADER
+            + "\n"
+            + good_row(0.0, 0)
+            + "\n"
+            + good_row(0.1, 1)
+            + "\n"
+            + good_row(10.0, 0)
+            + "\n",
+            "line 4: frame 0 appears again at another time (10 s)",
+        ),
+        (
+            HEADER + "\n" + good_row(0.0, 0) + "\n" + good_row(0.0, 0) + "\n",
+            "line 3: face 0 of frame 0 appears twice",
+        ),
     ],
 )
 def test_bad_csv_gives_clear_error(tmp_path: Path, csv_text: str, message: str) -> None:
