@@ -59,7 +59,8 @@ def distribution_ci_chart(df: pd.DataFrame, basis: str, rule: NervousnessRule) -
 
 
 def timeline_chart(long: pd.DataFrame) -> alt.Chart:
-    """Smoothed per-class probability lines with an x-interval brush named 'brush'."""
+    """Smoothed per-class probability lines with an x-interval brush named 'brush'; a line
+    breaks where the timeline has no face (long's `segment`, from Timeline.long)."""
     brush = alt.selection_interval(encodings=["x"], name="brush")
     chart = (
         alt.Chart(long)
@@ -68,6 +69,7 @@ def timeline_chart(long: pd.DataFrame) -> alt.Chart:
             x=alt.X("t_s:Q", title="time (s)"),
             y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1])),
             color=alt.Color("class:N", scale=COLOR_SCALE),
+            detail="segment:N",
             tooltip=["t_s", "class", alt.Tooltip("probability:Q", format=".2f")],
         )
         .add_params(brush)

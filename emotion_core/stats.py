@@ -704,10 +704,14 @@ class Timeline:
     data: pd.DataFrame
 
     def long(self) -> pd.DataFrame:
-        """Long form for charts: columns t_s, class, probability (NaN rows dropped)."""
+        """Long form for charts: columns t_s, class, probability, segment (NaN rows dropped).
+
+        segment numbers the stretches between empty bins, so that a chart draws one line per
+        stretch and none across a time without a face."""
         out = self.data.melt(
             id_vars=["t_s"], value_vars=PROB_COLUMNS, var_name="class", value_name="probability"
         )
+        out["segment"] = out["probability"].isna().groupby(out["class"]).cumsum().astype(int)
         return out.dropna(subset=["probability"]).reset_index(drop=True)
 
 

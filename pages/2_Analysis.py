@@ -282,9 +282,9 @@ def detail_section(
     if t1 - t0 >= 1.0:
         lo, hi = st.slider(
             "Time range (s) - or drag on the timeline to select",
-            min_value=float(int(t0)),
-            max_value=float(int(t1) + 1),
-            value=(float(int(t0)), float(int(t1) + 1)),
+            min_value=float(math.floor(t0)),
+            max_value=float(math.floor(t1) + 1),
+            value=(float(math.floor(t0)), float(math.floor(t1) + 1)),
             step=1.0,
             key=f"an_range_{item.key}",
         )

@@ -165,6 +165,20 @@ def test_one_bad_saved_value_resets_only_that_value(env: Path, tmp_path: Path) -
     assert at.number_input(key=ui_common.W_BLOCK).value == 2.0
 
 
+def test_a_session_starting_at_a_negative_time_is_shown_whole(env: Path) -> None:
+    """int(-0.5) is 0: the slider's lower bound rounds down, so nothing is cut off unasked."""
+    text = frames_csv(["happy"] * 50).splitlines()
+    shifted = [text[0]] + [
+        f"{float(line.split(',', 1)[0]) - 0.5:.3f},{line.split(',', 1)[1]}" for line in text[1:]
+    ]
+    write_session(env, "neg", frames_text="\n".join(shifted) + "\n")
+    at = app()
+    slider = at.slider(key=next(k for k in at.session_state if str(k).startswith("an_range_")))
+    assert slider.value == (-1.0, 10.0)
+    frames = next(m for m in at.metric if m.label == "Frames")
+    assert frames.value == "50"
+
+
 def compare_happy_and_sad(env: Path, happy_name: str, sad_name: str) -> AppTest:
     """The page with two sessions selected: a mostly happy one and an all-sad one."""
     write_session(env, "a", HAPPY, candidate=happy_name, started="2024-01-01T09:00:00+00:00")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from emotion_core import stats
+from emotion_core import charts, stats
 from emotion_core.classes import CLASSES
 
 FAST = stats.BootstrapConfig(n_boot=200, block_s=2.0, seed=1)
@@ -227,8 +227,20 @@ def test_timeline_resample_and_rolling_mean() -> None:
     # Centred window of 3 bins, NaN ignored: (0.5+1)/2, (0.5+1+0)/3, (1+0)/2, 0/1.
     assert smooth == pytest.approx([0.75, 0.5, 0.5, 0.0])
     long = stats.timeline(frames, step_s=1.0, smooth_s=1.0).long()
-    assert set(long.columns) == {"t_s", "class", "probability"}
+    assert set(long.columns) == {"t_s", "class", "probability", "segment"}
     assert len(long) == 3 * 7
+
+
+def test_timeline_lines_break_where_no_face_was_seen() -> None:
+    """Happy 0-10 s, no face 10-50 s, happy again 50-60 s: two line segments, none across."""
+    labels: list[str | None] = ["happy"] * 50 + [None] * 200 + ["happy"] * 50
+    long = stats.timeline(session_from_labels(labels), step_s=1.0, smooth_s=3.0).long()
+    happy = long[long["class"] == "happy"]
+    assert happy["segment"].nunique() == 2
+    first, second = (g["t_s"] for _, g in happy.groupby("segment"))
+    assert first.max() < 12 and second.min() > 48
+    spec = charts.timeline_chart(long).to_dict()
+    assert spec["encoding"]["detail"]["field"] == "segment"
 
 
 def test_timeline_of_a_long_session_has_coarser_steps() -> None:
