@@ -598,13 +598,20 @@ class TrainingJobRunner:
         """Relaunch a cancelled/interrupted/failed run with --resume in the same folder
         (optionally with a new total number of epochs)."""
         # NOTE: checked under the lock: a second Resume of the same run (another tab) sees the
-        # process the first launched and is refused.
+        # process the first launched and is refused; so does an activation of the run (which
+        # registers itself under the same lock) and a Resume after one started.
         with self._start_lock():
             info = self.info(run_id)
             if info.state not in RESUMABLE_STATES:
                 raise JobError(
                     f"run {run_id!r} is {info.state}; only cancelled, interrupted or "
                     "failed runs can be resumed"
+                )
+            activating = self.activating(run_id)
+            if activating:
+                raise JobError(
+                    f"run {run_id!r} is being activated as model {activating!r}; resume it "
+                    "once the activation has ended (training would change its checkpoint)"
                 )
             config = self._saved_config(info, epochs)
             self._refuse_if_busy(force)
@@ -790,6 +797,8 @@ class TrainingJobRunner:
         hparams = read_json_object(path / "hparams.json")
         config = launch.get("config") or hparams
         pid = _int(launch.get("pid")) or _int(status.get("pid")) or None
+        if launch and self._resumed_by_hand(path, status, launch):
+            pid = _int(status.get("pid"))  # that process is the run's now (for Cancel too)
         status_current = not launch or _int(status.get("pid")) == pid
         raw_state = str(status.get("state", "")) if status_current else ""
         message = str(status.get("message", "")) if status_current else ""
@@ -820,6 +829,21 @@ class TrainingJobRunner:
         )  # fmt: skip
 
     @staticmethod
+    def _resumed_by_hand(path: Path, status: dict[str, Any], launch: dict[str, Any]) -> bool:
+        """True when status.json comes from another process than launch.json's that took the
+        run over after that launch (`python -m emotion_core.train --out RUN --resume`): it
+        trains into this folder now, or wrote its status after that launch."""
+        status_pid = _int(status.get("pid"))
+        if not status_pid or status_pid == _int(launch.get("pid")):
+            return False
+        if _pid_alive(status_pid, path):
+            return True
+        launched, updated = launch.get("launched_at"), status.get("updated_at")
+        if not (isinstance(launched, int | float) and isinstance(updated, int | float)):
+            return False
+        return float(updated) > float(launched)
+
+    @staticmethod
     def _progress(
         status: dict[str, Any], state: str, done: int, epochs: int, config: dict[str, Any]
     ) -> float:
@@ -843,11 +867,21 @@ class TrainingJobRunner:
         exit_info = read_json_object(path / "exit.json")
         code = exit_info.get("returncode") if _int(exit_info.get("pid")) == pid else None
         log = tail_text(path / "stdout.log", lines=15)
-        if (path / "CANCEL").exists():
-            return "cancelled", "cancelled before training started"
+        # a cancelled trainer ends with a final status; without one, the SIGTERM of the cancel
+        # ended it while it started (before its handler was set): any other exit is a crash
+        if (path / "CANCEL").exists() and code in (None, 0, -signal.SIGTERM):
+            done = _int(read_json_object(path / "resume.json").get("epoch"))
+            if not done:
+                return "cancelled", "cancelled before training started"
+            return "cancelled", (
+                f"cancelled while the training process started; the checkpoint of epoch {done} "
+                "is kept"
+            )
         if isinstance(code, int) and code != 0:
+            asked = " It had been asked to cancel." if (path / "CANCEL").exists() else ""
             return "failed", (
-                f"The training process {describe_exit(code)}.{_oom_hint(log)}\nLast output:\n{log}"
+                f"The training process {describe_exit(code)}.{asked}{_oom_hint(log)}\n"
+                f"Last output:\n{log}"
             )
         return "interrupted", (
             "The training process stopped without finishing (server restart, kill or crash)."
@@ -935,37 +969,49 @@ class TrainingJobRunner:
         """Start `activate` on a daemon thread and return the job to poll. What would fail at
         once (see activate) raises here, as does a second activation into the same models
         folder while one runs (JobError)."""
-        self._check_activation(run_id, name)
         key = self.models_dir.resolve()
-        with _ACTIVATIONS_LOCK:
-            current = _ACTIVATIONS.get(key)
-            if current is not None and not current.view().finished:
-                raise JobError(f"model {current.name!r} is being activated; wait for it to finish")
-            elsewhere = self._activation_elsewhere()
-            if elsewhere:
-                raise JobError(
-                    f"model {elsewhere.get('name')!r} is being activated by another server "
-                    f"process (pid {elsewhere.get('pid')}); wait for it to finish"
-                )
-            marker = self.models_dir / ACTIVATION_MARKER
-            record = {
-                "run_id": run_id,
-                "name": name,
-                "pid": os.getpid(),
-                "process_start": process_start(os.getpid()),
-                "started": time.time(),
-            }
-            try:
-                atomic_write_json(marker, record)
-            except OSError as exc:
-                raise JobError(f"cannot start the activation: {exc}") from exc
-            job = ActivationJob(run_id, name)
-            _ACTIVATIONS[key] = job
+        with self._start_lock():  # NOTE: see resume: neither starts while the other runs
+            self._check_activation(run_id, name)
+            with _ACTIVATIONS_LOCK:
+                current = _ACTIVATIONS.get(key)
+                if current is not None and not current.view().finished:
+                    raise JobError(
+                        f"model {current.name!r} is being activated; wait for it to finish"
+                    )
+                elsewhere = self._activation_elsewhere()
+                if elsewhere:
+                    raise JobError(
+                        f"model {elsewhere.get('name')!r} is being activated by another server "
+                        f"process (pid {elsewhere.get('pid')}); wait for it to finish"
+                    )
+                marker = self.models_dir / ACTIVATION_MARKER
+                record = {
+                    "run_id": run_id,
+                    "name": name,
+                    "pid": os.getpid(),
+                    "process_start": process_start(os.getpid()),
+                    "started": time.time(),
+                }
+                try:
+                    atomic_write_json(marker, record)
+                except OSError as exc:
+                    raise JobError(f"cannot start the activation: {exc}") from exc
+                job = ActivationJob(run_id, name)
+                _ACTIVATIONS[key] = job
         # NOTE: the job outlives a closed tab; current_activation() hands it to whichever page
         # asks next. The marker file outlives the process: a server stopped mid-activation is
         # noticed by recover_interrupted_activation() after the restart.
         job.start(job.run, "activation", activate=self.activate, marker=marker)
         return job
+
+    def activating(self, run_id: str) -> str:
+        """The model name run_id is being activated as, by this process or another server
+        process; "" when it is not being activated."""
+        job = self.current_activation()
+        if job is not None and job.run_id == run_id and not job.view().finished:
+            return job.name
+        elsewhere = self._activation_elsewhere()
+        return str(elsewhere.get("name", "?")) if elsewhere.get("run_id") == run_id else ""
 
     def _activation_elsewhere(self) -> dict[str, Any]:
         """The marker of an activation that another live process started here recently, or

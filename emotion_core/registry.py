@@ -128,9 +128,15 @@ def _field_problem(key: str, value: Any) -> str:
 
 
 def validate_name(name: str) -> str:
-    """Return name if it is a safe model name (letters, digits, _ . -), else raise ModelError."""
+    """Return name if it is a safe model name (letters, digits, _ . -) whose card would not
+    replace registry.json, else raise ModelError."""
     if not _NAME_RE.match(name) or ".." in name:
         raise ModelError(f"invalid model name {name!r}: use letters, digits, '_', '.', '-'")
+    if name.lower() == Path(REGISTRY_FILE).stem:  # any case: some file systems ignore it
+        raise ModelError(
+            f"invalid model name {name!r}: reserved (its card would replace {REGISTRY_FILE}); "
+            "choose another name"
+        )
     return name
 
 

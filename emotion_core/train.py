@@ -427,6 +427,8 @@ def _make_callbacks(
             if val_acc > self.best:
                 self.best = val_acc
                 self.since_best = 0
+                # eval.json describes the previous best.keras (a resumed run's earlier end)
+                (run_dir / "eval.json").unlink(missing_ok=True)
                 save_keras_atomically(saved, run_dir / "best.keras")
             else:
                 self.since_best += 1

@@ -264,14 +264,18 @@ def ended_panel(progress: RunProgress, busy: RunInfo | None) -> None:
     jobs = runner()
     info = progress.info
     state_banner(info)
+    activating = jobs.activating(info.run_id)
     if info.resumable:
         force = True
-        if busy is not None:
+        if activating:
+            st.caption(f"Resume waits until this run's activation as **{activating}** has ended.")
+        elif busy is not None:
             force = st.checkbox(
                 f"Run {busy.run_id} is running: resume anyway (both jobs run slower)",
                 key="train_resume_force",
             )
-        if st.button("Resume training", key="train_resume", disabled=not force):
+        disabled = bool(activating) or not force
+        if st.button("Resume training", key="train_resume", disabled=disabled):
             try:
                 handle = jobs.resume(info.run_id, force=busy is not None and force)
             except JobError as exc:
@@ -311,7 +315,9 @@ def ended_panel(progress: RunProgress, busy: RunInfo | None) -> None:
     if jobs.current_activation() is not None:
         st.caption("Another model is being activated (see the top of the page).")
         return
-    name = st.text_input("Model name", value=_suggest_name(info), key="train_activate_name",
+    # keyed per run: a keyed widget keeps its first value, whatever `value` says later
+    name = st.text_input("Model name", value=_suggest_name(info),
+                         key=activate_name_key(info.run_id),
                          help="Letters, digits, '_', '.', '-'; must not exist yet.")  # fmt: skip
     if st.button("Activate as default model", key="train_activate", type="primary"):
         try:
@@ -342,7 +348,7 @@ def activation_panel() -> None:
             acc = ui_common.accuracy_text(view.card.val_accuracy, "?")
             flash("success", f"Model **{view.card.name}** (validation accuracy {acc}) is now "
                              "the default; the Live page uses it from now on.")  # fmt: skip
-            st.session_state.pop("train_activate_name", None)  # next time: a fresh suggestion
+            st.session_state.pop(activate_name_key(view.run_id), None)  # a fresh suggestion
         st.rerun()
     stage = f"step {view.step} of {view.steps}: {view.stage}" if view.step else "starting"
     if view.detail:
@@ -378,6 +384,11 @@ def show_interrupted_activation(lost: InterruptedActivation | None) -> None:
         f"The activation of run {lost.run_id} as **{lost.name}** (started {when}) stopped "
         f"with the server before it ended. {outcome}"
     )
+
+
+def activate_name_key(run_id: str) -> str:
+    """The widget key of the model name box for run_id's Activate."""
+    return f"train_activate_name:{run_id}"
 
 
 def _suggest_name(info: RunInfo) -> str:

@@ -731,3 +731,134 @@ def test_relative_teacher_paths_are_made_absolute_for_the_trainer(
     assert config.data == str(tmp_path / "d.csv")
     assert config.teacher == f"{tmp_path / 't' / 'a.keras'},{tmp_path / 'b.keras'}"
     assert runner._absolute_paths(tiny(Path("d.csv"))).teacher == ""
+
+
+def test_a_run_resumed_from_the_command_line_is_running_and_can_be_cancelled(
+    tmp_path: Path,
+) -> None:
+    runner = TrainingJobRunner(tmp_path / "runs")
+    run = runner.runs_dir / "ui"
+    page_pid = _dead_pid()  # launched from the page, whose process has since been killed
+    _running_status(run, page_pid)
+    launch = json.loads((run / "launch.json").read_text()) | {"launched_at": time.time() - 60}
+    (run / "launch.json").write_text(json.dumps(launch))
+    (run / "exit.json").write_text(json.dumps({"pid": page_pid, "returncode": -9}))
+    assert runner.info("ui").state == "failed"
+
+    # README: `python -m emotion_core.train --out RUN --resume` goes on from the command line
+    argv = [sys.executable, "-c", SLEEP, "-m", "emotion_core.train", "--out", str(run), "--resume"]
+    cli = subprocess.Popen(argv)
+    status = {"kind": "epoch", "state": "running", "epoch": 5, "epochs": 10, "pid": cli.pid,
+              "updated_at": time.time()}  # fmt: skip
+    try:
+        (run / "status.json").write_text(json.dumps(status))
+        info = runner.info("ui")
+        assert info.state == "running" and info.pid == cli.pid and info.epoch == 5
+        assert not info.resumable
+        busy = runner.running_job()
+        assert busy is not None and busy.run_id == "ui"
+        with pytest.raises(JobError, match="is running"):
+            runner.resume("ui")
+        with pytest.raises(JobError, match="still running"):
+            runner.activate("ui", "m")
+        runner.cancel("ui")
+        assert cli.wait(10) == -signal.SIGTERM  # Cancel reached the command-line process
+    finally:
+        cli.kill()
+        cli.wait()
+
+    # it ended after the page's launch: its final status is the run's
+    ended_at = time.time()
+    (run / "status.json").write_text(json.dumps(status | {"kind": "end", "state": "finished",
+                                                          "updated_at": ended_at}))  # fmt: skip
+    assert runner.info("ui").state == "finished"
+
+    # a later Resume from the page: the older status (of another process) is not this launch's
+    relaunched = subprocess.Popen(argv)
+    try:
+        launch |= {"pid": relaunched.pid, "launched_at": ended_at + 1}
+        (run / "launch.json").write_text(json.dumps(launch))
+        info = runner.info("ui")
+        assert info.state == "running" and info.pid == relaunched.pid
+        assert info.message == "starting (loading data)"
+    finally:
+        relaunched.kill()
+        relaunched.wait()
+
+
+def test_a_crash_after_cancel_is_a_failure_and_a_cancel_at_start_says_what_is_kept(
+    tmp_path: Path,
+) -> None:
+    runner = TrainingJobRunner(tmp_path / "runs")
+
+    def ended_after_cancel(run_id: str, returncode: int | None, epochs_done: int) -> jobs.RunInfo:
+        pid = _dead_pid()
+        run = runner.runs_dir / run_id
+        _running_status(run, pid)
+        (run / "CANCEL").write_text(f"{time.time()}\n")
+        if returncode is not None:
+            (run / "exit.json").write_text(json.dumps({"pid": pid, "returncode": returncode}))
+        if epochs_done:
+            (run / "resume.json").write_text(json.dumps({"epoch": epochs_done, "best": 0.3,
+                                                         "elapsed_s": 60.0}))  # fmt: skip
+        return runner.info(run_id)
+
+    # killed (the OOM killer) at epoch 12 while it finished the batch before stopping
+    crashed = ended_after_cancel("oom", -signal.SIGKILL, 12)
+    assert crashed.state == "failed" and crashed.resumable and crashed.epoch == 12
+    assert "killed by SIGKILL" in crashed.message and "asked to cancel" in crashed.message
+    exited = ended_after_cancel("exit1", 1, 3)
+    assert exited.state == "failed" and "exited with code 1" in exited.message
+
+    # the cancel's own SIGTERM, before the trainer set its handler (or an unknown exit code)
+    early = ended_after_cancel("early", -signal.SIGTERM, 0)
+    assert early.state == "cancelled" and early.message == "cancelled before training started"
+    later = ended_after_cancel("later", -signal.SIGTERM, 4)
+    assert later.state == "cancelled" and "before training started" not in later.message
+    assert "checkpoint of epoch 4 is kept" in later.message
+    unknown = ended_after_cancel("unknown", None, 0)
+    assert unknown.state == "cancelled"
+
+
+def test_a_run_being_activated_cannot_be_resumed(
+    tmp_path: Path, fake_python: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models, _, _ = models_with_fake_run(tmp_path)
+    runner = TrainingJobRunner(models / "runs", python=fake_python, models_dir=models)
+    run = runner.runs_dir / "r"
+    (run / "status.json").write_text(json.dumps({"state": "cancelled"}))
+    (run / "hparams.json").write_text(json.dumps({"data": str(tmp_path), "arch": "tiny"}))
+    assert runner.info("r").resumable
+    gate = threading.Event()
+
+    def gated(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
+        assert gate.wait(30)
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(jobs, "_publish_run", lambda: gated)
+    job = runner.start_activation("r", "mine")
+    try:
+        with pytest.raises(JobError, match="being activated as model 'mine'"):
+            runner.resume("r")
+        assert not (run / "launch.json").exists()  # nothing launched
+        assert runner.activating("r") == "mine" and runner.activating("other") == ""
+    finally:
+        gate.set()
+        assert job.wait(30).finished
+        runner.forget_activation(job)
+    assert runner.activating("r") == ""
+
+    # another server process is activating it (its marker names a live process): refused too
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (models / jobs.ACTIVATION_MARKER).write_text(json.dumps({
+            "run_id": "r", "name": "theirs", "pid": other.pid, "started": time.time(),
+            "process_start": procs.process_start(other.pid),
+        }))  # fmt: skip
+        with pytest.raises(JobError, match="being activated as model 'theirs'"):
+            runner.resume("r")
+    finally:
+        other.kill()
+        other.wait()
+    runner.resume("r")  # that process is gone: the run resumes
+    assert runner.info("r").running

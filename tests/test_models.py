@@ -218,6 +218,28 @@ def test_resume_continues_from_last_checkpoint(tmp_path, monkeypatch):
     assert epochs == ["1", "2", "3"]
 
 
+def test_a_resumed_run_that_improves_and_dies_leaves_no_stale_evaluation(tmp_path):
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    run = tmp_path / "run"
+    train(tiny_config(csv, epochs=1), run)
+    evaluation = (run / "eval.json").read_text()
+
+    def killed_after_epoch_2(event: ProgressEvent) -> None:
+        if event.kind == "epoch" and event.epoch == 2:
+            raise RuntimeError("killed before the final evaluation")
+
+    def resume_and_die(best: float) -> None:
+        state = json.loads((run / "resume.json").read_text())
+        (run / "resume.json").write_text(json.dumps(state | {"epoch": 1, "best": best}))
+        with pytest.raises(RuntimeError, match="killed"):
+            train(tiny_config(csv, epochs=3), run, resume=True, listeners=[killed_after_epoch_2])
+
+    resume_and_die(best=2.0)  # epoch 2 cannot beat it: best.keras and its evaluation stay
+    assert (run / "eval.json").read_text() == evaluation
+    resume_and_die(best=-1.0)  # epoch 2 writes a new best.keras: the old evaluation goes
+    assert not (run / "eval.json").exists()
+
+
 def cancelled_run(
     tmp_path: Path, epochs: int, when: Callable[[ProgressEvent], bool], **overrides: object
 ) -> tuple[dict, Path, Path, list[ProgressEvent]]:
@@ -599,3 +621,21 @@ def test_a_checkpoint_save_that_dies_leaves_the_previous_checkpoint(tmp_path):
         save_keras_atomically(DiesMidSave(), last)
     assert last.read_bytes() == b"the previous, complete checkpoint"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.keras"]
+
+
+def test_a_model_named_registry_is_refused_before_its_card_replaces_registry_json(tmp_path):
+    import zipfile
+
+    from emotion_core.registry import register_model, validate_name
+
+    keras_file = tmp_path / "m.keras"
+    with zipfile.ZipFile(keras_file, "w") as archive:
+        archive.writestr("config.json", "{}")
+    models = tmp_path / "models"
+    register_model(keras_file, ModelCard(name="a", arch="tiny"), models, make_default=True)
+    for reserved in ("registry", "Registry"):  # some file systems ignore case
+        with pytest.raises(ModelError, match="reserved .*registry.json"):
+            register_model(keras_file, ModelCard(name=reserved, arch="tiny"), models)
+    assert default_model_name(models) == "a"
+    assert sorted(p.name for p in models.iterdir()) == ["a.json", "a.keras", "registry.json"]
+    assert validate_name("registry-v2") == "registry-v2"

@@ -186,7 +186,7 @@ def test_evaluation_and_activation_switch_the_default(
     version = registry.registry_version(env["models"])
 
     for bad in ("bad name!", "old-default"):
-        at.text_input(key="train_activate_name").set_value(bad)
+        at.text_input(key="train_activate_name:done").set_value(bad)
         at.button(key="train_activate").click()
         run_page(at)
         assert "Not activated" in texts(at, "error")
@@ -200,7 +200,7 @@ def test_evaluation_and_activation_switch_the_default(
         return publish(*args, **kwargs)
 
     monkeypatch.setattr(jobs, "_publish_run", lambda: gated_publish)
-    at.text_input(key="train_activate_name").set_value("fresh-model")
+    at.text_input(key="train_activate_name:done").set_value("fresh-model")
     at.button(key="train_activate").click()
     run_page(at)  # the activation runs on a thread; the page shows its progress
     assert not at.error and "fresh-model" in str(at.get("progress")[0].proto)
@@ -215,6 +215,46 @@ def test_evaluation_and_activation_switch_the_default(
     assert registry.default_model_name(env["models"]) == "fresh-model"
     assert registry.registry_version(env["models"]) != version
     assert any("fresh-model" in c for c in texts(at, "caption").splitlines())
+
+
+def test_the_model_name_follows_the_run_viewed_and_resume_waits_for_its_activation(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for run_id in ("run-a", "run-b"):
+        write_run(env["runs"], run_id, {"kind": "end", "state": "finished"}, env["data"],
+                  env["model"])  # fmt: skip
+    write_run(env["runs"], "cut", {"kind": "end", "state": "cancelled"}, env["data"], env["model"])
+    at = run_page()
+
+    def model_name_shown() -> str:
+        (box,) = [t for t in at.text_input if t.label == "Model name"]
+        return str(box.value)
+
+    for run_id in ("run-a", "run-b", "run-a"):  # a keyed box once kept the first suggestion
+        at.selectbox(key="train_run").set_value(run_id)
+        run_page(at)
+        assert model_name_shown() == run_id
+
+    gate = threading.Event()
+
+    def gated_publish(*args: Any, **kwargs: Any) -> ModelCard:
+        assert gate.wait(60)
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(jobs, "_publish_run", lambda: gated_publish)
+    runner = jobs.TrainingJobRunner(env["runs"], models_dir=env["models"])
+    job = runner.start_activation("cut", "cut-model")
+    try:
+        at.selectbox(key="train_run").set_value("cut")
+        run_page(at)
+        assert at.button(key="train_resume").disabled
+        assert "activation as **cut-model** has ended" in texts(at, "caption")
+    finally:
+        gate.set()
+        assert job.wait(60).finished
+    run_page(at)  # the page shows the outcome and forgets the activation
+    run_page(at)
+    assert not at.button(key="train_resume").disabled
 
 
 def test_an_activation_cut_off_by_a_server_restart_is_reported_once(env: dict[str, Any]) -> None:
