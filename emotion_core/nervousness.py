@@ -558,7 +558,7 @@ def evaluate_distribution(
         dist.n_obs,
         duration_s,
         confidence,
-        face_time_s(duration_s, dist.n_frames_with_obs, dist.n_frames),
+        float(duration_s) * dist.face_fraction,
         _blocks_note(dist),
         dist.intervals_note,
     )

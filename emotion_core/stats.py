@@ -12,6 +12,11 @@ Units and conventions
   face's observations only.
 * "Share" is the fraction of observations whose top label (argmax of the probabilities) is a
   class; "mean probability" is the average probability the model gave the class.
+* Both are **weighted by time**: each frame stands for the time around it (half the gap to
+  the frame before plus half the gap to the next, a gap counting at most `MAX_GAP_STEPS`
+  typical frame steps or `MAX_GAP_S`, so a stall is not stretched over). A stretch analysed at
+  10 fps then counts as much as an equally long one at 30 fps; with an even frame rate this is
+  the plain count.
 * Duration = last frame time - first frame time (as in emotion_core.sessions).
 * Confidence intervals come from a **circular block bootstrap over time**: the session's frames
   (including frames without a face, which carry zero weight) are cut into blocks of
@@ -59,6 +64,10 @@ BASIS_LABELS: dict[str, str] = {
 }
 PROB_COLUMNS: list[str] = list(CLASSES)
 _K = len(CLASSES)
+# A gap between two frames counts up to this many typical frame steps, or MAX_GAP_S if that is
+# longer (see frame_weights): a stall is not stretched over, a lower frame rate is kept.
+MAX_GAP_STEPS = 4.0
+MAX_GAP_S = 1.0
 # A timeline has at most this many steps (about 5.5 h at 1 s); longer sessions get coarser ones.
 MAX_TIMELINE_BINS = 20_000
 
@@ -124,13 +133,14 @@ class _Units:
     """Per-frame arrays, frames in time order.
 
     t: (U,) frame times; n: (U,) observations per frame; top: (U, 7) top-label counts;
-    prob: (U, 7) summed probabilities.
+    prob: (U, 7) summed probabilities; w: (U,) seconds each frame stands for (frame_weights).
     """
 
     t: np.ndarray
     n: np.ndarray
     top: np.ndarray
     prob: np.ndarray
+    w: np.ndarray
 
 
 def face_rows(frames: pd.DataFrame) -> pd.DataFrame:
@@ -157,7 +167,7 @@ def _units(frames: pd.DataFrame, face_id: int | None = None) -> _Units:
     """Aggregate a frames table into per-frame arrays (frames without a usable face: n=0)."""
     if frames.empty:
         empty = np.zeros((0, _K))
-        return _Units(np.zeros(0), np.zeros(0), empty, empty.copy())
+        return _Units(np.zeros(0), np.zeros(0), empty, empty.copy(), np.zeros(0))
     frame_key = frames["frame"] if "frame" in frames else frames["t_s"]
     times = frames.groupby(frame_key, sort=False)["t_s"].min().astype(float)
     order = np.argsort(times.to_numpy(), kind="stable")
@@ -178,7 +188,7 @@ def _units(frames: pd.DataFrame, face_id: int | None = None) -> _Units:
     prob_sum = np.zeros((u, _K))
     np.add.at(top_sum, pos, top)
     np.add.at(prob_sum, pos, probs)
-    return _Units(t, n, top_sum, prob_sum)
+    return _Units(t, n, top_sum, prob_sum, frame_weights(t))
 
 
 def frame_step(t: np.ndarray) -> float:
@@ -188,6 +198,23 @@ def frame_step(t: np.ndarray) -> float:
     steps = np.diff(np.sort(t))
     steps = steps[steps > 0]
     return float(np.median(steps)) if len(steps) else 0.0
+
+
+def frame_weights(t: np.ndarray) -> np.ndarray:
+    """(U,) seconds each frame at sorted times t stands for: half the gap to the previous and
+    half to the next frame, a gap capped at max(MAX_GAP_STEPS frame steps, MAX_GAP_S), and half
+    a step beyond the ends; frames sharing a time share it. All 1.0 when no step is known."""
+    step = frame_step(t)
+    if step <= 0:
+        return np.ones(len(t))
+    times, inverse, counts = np.unique(t, return_inverse=True, return_counts=True)
+    half = np.minimum(np.diff(times), max(MAX_GAP_STEPS * step, MAX_GAP_S)) / 2.0
+    per_time = np.zeros(len(times))
+    per_time[:-1] += half
+    per_time[1:] += half
+    per_time[[0, -1]] += step / 2.0
+    # Rounded to the microsecond: times written with 3 decimals give exactly equal weights.
+    return np.asarray(np.round(per_time[inverse] / counts[inverse], 6), dtype=float)
 
 
 def duration_of(t: np.ndarray) -> float:
@@ -214,8 +241,8 @@ class Distribution:
     tau_frames: estimated integrated autocorrelation time of the top-label series, in frames
     with a face (the block length converts it to frames of the whole series).
     n_frames / n_frames_with_obs: frames in the series (with or without a face) / frames with
-    at least one observation; `face_fraction` is their ratio (the share of the time covered in
-    which a face was in view).
+    at least one observation; time_with_obs: the share of the time covered (frame weights) in
+    which a face was in view (`face_fraction`).
     n_obs_blocks: how many consecutive blocks of block_frames frames, counted from the first
     frame with an observation, hold an observation. Below 2 every replicate resamples the same
     few frames, so the interval has no meaning (`too_few_blocks`).
@@ -239,6 +266,7 @@ class Distribution:
     tau_frames: float
     n_frames: int
     n_frames_with_obs: int
+    time_with_obs: float
     n_obs_blocks: int
     widen: float
     persistent: bool
@@ -249,8 +277,8 @@ class Distribution:
 
     @property
     def face_fraction(self) -> float:
-        """n_frames_with_obs / n_frames (0.0 without frames)."""
-        return self.n_frames_with_obs / self.n_frames if self.n_frames else 0.0
+        """The share of the time covered in which a face was in view (0.0 without frames)."""
+        return self.time_with_obs
 
     @property
     def too_few_blocks(self) -> bool:
@@ -264,11 +292,13 @@ class Distribution:
             return ""
         step = self.block_s / max(self.block_frames, 1)
         n_tau = self.n_frames_with_obs / max(self.tau_frames, 1.0)
-        lasts_s = self.tau_frames * step / max(self.face_fraction, 1e-12)
+        face_share = self.n_frames_with_obs / max(self.n_frames, 1)
+        lasts_s = self.tau_frames * step / max(face_share, 1e-12)
         # NOTE: the cause is either long-lasting expressions or little time with a face;
         # the sentence gives both figures and blames neither.
         return (
-            f"intervals may be too narrow: the {self.n_frames_with_obs * step:.1f} s with a face "
+            f"intervals may be too narrow: the {self.n_frames * step * self.face_fraction:.1f} s "
+            "with a face "
             f"hold only about {n_tau:.0f} independent stretches (an expression lasts about "
             f"{lasts_s:.1f} s here; {PERSISTENT_MIN_TAUS:.0f} stretches are "
             "needed for reliable intervals)"
@@ -494,6 +524,12 @@ def _obs_blocks(n: np.ndarray, block: int) -> int:
     return len(np.unique((idx - idx[0]) // max(1, block)))
 
 
+def _time_with_obs(units: _Units) -> float:
+    """Share of the time (frame weights) spent on frames with an observation (0.0 if none)."""
+    total = float(units.w.sum())
+    return float(units.w[units.n > 0].sum()) / total if total > 0 else 0.0
+
+
 def _distribution(units: _Units, cfg: BootstrapConfig, rng: np.random.Generator) -> Distribution:
     n_obs = int(units.n.sum())
     min_frames, tau = _auto_frames(units, cfg)
@@ -518,6 +554,7 @@ def _distribution(units: _Units, cfg: BootstrapConfig, rng: np.random.Generator)
             tau_frames=tau,
             n_frames=len(units.t),
             n_frames_with_obs=0,
+            time_with_obs=0.0,
             n_obs_blocks=0,
             widen=math.nan,
             persistent=False,
@@ -526,9 +563,10 @@ def _distribution(units: _Units, cfg: BootstrapConfig, rng: np.random.Generator)
             share_boot=empty,
             mean_prob_boot=empty.copy(),
         )
-    share = units.top.sum(axis=0) / n_obs
-    mean_prob = units.prob.sum(axis=0) / n_obs
-    stacked = np.hstack([units.top, units.prob, units.n[:, None]])
+    stacked = units.w[:, None] * np.hstack([units.top, units.prob, units.n[:, None]])
+    totals = stacked.sum(axis=0)  # NOTE: one sum per column, all in the same order: a class
+    share = totals[:_K] / totals[-1]  # seen in every observation comes out as exactly 1.0
+    mean_prob = totals[_K : 2 * _K] / totals[-1]
     sums = circular_block_bootstrap(stacked, block, cfg.n_boot, rng)
     with np.errstate(invalid="ignore", divide="ignore"):
         denom = sums[:, -1:]
@@ -548,6 +586,7 @@ def _distribution(units: _Units, cfg: BootstrapConfig, rng: np.random.Generator)
         tau_frames=tau,
         n_frames=len(units.t),
         n_frames_with_obs=int((units.n > 0).sum()),
+        time_with_obs=_time_with_obs(units),
         n_obs_blocks=n_obs_blocks,
         widen=widen,
         persistent=persistent,
@@ -816,11 +855,11 @@ def _blocks(frames: pd.DataFrame, block_s: float, basis: Basis) -> tuple[np.ndar
         return np.zeros((0, _K)), np.zeros(0)
     t0 = float(u.t.min())
     win = np.floor((u.t - t0) / block_s).astype(int)
-    vals = u.top if basis == "share" else u.prob
+    vals = (u.top if basis == "share" else u.prob) * u.w[:, None]
     ids, inv = np.unique(win[keep], return_inverse=True)
     sums = np.zeros((len(ids), _K))
     np.add.at(sums, inv, vals[keep])
-    n = np.bincount(inv, weights=u.n[keep], minlength=len(ids))
+    n = np.bincount(inv, weights=(u.n * u.w)[keep], minlength=len(ids))
     return sums, n
 
 

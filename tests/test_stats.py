@@ -413,7 +413,8 @@ def two_state_units(n: int, fps: float, switch_s: float, rng: np.random.Generato
     state = (rng.integers(2) + np.cumsum(flips)) % 2
     top = np.zeros((n, 7))
     top[np.arange(n), np.where(state == 0, CLASSES.index("happy"), CLASSES.index("sad"))] = 1.0
-    return stats._Units(np.arange(n) / fps, np.ones(n), top, top.copy())
+    t = np.arange(n) / fps
+    return stats._Units(t, np.ones(n), top, top.copy(), stats.frame_weights(t))
 
 
 def test_persistent_expressions_are_flagged_and_intervals_cover_better() -> None:
@@ -532,3 +533,41 @@ def test_one_block_of_faces_gives_no_interval() -> None:
     assert d.share[CLASSES.index("happy")] == pytest.approx(0.6)
     assert np.isnan(d.interval("share")).all() and np.isnan(d.interval("mean_prob")).all()
     assert all(math.isnan(x) for x in d.combined("share", ["happy", "sad"])[1:])
+
+
+def test_shares_are_weighted_by_time_not_by_frame_count() -> None:
+    """30 s happy at 10 fps, then 30 s neutral at 30 fps: half the time each (frame counts
+    would say 25% / 75%), as the timeline says."""
+    rows: list[dict] = []
+    t, i = 0.0, 0
+    for label, fps in (("happy", 10.0), ("neutral", 30.0)):
+        for _ in range(int(30 * fps)):
+            rows += frame_rows(round(t, 3), i, [(0, probs(**{label: 1.0}))])
+            t, i = t + 1.0 / fps, i + 1
+    d = stats.distribution(pd.DataFrame(rows), FAST)
+    assert d.share[CLASSES.index("happy")] == pytest.approx(0.5, abs=0.01)
+    assert d.share[CLASSES.index("neutral")] == pytest.approx(0.5, abs=0.01)
+
+
+def test_face_time_is_measured_in_time() -> None:
+    """A face in view for the first 30 s at 30 fps, then 30 s without at 5 fps: half the time
+    (a third of the frames would say 15 s of 60)."""
+    rows: list[dict] = []
+    for i in range(900):
+        rows += frame_rows(round(i / 30, 3), i, [(0, probs(happy=1.0))])
+    for j in range(150):
+        rows += frame_rows(round(30 + j / 5, 3), 900 + j, [])
+    d = stats.distribution(pd.DataFrame(rows), FAST)
+    assert d.face_fraction == pytest.approx(0.5, abs=0.02)
+
+
+def test_frame_weights() -> None:
+    assert stats.frame_weights(np.array([0.0, 0.1, 0.2, 0.3])).tolist() == [0.1] * 4
+    # A 10 s stall counts as MAX_GAP_S (here above MAX_GAP_STEPS steps), half on each side.
+    w = stats.frame_weights(np.array([0.0, 0.1, 10.1, 10.2]))
+    assert w.tolist() == pytest.approx([0.1, 0.05 + 0.5, 0.5 + 0.05, 0.1])
+    w = stats.frame_weights(np.arange(0.0, 10.0, 0.5).tolist() + [30.0])
+    assert w[-1] == pytest.approx(1.0 + 0.25)  # 4 steps of 0.5 s: 2 s of the 20.5 s gap
+    # Frames at one time share it; no step known: equal weights.
+    assert stats.frame_weights(np.array([0.0, 0.0, 1.0])).tolist() == [0.5, 0.5, 1.0]
+    assert stats.frame_weights(np.array([5.0, 5.0])).tolist() == [1.0, 1.0]
