@@ -3,7 +3,7 @@
 A call carries at most 64 MiB and the data pack alone is ~40-55 MB, so a 15 MB `last.keras` to
 fine-tune does not fit beside it; its weights as float16 (half the bytes) do:
 
-    python scripts/f16_weights.py pack models/vgg-m40-v3.keras .next/start.npz      # here
+    python scripts/f16_weights.py pack models/vgg-m40-v4.keras .next/start.npz      # here
     python scripts/f16_weights.py restore .next/start.npz /tmp/init.keras           # there
 
 (`restore` takes several IN OUT pairs at once.)

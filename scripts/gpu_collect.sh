@@ -2,8 +2,9 @@
 # Back here after a device call of scripts/gpu_train.sh: put the registered networks back (moved
 # aside for the call), unpack the returned runs into models/runs/, recalibrate the batch norm of
 # every returned last.keras on clean training faces (emotion_core.soup, into RUN-bn) and list
-# their validation accuracy beside the default's. Publishing stays a decision (README "The next
-# GPU session": only a network that beats the default).
+# their validation accuracy beside the default's. Publishing stays a decision (README "GPU
+# sessions: stop 21's two calls, and the next one (prepared)": only a network that beats the
+# default).
 #   bash scripts/gpu_collect.sh FOLDER      (FOLDER: where the call's runs.tar.NN parts lie)
 # Environment: PY (.venv/bin/python), DATA (the originals, not the WebP pack:
 # ../shared/data/fer2013/fer2013.csv.gz), TAR (runs: the parts' name), ASIDE (/tmp/models-aside),

@@ -12,7 +12,9 @@
 # fit the 64 MB that comes back) is packed into runs.tar.NN parts of <= 15 MB under $OUT.
 # Join them here:
 #   cat runs.tar.* | tar xf - -C models/runs
-# Environment: PYTHON (python3), OUT, WHEELS ("" when keras is installed), DATA (.gpu/fer.npz),
+# Environment: PYTHON (python3), OUT, WHEELS ("" when keras is installed), SITE (/tmp/site: the
+# wheels go there, and it goes first on PYTHONPATH only when they are installed; then the repo,
+# then the caller's PYTHONPATH), EMOTION_CACHE_DIR (/tmp/cache), DATA (.gpu/fer.npz),
 # RUNS_DIR (/tmp/runs), HARD_STOP_S (60: the hard stop's delay after the budget; a run it stops
 # that kept a checkpoint does not fail the script), KERAS_BACKEND (jax), TAR (runs: the parts'
 # name, so that two scripts in one call do not collide), AFTER_RUNS (a command run once the
@@ -28,13 +30,17 @@ budget=$1 spec=$2
 PY=${PYTHON:-python3}
 OUT=${OUT:-/tmp/out}
 wheels=${WHEELS-.whl/*.whl}  # WHEELS="" where keras is installed already (a local try-out)
+site=${SITE:-/tmp/site}     # where the wheels go; on the import path only when installed here
+pythonpath=$PWD${PYTHONPATH:+:$PYTHONPATH}
 if [ -n "$wheels" ]; then
     # shellcheck disable=SC2086  # a glob on purpose
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site $wheels || exit 1
+        --target "$site" $wheels || exit 1
+    pythonpath=$site:$pythonpath
 fi
-export PYTHONPATH="/tmp/site:$PWD" KERAS_BACKEND=${KERAS_BACKEND:-jax} \
-    XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1 EMOTION_CACHE_DIR=/tmp/cache
+export PYTHONPATH="$pythonpath" KERAS_BACKEND=${KERAS_BACKEND:-jax} \
+    XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1 \
+    EMOTION_CACHE_DIR=${EMOTION_CACHE_DIR:-/tmp/cache}
 nvidia-smi -L || echo "no NVIDIA GPU visible"
 "$PY" -c "import keras; print('keras', keras.__version__, 'backend', keras.backend.backend())" \
     || exit 1

@@ -1,12 +1,13 @@
 """Helpers for browser tests: a fake-webcam y4m clip, a Streamlit server, headless chromium.
 
-Recipe from /work/shared/notes/stack-facts.md (Debian chromium driven by Playwright, no
-`playwright install`).
+Recipe from ../shared/notes/stack-facts.md (outside the repo: Debian chromium driven by
+Playwright, no `playwright install`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -123,3 +124,26 @@ def streamlit_server(
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=15)
         log.close()
+
+
+# Tracebacks a server may log that are not the app's: aioice (aiortc's ICE) can fire a STUN
+# retry timer for a transaction that already ended, as a connection closes ("Exception in
+# callback Transaction.__retry()" ... InvalidStateError: invalid state), an upstream wart.
+HARMLESS_TRACEBACKS = (re.compile(r"Transaction\.__retry.*aioice.*InvalidStateError", re.S),)
+
+
+def server_tracebacks(log: str) -> tuple[list[str], list[str]]:
+    """The tracebacks in a server log, each with the two lines before it (what logged it) and
+    down to its exception line: (the app's, the known harmless ones)."""
+    lines = log.splitlines()
+    found: tuple[list[str], list[str]] = ([], [])
+    for i, line in enumerate(lines):
+        if "Traceback" not in line:
+            continue
+        end = i + 1  # the frames are indented; the exception line is the first that is not
+        while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t"):
+            end += 1
+        block = "\n".join(lines[max(i - 2, 0) : end + 1])
+        harmless = any(pattern.search(block) for pattern in HARMLESS_TRACEBACKS)
+        found[harmless].append(block)
+    return found

@@ -1,8 +1,10 @@
 """End to end: a real headless chromium with a fake webcam (a real face clip) drives the Live
 page of a real `streamlit run app.py`: consent, name, START, Record, Stop -> a session on disk.
 
-Skipped (with the reason) without ../shared/data, /usr/bin/chromium or Playwright. Uses the
-registered default model when there is one, else a small untrained model in a temp registry.
+Skipped (with the reason) without ../shared/data, /usr/bin/chromium or Playwright (CI, with
+EMOTION_REQUIRE_DATA=1, fails instead). Uses the registered default model when there is one,
+else a small untrained model in a temp registry. The server must log no traceback (bar a known
+harmless one of aioice's, see e2e_helpers.HARMLESS_TRACEBACKS).
 Set E2E_ARTIFACTS=<dir> to keep screenshots (live.png while recording, stopped.png after Stop).
 """
 
@@ -20,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import CHROMIUM, CHROMIUM_FLAGS, ROOT, streamlit_server, write_y4m
+from e2e_helpers import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    ROOT,
+    server_tracebacks,
+    streamlit_server,
+    write_y4m,
+)
 
 from emotion_core import registry
 from emotion_core.sessions import FRAMES_FILE, META_FILE, load_session
@@ -29,11 +38,16 @@ CLIP = ROOT.parent / "shared" / "data" / "videos" / "1543684773.avi"
 CONSENT = "The candidate has been told and consented"
 CHART = '[data-testid="stVegaLiteChart"], [data-testid="stArrowVegaLiteChart"], .vega-embed'
 
-pytestmark = [
-    pytest.mark.skipif(not CLIP.exists(), reason=f"{CLIP} absent (../shared/data not here)"),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} absent (apt-get chromium)"),
-    pytest.mark.timeout(420),
-]
+
+def needs_clip_and_chromium(test: Any) -> Any:
+    for mark in (
+        pytest.mark.skipif(not CLIP.exists(), reason=f"{CLIP} absent (../shared/data not here)"),
+        pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} absent (apt-get chromium)"),
+        pytest.mark.timeout(420),
+    ):
+        test = mark(test)
+    return test
+
 
 TINY_MODEL = """
 import sys
@@ -130,6 +144,7 @@ def prepare_and_start(page: Any, expect: Any, url: str) -> bool:
     return wait_for(lambda: frames_analysed(page) > 0, timeout_s=45)
 
 
+@needs_clip_and_chromium
 def test_live_page_records_a_session_in_a_real_browser(
     server_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -180,6 +195,11 @@ def test_live_page_records_a_session_in_a_real_browser(
             raise
         finally:
             context.close()
+    # NOTE: read once the server has stopped, so its shutdown counts too
+    app_tracebacks, harmless = server_tracebacks(log.read_text(errors="replace"))
+    if harmless:
+        print("server log, known harmless tracebacks:", *harmless, sep="\n")
+    assert not app_tracebacks, "the server logged tracebacks:\n\n" + "\n\n".join(app_tracebacks)
     folders = [p for p in sessions.iterdir() if p.is_dir()]
     assert len(folders) == 1, folders
     folder = folders[0]
@@ -200,3 +220,27 @@ def test_live_page_records_a_session_in_a_real_browser(
     print(
         f"e2e: {len(session.frames)} rows, {len(faces)} with a face, {time.monotonic() - t0:.1f} s"
     )
+
+
+def test_server_tracebacks_are_found_whole_and_aioices_known_one_is_set_apart() -> None:
+    log = """2026-11-27 11:57:25.220 Uvicorn server started on 127.0.0.1:56575
+2026-11-27 11:57:40.001 WARNING streamlit_webrtc: not rendered for 1 run; resetting stale state
+2026-11-27 11:57:41.002 Uncaught app exception
+Traceback (most recent call last):
+  File "/x/pages/2_Live.py", line 10, in <module>
+    boom()
+
+ValueError: a real bug
+2026-11-27 11:57:42.003 ERROR asyncio: Exception in callback Transaction.__retry()
+handle: <TimerHandle when=2004253.99 Transaction.__retry()>
+Traceback (most recent call last):
+  File "/usr/lib/python3.11/asyncio/events.py", line 84, in _run
+  File "/v/site-packages/aioice/stun.py", line 330, in __retry
+asyncio.exceptions.InvalidStateError: invalid state
+  Stopping..."""
+    app, harmless = server_tracebacks(log)
+    assert len(app) == 1 and len(harmless) == 1
+    assert app[0].startswith("2026-11-27 11:57:40.001 WARNING") and app[0].endswith("a real bug")
+    assert "Uncaught app exception" in app[0]
+    assert harmless[0].endswith("InvalidStateError: invalid state")
+    assert server_tracebacks(log.split("2026-11-27 11:57:41")[0]) == ([], [])

@@ -36,6 +36,10 @@ def test_concurrent_runs_come_back_slim_and_a_failed_run_fails_the_script(tmp_pa
         "PYTHON": sys.executable, "WHEELS": "", "KERAS_BACKEND": "tensorflow", "DATA": str(csv),
         "RUNS_DIR": str(tmp_path / "runs"), "OUT": str(out),
         "EMOTION_CACHE_DIR": str(tmp_path / "cache"), "TAR": "stage1",
+        # NOTE: every run must end by its 4 s budget; the hard stop, far behind it (TensorFlow's
+        # import and a first epoch of three runs at once can take a minute on a loaded VM),
+        # must not be what ends one
+        "HARD_STOP_S": "150",
         "AFTER_RUNS": f"{sys.executable} -m emotion_core.distill --data {csv} "
         f"--teacher {tmp_path}/runs/a/last.keras --teacher {tmp_path}/runs/b/last.keras "
         "--out $OUT/ensemble.npz",
@@ -47,6 +51,8 @@ def test_concurrent_runs_come_back_slim_and_a_failed_run_fails_the_script(tmp_pa
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the broken run
+    assert "stopped by the hard limit" not in proc.stdout, proc.stdout  # ended by the budget
+    assert (tmp_path / "cache").is_dir()  # the caller's cache, not /tmp/cache
     parts = sorted(out.glob("stage1.tar.*"))
     assert parts
     assert "ensemble of 2 agrees with the labels" in proc.stdout
@@ -173,21 +179,51 @@ def test_a_run_the_hard_stop_ends_mid_training_keeps_its_checkpoint_and_does_not
     csv = synthetic_csv(tmp_path / "fer.csv")
     spec = tmp_path / "spec.txt"
     spec.write_text("a:last --arch tiny --batch-size 16 --no-augment\n")
-    # NOTE: the budget (60 s) outlasts the hard stop (60 - 35 = 25 s after the start), so the
-    # run is still training, past its first epochs, when timeout sends SIGTERM.
+    # NOTE: the budget (900 s) far outlasts the hard stop (900 - 810 = 90 s after the start), so
+    # the run is still training when timeout sends SIGTERM; 90 s leave a loaded 2-core VM time
+    # for TensorFlow's import, the first epoch and its checkpoint (~20 s at a load of 5).
     env = os.environ | {
         "PYTHON": sys.executable, "WHEELS": "", "KERAS_BACKEND": "tensorflow", "DATA": str(csv),
         "RUNS_DIR": str(tmp_path / "runs"), "OUT": str(tmp_path / "out"),
-        "EMOTION_CACHE_DIR": str(tmp_path / "cache"), "HARD_STOP_S": "-35",
+        "EMOTION_CACHE_DIR": str(tmp_path / "cache"), "HARD_STOP_S": "-810",
     }  # fmt: skip
     proc = subprocess.run(
-        ["bash", "scripts/gpu_train.sh", "60", str(spec)],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+        ["bash", "scripts/gpu_train.sh", "900", str(spec)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=400,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "a: stopped by the hard limit (budget + -35 s); kept its checkpoints" in proc.stdout
+    assert "a: stopped by the hard limit (budget + -810 s); kept its checkpoints" in proc.stdout
     assert (tmp_path / "runs" / "a" / "last.keras").exists()
     assert list((tmp_path / "out").glob("runs.tar.*"))
+
+
+def test_the_callers_cache_is_kept_and_the_wheels_folder_is_imported_only_once_filled(tmp_path):
+    # a stand-in interpreter: "installs" the wheels, then shows the environment keras would get
+    fake = tmp_path / "python3"
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = -m ] && exit 0\n'
+        'echo "PYTHONPATH=$PYTHONPATH"; echo "CACHE=$EMOTION_CACHE_DIR"; exit 1\n'
+    )
+    fake.chmod(0o755)
+    spec = tmp_path / "spec.txt"
+    spec.write_text("a --arch tiny\n")
+    base = {"PATH": os.environ["PATH"], "PYTHON": str(fake), "OUT": str(tmp_path / "out")}
+
+    def environment(**extra: str) -> list[str]:
+        proc = subprocess.run(
+            ["bash", "scripts/gpu_train.sh", "4", str(spec)],
+            capture_output=True, text=True, cwd=ROOT, env=base | extra, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 1 and "started a" not in proc.stdout, proc.stdout + proc.stderr
+        return [
+            line for line in proc.stdout.splitlines() if line.startswith(("PYTHONPATH=", "CACHE="))
+        ]
+
+    assert environment(WHEELS="") == [f"PYTHONPATH={ROOT}", "CACHE=/tmp/cache"]
+    site, cache = tmp_path / "site", tmp_path / "cache"
+    assert environment(
+        WHEELS="x.whl", SITE=str(site), EMOTION_CACHE_DIR=str(cache), PYTHONPATH="/elsewhere"
+    ) == [f"PYTHONPATH={site}:{ROOT}:/elsewhere", f"CACHE={cache}"]
 
 
 def test_collect_unpacks_the_returned_runs_recalibrates_them_and_restores_the_registry(tmp_path):
