@@ -125,12 +125,13 @@ def _compare(
     return compare_sessions(_frames, list(names), basis, cfg)  # type: ignore[arg-type]
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _card(model_name: str) -> dict[str, Any] | None:
+@st.cache_data(show_spinner=False, max_entries=32, ttl=60)
+def _card(models_dir: str, model_name: str) -> dict[str, Any] | None:
+    """The card of the model a session was recorded with, from the registry in use."""
     if not model_name:
         return None
     try:
-        return read_card(model_name).to_dict()
+        return read_card(model_name, Path(models_dir)).to_dict()
     except ModelError:
         return None
 
@@ -348,7 +349,7 @@ def detail_section(
     v_col, m_col = st.columns([3, 2])
     with v_col:
         ui_common.render_verdict(result)
-    card = _card(str(meta.get("model_name") or ""))
+    card = _card(str(ui_common.models_dir()), str(meta.get("model_name") or ""))
     with m_col:
         name = meta.get("model_name") or "unknown"
         per_class = per_class_frame(card)

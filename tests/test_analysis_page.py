@@ -73,7 +73,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     models.mkdir()
     monkeypatch.setenv("EMOTION_SESSIONS_DIR", str(sessions))
     monkeypatch.setenv("EMOTION_SETTINGS_FILE", str(settings))
-    monkeypatch.setattr(registry, "MODELS_DIR", models)
+    monkeypatch.setenv("EMOTION_MODELS_DIR", str(models))  # as a deployment would
     return sessions
 
 
