@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -202,7 +202,8 @@ def analyze_video(
         classifier = load_classifier(model_name)
     name, model_hash = _model_identity(classifier)
     config = config or PipelineConfig()
-    pipeline = EmotionPipeline.from_config(classifier, replace(config, tta=tta or config.tta))
+    config = replace(config, tta=tta or config.tta)
+    pipeline = EmotionPipeline.from_config(classifier, config)
     start = time.perf_counter()
     decoder = _Decoder(path, every, max(1, batch_frames), pipeline.find_faces)
     chunks = decoder.chunks()
@@ -221,6 +222,7 @@ def analyze_video(
             model_name=name,
             model_hash=model_hash,
             thresholds=thresholds,
+            pipeline={**asdict(config), "every": every},
         )
         while chunk is not None:
             if cancel is not None and cancel.is_set():

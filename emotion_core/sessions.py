@@ -308,6 +308,7 @@ class SessionRecorder:
         model_hash: str = "",
         thresholds: dict[str, Any] | None = None,
         flush_interval_s: float = 1.0,
+        pipeline: dict[str, Any] | None = None,
     ) -> None:
         self.sessions_dir = Path(sessions_dir)
         self.session_id, self.path = _create_session_dir(self.sessions_dir, slugify(candidate))
@@ -321,6 +322,7 @@ class SessionRecorder:
             "model_name": str(model_name),
             "model_hash": str(model_hash),
             "thresholds": dict(thresholds or {}),
+            "pipeline": dict(pipeline or {}),
             "app_version": __version__,
             "format_version": FORMAT_VERSION,
             "complete": False,
@@ -512,6 +514,7 @@ def _meta_defaults(session_id: str) -> dict[str, Any]:
         "model_name": "",
         "model_hash": "",
         "thresholds": {},
+        "pipeline": {},
         "app_version": "",
         "format_version": FORMAT_VERSION,
         "complete": False,

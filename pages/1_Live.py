@@ -31,6 +31,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer  # isort: skip
 
 import os
 import time
+from dataclasses import asdict
 from typing import Any
 
 import av
@@ -173,7 +174,7 @@ def pipeline_sidebar(recording: bool) -> PipelineConfig:
     )
 
 
-def start_recording(card: ModelCard, rule: NervousnessRule) -> None:
+def start_recording(card: ModelCard, rule: NervousnessRule, config: PipelineConfig) -> None:
     """on_click of Record: runs before the script body, so no extra rerun is needed."""
     aggregator, _ = live_objects()
     st.session_state.pop(SAVED_KEY, None)
@@ -192,6 +193,7 @@ def start_recording(card: ModelCard, rule: NervousnessRule) -> None:
             model_name=card.name,
             model_hash=registry.card_hash(card),
             thresholds=rule.to_dict(),
+            pipeline=asdict(config),  # the settings this recording keeps to its end
         )
         # the on-screen statistics now describe this session
         aggregator.start_recording(recorder, reset_stats=True)
@@ -254,7 +256,9 @@ def note_failed_recording(aggregator: LiveAggregator) -> None:
     _say_what_was_kept(status)
 
 
-def recording_controls(card: ModelCard, rule: NervousnessRule, recording: bool) -> None:
+def recording_controls(
+    card: ModelCard, rule: NervousnessRule, config: PipelineConfig, recording: bool
+) -> None:
     """Candidate, notes, consent, what is stored, Record / Stop."""
     st.subheader("Recording")
     st.text_input("Candidate name", key=CANDIDATE_KEY, max_chars=200, disabled=recording)
@@ -269,7 +273,7 @@ def recording_controls(card: ModelCard, rule: NervousnessRule, recording: bool) 
         type="primary",
         disabled=recording or not consent,
         on_click=start_recording,
-        args=(card, rule),
+        args=(card, rule, config),
         width="stretch",
     )
     col_stop.button(
@@ -419,7 +423,7 @@ def main() -> None:
             "Press START and allow camera access. No picture? Check the browser's camera "
             "permission; away from localhost the page must be served over HTTPS."
         )
-        recording_controls(card, rule, recording)
+        recording_controls(card, rule, config, recording)
 
     key = (str(mdir), card.name, version, config)
     if recording and processor.has_pipeline:

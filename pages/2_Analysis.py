@@ -136,6 +136,28 @@ def _card(models_dir: str, model_name: str) -> dict[str, Any] | None:
         return None
 
 
+def analysis_settings_text(meta: dict[str, Any], card: dict[str, Any] | None) -> str:
+    """How the session's frames were analysed (its meta.json "pipeline"), in a sentence."""
+    settings = meta.get("pipeline")
+    if not isinstance(settings, dict) or not settings:
+        return "Analysis settings not recorded (a session from an older version)."
+    parts = []
+    every = settings.get("every")
+    if isinstance(every, int) and every > 1:
+        parts.append(f"one frame in {every}")
+    if settings.get("tta") is True:
+        tta_acc = card.get("val_accuracy_tta") if card else None
+        with_tta = (
+            f"; validation accuracy with it {ui_common.accuracy_text(tta_acc)}"
+            if isinstance(tta_acc, float)
+            else ""
+        )
+        parts.append(f"mirror TTA (each face averaged with its mirror image{with_tta})")
+    else:
+        parts.append("no test-time augmentation (the per-class figures above apply as they are)")
+    return "Analysed with " + ", ".join(parts) + "."
+
+
 # ------------------------------------------------------------------------------------------
 # Page sections
 # ------------------------------------------------------------------------------------------
@@ -369,6 +391,7 @@ def detail_section(
                 "model labels correctly); precision = how often the label is right when given. "
                 "Measured on the validation split, not on this candidate."
             )
+            st.caption(analysis_settings_text(meta, card))
         else:
             st.info(f"No per-class accuracy available for model '{name}' (model card missing).")
 

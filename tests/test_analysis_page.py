@@ -245,6 +245,22 @@ def test_model_card_per_class_accuracy_shown(env: Path, tmp_path: Path) -> None:
     at = app()
     tables = [d.value for d in at.dataframe]
     assert any("recall" in t.columns for t in tables)
+    assert any("Analysis settings not recorded" in c.value for c in at.caption)
+
+
+def test_how_a_video_was_analysed_is_shown_beside_the_model_figures(
+    env: Path, tmp_path: Path
+) -> None:
+    card = registry.ModelCard(
+        name="cardmodel", arch="cnn", val_accuracy=0.62, val_accuracy_tta=0.64,
+        per_class={c: {"precision": 0.5, "recall": 0.6, "f1": 0.55} for c in CLASSES},
+    )  # fmt: skip
+    (tmp_path / "models" / "cardmodel.json").write_text(json.dumps(card.to_dict()))
+    pipeline = {"tta": True, "every": 3, "min_neighbors": 5}
+    write_session(env, "s1", SADDISH, model="cardmodel", meta_extra={"pipeline": pipeline})
+    at = app()
+    (caption,) = [c.value for c in at.caption if c.value.startswith("Analysed with")]
+    assert "one frame in 3" in caption and "mirror TTA" in caption and "64" in caption
 
 
 @pytest.mark.parametrize(

@@ -164,6 +164,8 @@ def test_record_requires_consent_and_writes_a_session(env: dict[str, Any]) -> No
     assert session.meta["notes"] == "first round"
     assert session.meta["model_name"] == "tiny" and session.meta["model_hash"]
     assert session.meta["thresholds"]  # the nervousness rule in force
+    assert session.meta["pipeline"]["min_neighbors"] == 5  # the detection settings in force
+    assert session.meta["pipeline"]["tta"] is False
     assert len(session.frames) == 5 and (session.frames["face_id"] == 0).all()
 
 

@@ -322,10 +322,12 @@ def test_analysis_rows_match_decoded_frames(video: Path, tmp_path: Path) -> None
 
 
 def test_analysis_every_n(video: Path, tmp_path: Path) -> None:
-    res = analyze_video(video, tmp_path, "x", every=3, classifier=FakeClassifier())
+    res = analyze_video(video, tmp_path, "x", every=3, tta=True, classifier=FakeClassifier())
     rows = read_rows(res.session_dir)
     assert res.frames == 8 and len(rows) == 8
     np.testing.assert_allclose(rows["t_s"], np.arange(8) * 3 / 12.0, atol=2e-3)
+    meta = json.loads((res.session_dir / "meta.json").read_text())
+    assert meta["pipeline"]["every"] == 3 and meta["pipeline"]["tta"] is True
 
 
 def test_truncated_video_keeps_partial_session_marked_incomplete(tmp_path: Path) -> None:
