@@ -407,8 +407,14 @@ def build_html_report(
             [[cls, *(vals[k] for vals in comparison.values)] for k, cls in enumerate(CLASSES)],
             columns=["class", *comparison.names],
         )
+        whole = (
+            "<p>The comparison uses each session whole, all faces pooled (not the face or "
+            "time range above).</p>"
+            if t_range is not None or face_id is not None
+            else ""
+        )
         comparison_html = (
-            f"<h2>Comparison ({_e(BASIS_LABELS[comparison.basis])})</h2>"
+            f"<h2>Comparison ({_e(BASIS_LABELS[comparison.basis])})</h2>{whole}"
             f"<p>{_e(comparison.sentence)}</p>" + _table(wide)
         )
     return f"""<!DOCTYPE html>

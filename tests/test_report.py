@@ -113,3 +113,8 @@ def test_a_session_called_class_can_be_compared() -> None:
     table = html[html.index("<h2>Comparison") :]
     assert table.count("<th>class</th>") == 2 and "<th>Bob</th>" in table
     assert b.distribution.share[CLASSES.index("happy")] == 1.0
+    assert "each session whole" not in html
+    ranged = report.build_html_report(
+        {"session_id": "class"}, a, verdict, nv.SEED_RULE, comparison=comparison, t_range=(0, 5)
+    )
+    assert "The comparison uses each session whole" in ranged
