@@ -30,7 +30,7 @@ import numpy as np
 from emotion_core.cli import quiet_native_logs
 from emotion_core.detect import DetectorError
 from emotion_core.inference import Classifier
-from emotion_core.pipeline import EmotionPipeline, PipelineConfig
+from emotion_core.pipeline import EmotionPipeline, PipelineConfig, frame_size
 from emotion_core.registry import ModelError, card_hash
 from emotion_core.results import Box
 from emotion_core.video import VideoError, VideoInfo, iter_frames, probe_video
@@ -67,6 +67,7 @@ class FrameStamp(NamedTuple):
 
     frame_index: int
     t_s: float
+    size: tuple[int, int]  # (W, H)
 
 
 class _Decoder:
@@ -114,7 +115,7 @@ class _Decoder:
                     break
                 boxes, crops = self._find(frame.frame_bgr)  # may raise: the chunk ends before
                 found.append((boxes, [c.copy() for c in crops]))  # a view keeps the frame alive
-                frames.append(FrameStamp(frame.frame_index, frame.t_s))
+                frames.append(FrameStamp(frame.frame_index, frame.t_s, frame_size(frame.frame_bgr)))
                 del frame
                 if len(frames) >= chunk:
                     if not self._put((frames, found)):
@@ -230,7 +231,10 @@ def analyze_video(
                 break
             batch, found = chunk
             results = pipeline.finish_batch(
-                found, [f.t_s for f in batch], [f.frame_index for f in batch]
+                found,
+                [f.t_s for f in batch],
+                [f.frame_index for f in batch],
+                [f.size for f in batch],
             )
             for result in results:
                 recorder.add_frame(result)

@@ -56,6 +56,11 @@ class PipelineConfig:
     redetect_every: int = 10
 
 
+def frame_size(frame_bgr: np.ndarray) -> tuple[int, int]:
+    """(W, H) of an (H, W, 3) frame."""
+    return int(frame_bgr.shape[1]), int(frame_bgr.shape[0])
+
+
 class EmotionPipeline:
     """Turns BGR frames into FrameResults; keeps tracker/smoother state between frames.
 
@@ -82,7 +87,8 @@ class EmotionPipeline:
         self.config = config or PipelineConfig()
         self._hints: list[Box] = []
         self._since_full = 0
-        self._frame_size: tuple[int, int] | None = None  # (W, H) of the last frame
+        self._detect_size: tuple[int, int] | None = None  # (W, H) of the last frame detected
+        self._track_size: tuple[int, int] | None = None  # (W, H) of the last frame assembled
 
     @classmethod
     def from_config(
@@ -105,22 +111,16 @@ class EmotionPipeline:
         self.smoother.reset()
         self._hints = []
         self._since_full = 0
-        self._frame_size = None
-
-    def _follow_frame_size(self, frame_bgr: np.ndarray) -> None:
-        """When the frames change size mid-stream, scale the tracks to the new size (each face
-        keeps its id) and forget the hints (their boxes may lie outside the new frame)."""
-        size = (int(frame_bgr.shape[1]), int(frame_bgr.shape[0]))
-        old = self._frame_size
-        self._frame_size = size
-        if old is not None and old != size and min(old) > 0:
-            self.tracker.rescale(size[0] / old[0], size[1] / old[1])
-            self._hints = []
+        self._detect_size = None
+        self._track_size = None
 
     def detect(self, frame_bgr: np.ndarray) -> list[Box]:
         """Raw detector boxes for a frame: near the previous frame's faces when possible (see
-        PipelineConfig.redetect_every), else a full-frame scan. Call in frame order."""
-        self._follow_frame_size(frame_bgr)
+        PipelineConfig.redetect_every), else a full-frame scan (always after the frames changed
+        size: the old boxes may lie outside the new frame). Call in frame order."""
+        size = frame_size(frame_bgr)
+        if size != self._detect_size:
+            self._detect_size, self._hints = size, []
         near = getattr(self.detector, "detect_near", None)
         if near is not None and self._hints and self._since_full < self.config.redetect_every - 1:
             boxes: list[Box] = near(frame_bgr, self._hints)
@@ -162,12 +162,23 @@ class EmotionPipeline:
         return probs
 
     def assemble(
-        self, frame_index: int, t_s: float, boxes: Sequence[Box], probs: np.ndarray
+        self,
+        frame_index: int,
+        t_s: float,
+        boxes: Sequence[Box],
+        probs: np.ndarray,
+        size: tuple[int, int] | None = None,
     ) -> FrameResult:
         """Track and smooth one frame's classified boxes (probs (N, C)) into a FrameResult.
 
-        Must be called in frame order (the tracker and smoother keep state).
+        size: the frame's (W, H); when it differs from the previous frame's, the tracks are
+        scaled to it first, so each face keeps its id (e.g. the browser lowered the stream's
+        resolution). Must be called in frame order (the tracker and smoother keep state).
         """
+        if size is not None:
+            old, self._track_size = self._track_size, size
+            if old is not None and old != size and min(old) > 0:
+                self.tracker.rescale(size[0] / old[0], size[1] / old[1])
         ids = self.tracker.update(boxes)
         faces = tuple(
             FaceResult(face_id, box, probs[i], self.smoother(face_id, probs[i]))
@@ -179,7 +190,7 @@ class EmotionPipeline:
     def process(self, frame_bgr: np.ndarray, t_s: float, frame_index: int) -> FrameResult:
         """One frame (H, W, 3) uint8 BGR -> FrameResult (faces may be empty)."""
         boxes, crops = self.find_faces(frame_bgr)
-        return self.assemble(frame_index, t_s, boxes, self.classify(crops))
+        return self.assemble(frame_index, t_s, boxes, self.classify(crops), frame_size(frame_bgr))
 
     def process_batch(
         self,
@@ -191,24 +202,27 @@ class EmotionPipeline:
         offline). Returns one FrameResult per frame, in order.
         """
         found = [self.find_faces(frame) for frame in frames_bgr]
-        return self.finish_batch(found, t_s, frame_indices)
+        return self.finish_batch(found, t_s, frame_indices, [frame_size(f) for f in frames_bgr])
 
     def finish_batch(
         self,
         found: Sequence[tuple[list[Box], list[np.ndarray]]],
         t_s: Sequence[float],
         frame_indices: Sequence[int],
+        sizes: Sequence[tuple[int, int] | None] | None = None,
     ) -> list[FrameResult]:
         """Classify the faces that find_faces returned for consecutive frames in ONE call,
-        then track and smooth them in order: one FrameResult per frame.
+        then track and smooth them in order: one FrameResult per frame (sizes: each frame's
+        (W, H), see assemble).
         """
         all_probs = self.classify([c for _, crops in found for c in crops])
         results = []
         start = 0
-        for (boxes, _), t, index in zip(found, t_s, frame_indices, strict=True):
+        sizes = sizes if sizes is not None else [None] * len(found)
+        for (boxes, _), t, index, size in zip(found, t_s, frame_indices, sizes, strict=True):
             probs = all_probs[start : start + len(boxes)]
             start += len(boxes)
-            results.append(self.assemble(index, t, boxes, probs))
+            results.append(self.assemble(index, t, boxes, probs, size))
         return results
 
     def annotate(

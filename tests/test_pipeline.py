@@ -236,6 +236,27 @@ def test_a_smaller_frame_mid_stream_keeps_the_face_id_and_scans_the_whole_frame(
     assert [f.face_id for f in small.faces] == [f.face_id for f in first.faces] == [0]
 
 
+def test_a_smaller_frame_keeps_the_face_id_when_frames_are_found_ahead_in_batches() -> None:
+    """analyze_video finds faces up to several chunks ahead of tracking: the tracks must be
+    scaled when the smaller frame is tracked, not when it is detected."""
+    big, small = (80, 40, 60, 60), (40, 20, 30, 30)
+    det = FakeDetector([[big], [big], [small], [small]])
+    pipe = EmotionPipeline(
+        det, FakeClassifier(), IoUTracker(), EmaSmoother(0.0), PipelineConfig(redetect_every=1)
+    )
+    frames = [frame_with_patches((120, 160))] * 2 + [frame_with_patches((60, 80))] * 2
+    found = [pipe.find_faces(f) for f in frames]  # all detected before any is tracked
+    sizes = [(f.shape[1], f.shape[0]) for f in frames]
+    results = pipe.finish_batch(found, [0.0, 0.1, 0.2, 0.3], [0, 1, 2, 3], sizes)
+    assert [[face.face_id for face in r.faces] for r in results] == [[0]] * 4
+    batch = EmotionPipeline(
+        FakeDetector([[big], [big], [small], [small]]), FakeClassifier(), IoUTracker(),
+        EmaSmoother(0.0), PipelineConfig(redetect_every=1),
+    )  # fmt: skip
+    ids = [[f.face_id for f in r.faces] for r in batch.process_batch(frames, [0] * 4, range(4))]
+    assert ids == [[0]] * 4
+
+
 def test_haar_search_near_a_box_at_the_edge_of_a_smaller_frame() -> None:
     """A hint from a 640x480 frame on a 320x240 one leaves a strip a few pixels wide: no
     OpenCV error, just no face."""
