@@ -95,12 +95,13 @@ def comparison_chart(cmp: Comparison) -> alt.Chart:
 
 
 def live_distribution_chart(snap: LiveSnapshot) -> alt.Chart:
-    """Bar chart of the share of face-frames per top label (tooltip: mean probability)."""
-    total = max(1, sum(snap.label_counts.values()))
+    """Bar chart of the share of face observations per top label, weighted by time (as on the
+    Analysis page; tooltip: mean probability and the count of faces)."""
+    total = sum(snap.label_time.values()) or 1.0
     data = pd.DataFrame(
         {
             "emotion": list(CLASSES),
-            "share": [snap.label_counts.get(c, 0) / total for c in CLASSES],
+            "share": [snap.label_time.get(c, 0.0) / total for c in CLASSES],
             "mean probability": [snap.mean_probs.get(c, 0.0) for c in CLASSES],
             "faces": [snap.label_counts.get(c, 0) for c in CLASSES],
         }

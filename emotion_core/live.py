@@ -22,6 +22,9 @@ import pandas as pd
 from emotion_core.classes import CLASSES
 from emotion_core.results import FrameResult
 from emotion_core.sessions import COLUMNS, SessionError, SessionRecorder
+from emotion_core.stats import MAX_GAP_S
+
+DEFAULT_FRAME_INTERVAL_S = 1 / 30
 
 # t_s, frame, face_id, box, probs (NaN when no face), raw label
 _Row = tuple[float, int, int, tuple[int, int, int, int], np.ndarray, str]
@@ -54,7 +57,11 @@ class LiveSnapshot:
     """A consistent copy of the live statistics since the last reset.
 
     label_counts: per class, faces whose raw top label was that class.
-    mean_probs: per class, the mean raw probability over all faces (0 when no face yet).
+    label_time: per class, the same weighted by time (each frame counts the seconds since the
+    previous one, at most stats.MAX_GAP_S), as the Analysis page weighs frames; its shares are
+    what the live chart and indicator use.
+    mean_probs: per class, the time-weighted mean raw probability over all faces (0 when no face
+    yet). face_time_s: seconds with a face in view (the same weights).
     current: faces of the latest frame (smoothed display labels).
     fps: frames processed per second over the last ``fps_window_s`` (0 when stalled).
     process_ms: mean pipeline time per frame over the same window.
@@ -65,7 +72,9 @@ class LiveSnapshot:
     frames_with_face: int = 0
     faces: int = 0
     label_counts: dict[str, int] = field(default_factory=dict)
+    label_time: dict[str, float] = field(default_factory=dict)
     mean_probs: dict[str, float] = field(default_factory=dict)
+    face_time_s: float = 0.0
     current: tuple[CurrentFace, ...] = ()
     fps: float = 0.0
     process_ms: float = 0.0
@@ -104,7 +113,11 @@ class LiveAggregator:
         self._frames_with_face = 0
         self._faces = 0
         self._counts = np.zeros(k, dtype=np.int64)
-        self._prob_sum = np.zeros(k, dtype=np.float64)
+        self._label_time = np.zeros(k, dtype=np.float64)  # seconds per top label
+        self._prob_time = np.zeros(k, dtype=np.float64)  # probabilities x seconds
+        self._obs_time = 0.0  # observations x seconds
+        self._face_time = 0.0  # seconds of frames with a face
+        self._last_weight = DEFAULT_FRAME_INTERVAL_S
         self._current: tuple[CurrentFace, ...] = ()
         self._times: deque[tuple[float, float]] = deque()
         self._first_t_s: float | None = None
@@ -124,14 +137,19 @@ class LiveAggregator:
             CurrentFace(f.face_id, f.display_label, float(np.max(f.smoothed))) for f in result.faces
         )
         with self._lock:
+            weight = self._weight_locked(float(result.t_s))
             self._frames += 1
             self._faces += len(result.faces)
             if result.faces:
                 self._frames_with_face += 1
+                self._face_time += weight
             for face in result.faces:
                 probs = np.asarray(face.probs, dtype=np.float64)
-                self._counts[int(np.argmax(probs))] += 1
-                self._prob_sum += probs
+                top = int(np.argmax(probs))
+                self._counts[top] += 1
+                self._label_time[top] += weight
+                self._prob_time += weight * probs
+                self._obs_time += weight
                 self._history.append(
                     (
                         float(result.t_s),
@@ -170,6 +188,13 @@ class LiveAggregator:
             except SessionError as exc:
                 self._recording_failed(recorder, str(exc))
 
+    def _weight_locked(self, t_s: float) -> float:
+        """Seconds this frame stands for: the time since the previous frame, at most MAX_GAP_S
+        (a stall is not counted); the previous weight when there is no forward gap."""
+        if self._last_t_s is not None and t_s > self._last_t_s:
+            self._last_weight = min(t_s - self._last_t_s, MAX_GAP_S)
+        return self._last_weight
+
     def _recording_failed(self, recorder: SessionRecorder, message: str) -> None:
         if recorder.closed and recorder.error is None:
             return  # NOTE: stop_recording won the race with this frame; nothing is wrong.
@@ -207,7 +232,10 @@ class LiveAggregator:
         now = time.monotonic()
         with self._lock:
             fps, process_ms = self._fps_locked(now)
-            mean = self._prob_sum / self._faces if self._faces else np.zeros(len(self.classes))
+            if self._obs_time > 0:
+                mean = self._prob_time / self._obs_time
+            else:
+                mean = np.zeros(len(self.classes))
             recorder = self._recorder
             recording = self._last_recording
             snapshot = LiveSnapshot(
@@ -215,7 +243,11 @@ class LiveAggregator:
                 frames_with_face=self._frames_with_face,
                 faces=self._faces,
                 label_counts={c: int(n) for c, n in zip(self.classes, self._counts, strict=True)},
+                label_time={
+                    c: float(s) for c, s in zip(self.classes, self._label_time, strict=True)
+                },
                 mean_probs={c: float(p) for c, p in zip(self.classes, mean, strict=True)},
+                face_time_s=self._face_time,
                 current=self._current,
                 fps=fps,
                 process_ms=process_ms,
@@ -301,13 +333,13 @@ class LiveAggregator:
             self._recorder = None
             if recorder is None:
                 return self._last_recording
-        if recorder.frames == 0 and recorder.error is None:
-            recorder.discard()  # no frame arrived (the video never started): no empty session
+        if recorder.error is None and recorder.discard_if_empty():
+            # no frame arrived (the video never started): no empty session is kept
             status = RecordingStatus(
                 recorder.session_id, recorder.path, 0, 0, active=False, discarded=True
             )
             with self._lock:
-                self._last_recording = None
+                self._last_recording = status
             return status
         error: str | None = None
         try:
@@ -353,9 +385,6 @@ class FramePipeline(Protocol):
     def annotate(self, frame_bgr: np.ndarray, frame_result: FrameResult) -> np.ndarray: ...
 
     def reset(self) -> None: ...
-
-
-DEFAULT_FRAME_INTERVAL_S = 1 / 30
 
 
 class LiveProcessor:

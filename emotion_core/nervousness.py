@@ -607,22 +607,26 @@ def _as_vector(values: Mapping[str, float] | Sequence[float] | np.ndarray | None
 
 def evaluate_rule_on_counts(
     rule: NervousnessRule,
-    label_counts: Mapping[str, int] | Sequence[int] | np.ndarray,
+    label_counts: Mapping[str, float] | Sequence[float] | np.ndarray,
     mean_probs: Mapping[str, float] | Sequence[float] | np.ndarray | None,
     frames_with_face: int,
     duration_s: float,
     n_frames: int | None = None,
+    face_time: float | None = None,
 ) -> NervousnessResult:
     """Fast evaluation on running totals (Live page): no bootstrap, so never "inconclusive".
 
-    label_counts: top-label counts per class ({class: n} or (7,) in CLASSES order); shares are
-    label_counts / sum(label_counts), i.e. of face observations (one per face per frame).
+    label_counts: top-label counts per class ({class: n} or (7,) in CLASSES order), or their
+    time-weighted totals (LiveSnapshot.label_time, as the Analysis page weighs frames); shares
+    are label_counts / sum(label_counts), i.e. of face observations (one per face per frame).
     mean_probs: mean probability per class (only needed for basis "mean_prob"; None otherwise).
     frames_with_face: frames where a face was seen (0 -> "not enough data").
     duration_s: seconds recorded so far.
     n_frames: frames analysed so far, with or without a face. When given, rule.min_duration_s
     applies to the time with a face in view, duration_s x frames_with_face / n_frames, as on
     the Analysis page; None compares duration_s itself (every frame assumed to have a face).
+    face_time: the seconds with a face in view, measured (LiveSnapshot.face_time_s); when given
+    it is what rule.min_duration_s applies to, instead of the estimate from n_frames.
     """
     counts = _as_vector(label_counts)
     total = float(counts.sum())
@@ -632,5 +636,8 @@ def evaluate_rule_on_counts(
         raise ValueError("rule basis is mean_prob: pass mean_probs")
     else:
         values = _as_vector(mean_probs)
-    seen_s = face_time_s(duration_s, frames_with_face, n_frames)
+    if face_time is not None:
+        seen_s = min(max(float(face_time), 0.0), float(duration_s))
+    else:
+        seen_s = face_time_s(duration_s, frames_with_face, n_frames)
     return _evaluate(rule, values, None, None, frames_with_face, duration_s, None, seen_s)

@@ -357,14 +357,17 @@ def build_html_report(
         ("Duration", f"{stats.duration_s:.1f} s"),
         ("Frames", stats.n_frames),
         ("Frames with no face", stats.n_frames_no_face),
+        ("Time with a face", f"{d.face_s:.1f} s"),
         ("Faces seen", stats.faces_seen),
         ("Notes", meta.get("notes", "")),
     ]
     info = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in info_rows)
     level = f"{d.confidence * 100:.0f}%"
+    widened = f", widened x{d.widen:.2f} for few blocks" if d.widen > 1.005 else ""
     method = (
+        "Shares and mean probabilities weight each frame by the time it stands for. "
         f"{level} intervals: circular block bootstrap over time, blocks of {d.block_s:.1f} s "
-        f"({d.block_frames} frames), {d.n_boot} replicates."
+        f"({d.block_frames} frames), {d.n_boot} replicates{widened}."
     )
     charts = svg_bars(
         d.share,

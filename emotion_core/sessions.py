@@ -280,6 +280,22 @@ class _SessionFile:
         if first_error is not None:
             raise SessionError(first_error)
 
+    def close_if_empty(self) -> bool:
+        """Close without a final meta.json if no frame was added, in one step under the lock
+        (a frame arriving meanwhile is refused); False, leaving it open, if one was."""
+        with self.lock:
+            if self.closed or self.meta["frames"] + self.pending_frames > 0:
+                return False
+            self.closed = True
+            try:
+                if self._fh is not None:
+                    self._fh.close()
+            except OSError:
+                pass
+            finally:
+                _mark_recording(self.meta_path.parent, False)
+            return True
+
     def close_abandoned(self) -> None:
         """What the finalizer runs: keep the buffered rows, mark the session incomplete."""
         try:
@@ -429,6 +445,15 @@ class SessionRecorder:
         self._finalizer.detach()
         self._file.close(complete)
         return self.path
+
+    def discard_if_empty(self) -> bool:
+        """Delete the session if no frame reached it (e.g. Stop before the video started) and
+        say so; False, changing nothing, if one did."""
+        if not self._file.close_if_empty():
+            return False
+        self._finalizer.detach()
+        shutil.rmtree(self.path, ignore_errors=True)
+        return True
 
     def discard(self) -> None:
         """Close and delete a recording that never got a frame (e.g. it could not be attached);

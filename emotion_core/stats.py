@@ -59,7 +59,7 @@ BASES: tuple[str, ...] = ("share", "mean_prob")
 BASIS_LABELS: dict[str, str] = {
     # Observations are face rows (one per face per frame), not frames: with two faces in view
     # a frame counts twice.
-    "share": "share of face observations (one per face per frame)",
+    "share": "share of face observations (one per face per frame, weighted by time)",
     "mean_prob": "mean probability",
 }
 PROB_COLUMNS: list[str] = list(CLASSES)
@@ -68,6 +68,9 @@ _K = len(CLASSES)
 # longer (see frame_weights): a stall is not stretched over, a lower frame rate is kept.
 MAX_GAP_STEPS = 4.0
 MAX_GAP_S = 1.0
+# Recorded times have 3 decimals: at 30 fps the steps alternate 0.033 / 0.034 s. Gaps this
+# close to the typical step count as their mean, so an even frame rate gives equal weights.
+TIME_RESOLUTION_S = 0.0015
 # A timeline has at most this many steps (about 5.5 h at 1 s); longer sessions get coarser ones.
 MAX_TIMELINE_BINS = 20_000
 
@@ -202,19 +205,23 @@ def frame_step(t: np.ndarray) -> float:
 
 def frame_weights(t: np.ndarray) -> np.ndarray:
     """(U,) seconds each frame at sorted times t stands for: half the gap to the previous and
-    half to the next frame, a gap capped at max(MAX_GAP_STEPS frame steps, MAX_GAP_S), and half
-    a step beyond the ends; frames sharing a time share it. All 1.0 when no step is known."""
+    half to the next frame, a gap capped at max(MAX_GAP_STEPS frame steps, MAX_GAP_S) (and one
+    within TIME_RESOLUTION_S of the step counted as the mean of those), and half a typical gap
+    beyond the ends; frames sharing a time share it. All 1.0 when no step is known."""
     step = frame_step(t)
     if step <= 0:
         return np.ones(len(t))
     times, inverse, counts = np.unique(t, return_inverse=True, return_counts=True)
-    half = np.minimum(np.diff(times), max(MAX_GAP_STEPS * step, MAX_GAP_S)) / 2.0
+    gaps = np.diff(times)
+    even = np.abs(gaps - step) <= TIME_RESOLUTION_S
+    typical = float(gaps[even].mean()) if even.any() else step  # NOTE: the mean keeps the total
+    gaps[even] = typical
+    half = np.minimum(gaps, max(MAX_GAP_STEPS * step, MAX_GAP_S)) / 2.0
     per_time = np.zeros(len(times))
     per_time[:-1] += half
     per_time[1:] += half
-    per_time[[0, -1]] += step / 2.0
-    # Rounded to the microsecond: times written with 3 decimals give exactly equal weights.
-    return np.asarray(np.round(per_time[inverse] / counts[inverse], 6), dtype=float)
+    per_time[[0, -1]] += typical / 2.0
+    return np.asarray(per_time[inverse] / counts[inverse], dtype=float)
 
 
 def duration_of(t: np.ndarray) -> float:
@@ -241,8 +248,8 @@ class Distribution:
     tau_frames: estimated integrated autocorrelation time of the top-label series, in frames
     with a face (the block length converts it to frames of the whole series).
     n_frames / n_frames_with_obs: frames in the series (with or without a face) / frames with
-    at least one observation; time_with_obs: the share of the time covered (frame weights) in
-    which a face was in view (`face_fraction`).
+    at least one observation; covered_s / face_s: the time they stand for (frame_weights), all
+    of it / with a face in view (`face_fraction` is their ratio).
     n_obs_blocks: how many consecutive blocks of block_frames frames, counted from the first
     frame with an observation, hold an observation. Below 2 every replicate resamples the same
     few frames, so the interval has no meaning (`too_few_blocks`).
@@ -266,7 +273,8 @@ class Distribution:
     tau_frames: float
     n_frames: int
     n_frames_with_obs: int
-    time_with_obs: float
+    covered_s: float
+    face_s: float
     n_obs_blocks: int
     widen: float
     persistent: bool
@@ -278,7 +286,7 @@ class Distribution:
     @property
     def face_fraction(self) -> float:
         """The share of the time covered in which a face was in view (0.0 without frames)."""
-        return self.time_with_obs
+        return self.face_s / self.covered_s if self.covered_s > 0 else 0.0
 
     @property
     def too_few_blocks(self) -> bool:
@@ -290,15 +298,12 @@ class Distribution:
         """A warning to show next to the intervals ("" when there is nothing to warn about)."""
         if not self.persistent or self.n_obs == 0:
             return ""
-        step = self.block_s / max(self.block_frames, 1)
         n_tau = self.n_frames_with_obs / max(self.tau_frames, 1.0)
-        face_share = self.n_frames_with_obs / max(self.n_frames, 1)
-        lasts_s = self.tau_frames * step / max(face_share, 1e-12)
+        lasts_s = self.tau_frames * self.face_s / max(self.n_frames_with_obs, 1)
         # NOTE: the cause is either long-lasting expressions or little time with a face;
         # the sentence gives both figures and blames neither.
         return (
-            f"intervals may be too narrow: the {self.n_frames * step * self.face_fraction:.1f} s "
-            "with a face "
+            f"intervals may be too narrow: the {self.face_s:.1f} s with a face "
             f"hold only about {n_tau:.0f} independent stretches (an expression lasts about "
             f"{lasts_s:.1f} s here; {PERSISTENT_MIN_TAUS:.0f} stretches are "
             "needed for reliable intervals)"
@@ -524,12 +529,6 @@ def _obs_blocks(n: np.ndarray, block: int) -> int:
     return len(np.unique((idx - idx[0]) // max(1, block)))
 
 
-def _time_with_obs(units: _Units) -> float:
-    """Share of the time (frame weights) spent on frames with an observation (0.0 if none)."""
-    total = float(units.w.sum())
-    return float(units.w[units.n > 0].sum()) / total if total > 0 else 0.0
-
-
 def _distribution(units: _Units, cfg: BootstrapConfig, rng: np.random.Generator) -> Distribution:
     n_obs = int(units.n.sum())
     min_frames, tau = _auto_frames(units, cfg)
@@ -554,7 +553,8 @@ def _distribution(units: _Units, cfg: BootstrapConfig, rng: np.random.Generator)
             tau_frames=tau,
             n_frames=len(units.t),
             n_frames_with_obs=0,
-            time_with_obs=0.0,
+            covered_s=float(units.w.sum()),
+            face_s=0.0,
             n_obs_blocks=0,
             widen=math.nan,
             persistent=False,
@@ -586,7 +586,8 @@ def _distribution(units: _Units, cfg: BootstrapConfig, rng: np.random.Generator)
         tau_frames=tau,
         n_frames=len(units.t),
         n_frames_with_obs=int((units.n > 0).sum()),
-        time_with_obs=_time_with_obs(units),
+        covered_s=float(units.w.sum()),
+        face_s=float(units.w[units.n > 0].sum()),
         n_obs_blocks=n_obs_blocks,
         widen=widen,
         persistent=persistent,
@@ -660,6 +661,7 @@ class SessionStats:
             "frames": self.n_frames,
             "frames_with_face": self.n_frames_with_face,
             "frames_no_face": self.n_frames_no_face,
+            "face_time_s": round(self.distribution.face_s, 3),
             "observations": self.n_observations,
             "faces_seen": self.faces_seen,
         }

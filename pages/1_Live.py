@@ -377,11 +377,11 @@ def render_stats(snap: LiveSnapshot, rule: NervousnessRule, playing: bool) -> No
         st.caption("The emotion distribution appears once a face has been analysed.")
     result = evaluate_rule_on_counts(
         rule,
-        snap.label_counts,
+        snap.label_time,  # weighted by time, as on the Analysis page
         snap.mean_probs,
         snap.frames_with_face,
         snap.duration_s,
-        n_frames=snap.frames,  # the minimum duration counts the time a face was in view
+        face_time=snap.face_time_s,  # the minimum duration counts the time a face was in view
     )
     with st.container():
         counting = _Counting(st)

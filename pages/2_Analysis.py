@@ -396,7 +396,7 @@ def detail_section(
             st.info(f"No per-class accuracy available for model '{name}' (model card missing).")
 
     if face_id is None and len(s.faces) > 1:
-        st.markdown("**Per face** (share of frames by top label)")
+        st.markdown("**Per face** (share of its observations by top label, weighted by time)")
         st.dataframe(pd.DataFrame(per_face_table(rule, s)), hide_index=True, width="stretch")
     return s, result, t_range, (card, tl), face_id
 

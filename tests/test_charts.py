@@ -26,7 +26,11 @@ def _datasets(spec: dict) -> list[list[dict]]:
 
 
 def test_live_distribution_shares_sum_to_one() -> None:
-    snap = LiveSnapshot(label_counts={"happy": 3, "sad": 1}, mean_probs={"happy": 0.6})
+    snap = LiveSnapshot(
+        label_counts={"happy": 2, "sad": 2},  # the counts say 50%, the time 75%
+        label_time={"happy": 0.3, "sad": 0.1},
+        mean_probs={"happy": 0.6},
+    )
     (rows,) = _datasets(live_distribution_chart(snap).to_dict())
     shares = {r["emotion"]: r["share"] for r in rows}
     assert list(shares) == list(CLASSES)

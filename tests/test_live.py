@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,8 @@ def result(i: int, t: float, ks: tuple[int, ...] = (3,)) -> FrameResult:
 def test_snapshot_counts_and_means() -> None:
     agg = LiveAggregator()
     agg.update(result(0, 0.0, (3,)), 5.0)
-    agg.update(result(1, 0.1, (3, 0)), 7.0)
-    agg.update(result(2, 0.2, ()), 1.0)
+    agg.update(result(1, 1 / 30, (3, 0)), 7.0)  # an even 30 fps: time weights are all equal
+    agg.update(result(2, 2 / 30, ()), 1.0)
     snap = agg.snapshot()
     assert (snap.frames, snap.frames_with_face, snap.faces) == (3, 2, 3)
     assert snap.label_counts["happy"] == 2 and snap.label_counts["angry"] == 1
@@ -39,13 +40,31 @@ def test_snapshot_counts_and_means() -> None:
     assert snap.mean_probs["happy"] == pytest.approx((0.8 + 0.8 + 0.2 / 6) / 3)
     assert sum(snap.mean_probs.values()) == pytest.approx(1.0)
     assert snap.current == ()  # the last frame had no face
-    assert snap.duration_s == pytest.approx(0.2)
-    agg.update(result(3, 0.3, (5,)))
+    assert snap.duration_s == pytest.approx(2 / 30)
+    agg.update(result(3, 0.1, (5,)))
     (face,) = agg.snapshot().current
     assert (face.face_id, face.label, face.confidence) == (0, "surprise", pytest.approx(0.6))
     agg.reset()
     snap = agg.snapshot()
     assert snap.frames == 0 and snap.mean_probs["happy"] == 0.0 and snap.fps == 0.0
+
+
+def test_live_shares_and_face_time_are_weighted_by_time() -> None:
+    """30 s of happy at 10 fps, then 30 s without a face at 30 fps: happy is all of the face
+    observations, and the face was in view half the time (a quarter of the frames)."""
+    agg = LiveAggregator()
+    t, i = 0.0, 0
+    for _ in range(300):
+        agg.update(result(i, t, (3,)))
+        t, i = t + 0.1, i + 1
+    for _ in range(900):
+        agg.update(result(i, t, ()))
+        t, i = t + 1 / 30, i + 1
+    agg.update(result(i, t + 30.0, ()))  # a 30 s stall counts as at most MAX_GAP_S
+    snap = agg.snapshot()
+    assert snap.face_time_s == pytest.approx(30.0, abs=0.1)
+    assert snap.label_time["happy"] == pytest.approx(snap.face_time_s)
+    assert snap.frames_with_face / snap.frames < 0.26
 
 
 def test_fps_over_recent_window(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,6 +145,8 @@ def test_stop_racing_with_frames(tmp_path: Path) -> None:
     thread = threading.Thread(target=feed)
     thread.start()
     try:
+        while agg.snapshot().recording.frames == 0:  # type: ignore[union-attr]
+            time.sleep(0.001)
         status = agg.stop_recording()
     finally:
         stop.set()

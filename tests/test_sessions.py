@@ -111,6 +111,19 @@ def test_rows_format_and_meta(tmp_path: Path) -> None:
     )
 
 
+def test_discard_if_empty_deletes_only_a_recording_without_frames(tmp_path: Path) -> None:
+    empty = SessionRecorder(tmp_path, "Empty")
+    assert empty.discard_if_empty() and not empty.path.exists()
+    with pytest.raises(SessionError, match="already stopped"):
+        empty.add_frame(frame(0, 0.0))  # a frame arriving after the discard is refused
+    kept = SessionRecorder(tmp_path, "Kept")
+    kept.add_frame(frame(0, 0.0))
+    assert not kept.discard_if_empty() and kept.path.exists()
+    kept.add_frame(frame(1, 0.1))  # still recording
+    kept.close(complete=True)
+    assert len(load_session(kept.path).frames) == 2
+
+
 def test_meta_written_at_start_is_incomplete(tmp_path: Path) -> None:
     rec = SessionRecorder(tmp_path, "Bo")
     meta = json.loads(rec.meta_path.read_text())

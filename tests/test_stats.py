@@ -562,7 +562,7 @@ def test_face_time_is_measured_in_time() -> None:
 
 
 def test_frame_weights() -> None:
-    assert stats.frame_weights(np.array([0.0, 0.1, 0.2, 0.3])).tolist() == [0.1] * 4
+    assert stats.frame_weights(np.array([0.0, 0.1, 0.2, 0.3])).tolist() == pytest.approx([0.1] * 4)
     # A 10 s stall counts as MAX_GAP_S (here above MAX_GAP_STEPS steps), half on each side.
     w = stats.frame_weights(np.array([0.0, 0.1, 10.1, 10.2]))
     assert w.tolist() == pytest.approx([0.1, 0.05 + 0.5, 0.5 + 0.05, 0.1])
@@ -571,3 +571,31 @@ def test_frame_weights() -> None:
     # Frames at one time share it; no step known: equal weights.
     assert stats.frame_weights(np.array([0.0, 0.0, 1.0])).tolist() == [0.5, 0.5, 1.0]
     assert stats.frame_weights(np.array([5.0, 5.0])).tolist() == [1.0, 1.0]
+
+
+def test_30_fps_with_times_in_milliseconds_weighs_frames_equally() -> None:
+    """Times written with 3 decimals step 0.033 / 0.034 s at 30 fps: equal weights, so 7 angry
+    frames of 20 are 35% exactly (up to rounding), wherever they fall."""
+    t = np.round(np.arange(20) / 30, 3)
+    w = stats.frame_weights(t)
+    assert np.ptp(w) == 0.0
+    for start in (0, 5, 13):
+        labels: list[str | None] = ["happy"] * 20
+        labels[start : start + 7] = ["angry"] * 7
+        d = stats.distribution(session_from_labels(labels, fps=30.0), FAST)
+        assert d.share[CLASSES.index("angry")] == pytest.approx(0.35, abs=1e-12)
+
+
+def test_the_narrow_interval_warning_gives_the_time_with_a_face_in_seconds() -> None:
+    """60 s with a face, at 10 fps then 30 fps: the warning says about 60 s."""
+    rows: list[dict] = []
+    t, i = 0.0, 0
+    for fps in (10.0, 30.0):
+        for _k in range(int(30 * fps)):
+            label = "happy" if (i // 300) % 2 == 0 else "sad"
+            rows += frame_rows(round(t, 3), i, [(0, probs(**{label: 1.0}))])
+            t, i = t + 1.0 / fps, i + 1
+    d = stats.distribution(pd.DataFrame(rows), FAST)
+    assert d.face_s == pytest.approx(60.0, abs=0.1)
+    if d.intervals_note:
+        assert "the 60.0 s with a face" in d.intervals_note
