@@ -11,15 +11,17 @@ one per face per frame, whose top label is the emotion; "mean_prob": mean probab
 minimum duration before any verdict is given. "Exceeds" is strict (value > threshold), as in
 the original app; a value equal to the threshold up to rounding (`TIE_TOLERANCE`) does not.
 
-The minimum duration applies to the time a face was in view (`face_time_s`): the recorded
-duration times the share of frames with a face (with that face, for one face). A face seen in a
+The minimum duration applies to the time a face was in view: on the Analysis page the time its
+frames stand for (stats.frame_weights), on the Live page the seconds between frames with a face
+(`face_time_s` estimates it from frame counts where nothing better is known). A face seen in a
 few frames of a long session therefore gets "not enough data", not a verdict on two frames.
 
 With bootstrap intervals (`evaluate_rule`), a verdict is only "nervous" / "not nervous" when
 the interval lies entirely on one side of the threshold(s) that decide it; otherwise it is
 "inconclusive". A rule that tests several emotions one by one ("any"/"all") uses intervals
 at a Bonferroni-adjusted level (`rule_confidence`: 98.3% for three emotions at 95%), so testing
-more emotions does not make a verdict likelier by chance. When the observations fall into
+more emotions does not make "nervous" ("any") or "not nervous" ("all") likelier by chance (the
+other side is then conservative). When the observations fall into
 fewer than 2 bootstrap blocks the interval says nothing (every replicate resamples the same few
 frames) and the verdict is "not enough data". When the distribution is flagged `persistent`
 (expressions last for a large part of the session, so its intervals may be too narrow) a
@@ -535,7 +537,9 @@ def _blocks_note(dist: Distribution) -> str:
 def rule_confidence(rule: NervousnessRule, confidence: float) -> float:
     """The interval level a rule's verdict uses: `confidence`, Bonferroni-adjusted when the
     rule tests k > 1 emotions one by one ("any"/"all": 1 - (1 - confidence) / k), so that
-    testing several emotions does not make "nervous" (or "not nervous") likelier by chance."""
+    testing several emotions does not make "nervous" ("any") or "not nervous" ("all") likelier
+    by chance. The other side of each verdict needs no adjustment; using the same intervals
+    there is conservative (it can only turn a verdict into "inconclusive")."""
     k = len(rule.thresholds) if rule.logic in ("any", "all") else 1
     return 1.0 - (1.0 - confidence) / k if k > 1 else confidence
 

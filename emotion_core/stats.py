@@ -37,7 +37,7 @@ Units and conventions
   windows are shuffled between sessions.
   The statistic is the (generalised, equal-weight) Jensen-Shannon divergence between the
   sessions' distributions; the effect size is the Jensen-Shannon distance (its square root,
-  base 2, in [0, 1]).
+  base 2, in [0, 1]; for k > 2 sessions divided by log2 k first, so 1 is still no overlap).
 
 Nothing here imports streamlit.
 """
@@ -1075,14 +1075,35 @@ def min_p_value(sizes: Sequence[int], n_perm: int) -> float:
     return 1.0 / min(ways, floor)
 
 
+def holm_floor(own: float, others: Sequence[float]) -> float:
+    """The smallest Holm-adjusted p-value a test can get when its own p-value is at least
+    `own` and the other tests' are at least `others` (whatever the data): the minimum, over the
+    rank r it could take, of max((m - r + 1) own, (m - j + 1) g_j for j < r), g the others'
+    floors in ascending order."""
+    g = sorted(others)
+    m = len(g) + 1
+    best = math.inf
+    for r in range(1, m + 1):
+        bound = (m - r + 1) * own
+        for j in range(1, r):
+            bound = max(bound, (m - j + 1) * g[j - 1])
+        best = min(best, bound)
+    return best
+
+
 def _too_few(
-    sizes: Sequence[int], block_s: float, cfg: BootstrapConfig, tests: int = 1
+    sizes: Sequence[int],
+    block_s: float,
+    cfg: BootstrapConfig,
+    others: Sequence[float] = (),
 ) -> str | None:
-    """Why a test among `tests` (Holm-adjusted) cannot reach cfg.alpha whatever the data, or
-    None when it can: too few time windows, or too few permutations for so many tests."""
-    if min(sizes) < 2 or tests * min_p_value(sizes, cfg.n_boot) < cfg.alpha:
+    """Why a test cannot reach cfg.alpha whatever the data, Holm-adjusted among the tests whose
+    smallest possible p-values are `others` (none: a single test), or None when it can: too few
+    time windows, or too few permutations for so many tests."""
+    if min(sizes) < 2 or holm_floor(min_p_value(sizes, cfg.n_boot), others) < cfg.alpha:
         return None
-    if tests / (cfg.n_boot + 1) >= cfg.alpha:
+    tests = len(others) + 1
+    if holm_floor(1.0 / (cfg.n_boot + 1), [1.0 / (cfg.n_boot + 1)] * (tests - 1)) >= cfg.alpha:
         return (
             f"too few permutations ({cfg.n_boot} for {tests} tests; raise the bootstrap replicates)"
         )
@@ -1135,12 +1156,18 @@ def compare_sessions(
                 pij = math.nan
             pairs_raw.append((i, j, pij))
     adjusted = holm_adjust([pr[2] for pr in pairs_raw])
-    tested = sum(1 for pr in pairs_raw if not math.isnan(pr[2]))
+    floors = {
+        (i, j): min_p_value([len(blocks[i][0]), len(blocks[j][0])], cfg.n_boot)
+        for i, j, pij in pairs_raw
+        if not math.isnan(pij)
+    }
     pairs = []
     for (i, j, pij), padj in zip(pairs_raw, adjusted):
         va, vb = values[i], values[j]
         dist = js_distance(va, vb) if not (np.isnan(va).any() or np.isnan(vb).any()) else math.nan
-        few = _too_few([len(blocks[i][0]), len(blocks[j][0])], block_s, cfg, max(tested, 1))
+        sizes = [len(blocks[i][0]), len(blocks[j][0])]
+        others = [f for pair, f in floors.items() if pair != (i, j)]
+        few = _too_few(sizes, block_s, cfg, others)
         sentence, cls = pair_sentence(
             names[i], names[j], va, vb, basis, padj, dist, cfg.alpha, cfg.n_boot, few
         )

@@ -599,3 +599,13 @@ def test_the_narrow_interval_warning_gives_the_time_with_a_face_in_seconds() -> 
     assert d.face_s == pytest.approx(60.0, abs=0.1)
     if d.intervals_note:
         assert "the 60.0 s with a face" in d.intervals_note
+
+
+def test_holm_floor_by_hand() -> None:
+    # A pair that can give p = 1/35 among three tests: it reaches 5% only by ranking last
+    # behind two tests that both can go far lower.
+    assert stats.holm_floor(1 / 35, [0.001, 0.001]) == pytest.approx(1 / 35)
+    # When the other pair is as limited as this one, one of them is multiplied by 2.
+    assert stats.holm_floor(1 / 35, [0.001, 1 / 35]) == pytest.approx(2 / 35)
+    assert stats.holm_floor(0.01, []) == 0.01  # a single test: no adjustment
+    assert stats.holm_floor(0.02, [0.02, 0.02]) == pytest.approx(0.06)
