@@ -213,6 +213,9 @@ def stop_recording() -> None:
         status = aggregator.stop_recording()
     except SessionError as exc:
         st.session_state[MESSAGE_KEY] = ("error", f"The session was not saved cleanly: {exc}")
+        failed = aggregator.snapshot().recording
+        if failed is not None:  # this message says it; note_failed_recording need not
+            st.session_state[FAILURE_SHOWN_KEY] = failed.session_id
         return
     st.session_state.pop(MESSAGE_KEY, None)
     if status is not None and status.error:  # a write failed earlier and stopped it

@@ -26,7 +26,7 @@ from emotion_core.classes import CLASSES
 from emotion_core.live import LiveAggregator, LiveProcessor
 from emotion_core.registry import ModelCard
 from emotion_core.results import FaceResult, FrameResult
-from emotion_core.sessions import load_session
+from emotion_core.sessions import SessionError, load_session
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "1_Live.py")
 CONSENT = "The candidate has been told and consented"
@@ -229,6 +229,29 @@ def test_a_failed_write_without_a_stop_click_unticks_consent_and_says_what_was_k
     at.checkbox(key="live_consent").check()  # the next candidate consents
     run_page(at)
     assert at.checkbox(key="live_consent").value and not button(at, "Record").disabled
+
+
+def test_stop_between_a_failed_write_and_its_detach_keeps_its_error_message(
+    env: dict[str, Any],
+) -> None:
+    at, aggregator = start_a_recording(env)
+    recorder = aggregator._recorder
+    assert recorder is not None
+    recorder.flush_interval_s = 0.0
+    aggregator.update(happy(0))
+
+    def disk_full(data: str) -> int:
+        raise OSError(28, "No space left on device")
+
+    recorder._file._fh.write = disk_full  # type: ignore[method-assign,union-attr]
+    with pytest.raises(SessionError):
+        recorder.add_frame(happy(1))  # the video thread's write fails ...
+    with pytest.raises(SessionError):
+        recorder.close(complete=False)  # ... and its handler closed it, not yet detached
+    button(at, "Stop").click()
+    run_page(at)
+    assert any("not saved cleanly" in e.value for e in at.error)
+    assert not any("stopped early" in i.value for i in at.info)
 
 
 def test_stop_before_any_frame_saves_no_empty_session(env: dict[str, Any]) -> None:
