@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import streamlit as st
 
 import ui_common
 from emotion_core import __version__
-from emotion_core.registry import ModelError, default_model_name, list_models, read_card
+from emotion_core.registry import ModelError, list_models
 
 st.set_page_config(page_title="Emotion analytics", page_icon="🙂")
 ui_common.page_nav(settings_follow=False)
@@ -31,9 +28,9 @@ for path, label, icon in ui_common.PAGES[1:]:  # the sidebar's list, after Home
     st.page_link(path, label=f"{label}: {WHAT_EACH_PAGE_DOES[label]}", icon=icon)
 
 st.subheader("Active model")
-models_dir = Path(os.environ.get("EMOTION_MODELS_DIR", Path(__file__).parent / "models"))
+models_dir = ui_common.models_dir()
 try:
-    card = read_card(default_model_name(models_dir), models_dir)
+    card = ui_common.default_model_card()
 except ModelError as exc:
     st.error(f"No usable default model: {exc}")
 else:
@@ -41,7 +38,8 @@ else:
     cols = st.columns(4)
     cols[0].metric("Val. accuracy", ui_common.accuracy_text(card.val_accuracy))
     cols[1].metric("With flip TTA", ui_common.accuracy_text(card.val_accuracy_tta))
-    cols[2].metric("Macro-F1", f"{card.val_macro_f1:.3f}" if card.val_macro_f1 else "n/a")
+    f1 = card.val_macro_f1
+    cols[2].metric("Macro-F1", f"{f1:.3f}" if f1 is not None else "n/a")
     cols[3].metric(
         "CPU ms/face",
         f"{card.cpu_ms_per_face}" if card.cpu_ms_per_face else "n/a",
@@ -49,9 +47,15 @@ else:
         if card.cpu_ms_measured
         else "Median of single-face calls, measured when the model was published.",
     )
+    params = f"{card.params:,} parameters" if card.params else "parameters not recorded"
+    trained = (
+        f"trained on {card.training_data} ({card.training_split}; validated on "
+        f"{card.validation_split})"
+        if card.training_data
+        else "training data not recorded"
+    )
     st.caption(
-        f"Architecture {card.arch}, {card.params:,} parameters, trained on {card.training_data} "
-        f"({card.training_split}; validated on {card.validation_split}). "
+        f"Architecture {card.arch}, {params}, {trained}. "
         f"{len(list_models(models_dir))} model(s) in the registry; compare them on the "
         "Training page."
     )

@@ -458,17 +458,38 @@ def runtime_warning(classifier: inference.EmotionClassifier) -> None:
         )
 
 
-def default_model_or_stop(purpose: str) -> tuple[registry.ModelCard, float]:
-    """The default model's card and the registry version; without a usable default model, an
-    error saying what cannot be done (`purpose`) and how to get a model, then st.stop()."""
+def default_model_card() -> registry.ModelCard:
+    """The default model's card, checked to have its network file; ModelError (saying how to
+    get a usable model) when there is none."""
     mdir = models_dir()
     try:
         card = registry.read_card(registry.default_model_name(mdir), mdir)
-        return card, registry.registry_version(mdir)
+        if not registry.model_path(card.name, mdir).is_file():
+            raise registry.ModelError(
+                f"{registry.model_path(card.name, mdir)}: missing (the default model's card is "
+                "there, its network file is not)"
+            )
+        return card
     except registry.ModelError as exc:
-        st.error(
-            f"No emotion model is available, so {purpose}.\n\n{exc}\n\n"
-            "Train one (`python -m emotion_core.train`) or activate one on the Training page."
+        try:
+            others = [c.name for c in registry.list_models(mdir)]
+        except registry.ModelError:
+            others = []
+        how = (
+            f"{len(others)} registered model(s) ({', '.join(others[:5])}): make one the default "
+            "on the Training page (Registered models)."
+            if others
+            else "Train one (`python -m emotion_core.train`) or activate one on the Training page."
         )
+        raise registry.ModelError(f"{exc}\n\n{how}") from exc
+
+
+def default_model_or_stop(purpose: str) -> tuple[registry.ModelCard, float]:
+    """The default model's card and the registry version; without a usable default model, an
+    error saying what cannot be done (`purpose`) and how to get a model, then st.stop()."""
+    try:
+        return default_model_card(), registry.registry_version(models_dir())
+    except registry.ModelError as exc:
+        st.error(f"No emotion model is available, so {purpose}.\n\n{exc}")
         st.stop()
         raise  # st.stop() raises; this keeps type checkers sure nothing is returned

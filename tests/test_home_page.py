@@ -56,6 +56,26 @@ def test_home_without_a_usable_default_says_so(
     assert not at.metric
 
 
+def test_a_default_without_its_network_file_or_a_missing_registry_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emotion_core.zoo import make_tiny_model
+
+    make_tiny_model().save(tmp_path / "tiny.keras")
+    models = tmp_path / "models"
+    card = ModelCard(name="gone", arch="tiny", val_accuracy=0.7)
+    registry.register_model(tmp_path / "tiny.keras", card, models, make_default=True)
+    registry.register_model(tmp_path / "tiny.keras", ModelCard(name="kept", arch="tiny"), models)
+    (models / "gone.keras").unlink()
+    at = run_home(models, monkeypatch)
+    error = at.error[0].value
+    assert "gone.keras: missing" in error and not at.metric  # not shown as the active model
+    assert "make one the default on the Training page" in error and "kept" in error
+    (models / "registry.json").unlink()
+    at = run_home(models, monkeypatch)
+    assert "make one the default on the Training page" in at.error[0].value
+
+
 def test_the_sidebar_lists_the_pages_home_first_on_every_page(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
