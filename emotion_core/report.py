@@ -18,7 +18,12 @@ import numpy as np
 import pandas as pd
 
 from emotion_core.classes import CLASSES
-from emotion_core.nervousness import DISCLAIMER, NervousnessResult, NervousnessRule
+from emotion_core.nervousness import (
+    DISCLAIMER,
+    NervousnessResult,
+    NervousnessRule,
+    per_face_table,
+)
 from emotion_core.registry import ModelCard
 from emotion_core.stats import BASIS_LABELS, Comparison, SessionStats, Timeline
 
@@ -292,6 +297,7 @@ def _card_section(card: ModelCard | Mapping[str, Any] | None) -> str:
         "validation_split",
         "epochs",
         "val_accuracy",
+        "val_accuracy_tta",
         "val_macro_f1",
         "temperature",
         "ece_after",
@@ -305,6 +311,29 @@ def _card_section(card: ModelCard | Mapping[str, Any] | None) -> str:
     if per_class is not None:
         out += "<h3>Per-class validation metrics</h3>" + _table(per_class)
     return out
+
+
+def analysis_settings_text(
+    meta: Mapping[str, Any], card: ModelCard | Mapping[str, Any] | None
+) -> str:
+    """How the session's frames were analysed (its meta.json "pipeline"), in a sentence."""
+    settings = meta.get("pipeline")
+    if not isinstance(settings, dict) or not settings:
+        return "Analysis settings not recorded (a session from an older version)."
+    parts = []
+    every = settings.get("every")
+    if isinstance(every, int) and every > 1:
+        parts.append(f"one frame in {every}")
+    if settings.get("tta") is True:
+        data = card.to_dict() if isinstance(card, ModelCard) else dict(card or {})
+        tta_acc = data.get("val_accuracy_tta")
+        with_tta = (
+            f"; validation accuracy with it {tta_acc:.2%}" if isinstance(tta_acc, float) else ""
+        )
+        parts.append(f"mirror TTA (each face averaged with its mirror image{with_tta})")
+    else:
+        parts.append("no test-time augmentation (the per-class figures above apply as they are)")
+    return "Analysed with " + ", ".join(parts) + "."
 
 
 def per_class_frame(card: ModelCard | Mapping[str, Any] | None) -> pd.DataFrame | None:
@@ -363,11 +392,13 @@ def build_html_report(
     ]
     info = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in info_rows)
     level = f"{d.confidence * 100:.0f}%"
-    widened = f", widened x{d.widen:.2f} for few blocks" if d.widen > 1.005 else ""
+    widening = math.isfinite(d.widen) and d.widen > 1.005
+    widened = f", widened x{d.widen:.2f} for few blocks" if widening else ""
     method = (
         "Shares and mean probabilities weight each frame by the time it stands for. "
         f"{level} intervals: circular block bootstrap over time, blocks of {d.block_s:.1f} s "
-        f"({d.block_frames} frames), {d.n_boot} replicates{widened}."
+        f"({d.block_frames} frames), {d.n_boot} replicates{widened}. "
+        + analysis_settings_text(meta, card)
     )
     charts = svg_bars(
         d.share,
@@ -383,13 +414,11 @@ def build_html_report(
     reasons = "".join(f"<li>{_e(r.text)}</li>" for r in result.reasons)
     faces = ""
     if stats.faces:
-        face_rows = []
-        for f in stats.faces:
-            row: dict[str, Any] = {"face": f.face_id, "frames": f.n_frames}
-            for i, cls in enumerate(CLASSES):
-                row[f"share {cls}"] = f.distribution.share[i]
-            face_rows.append(row)
-        faces = "<h2>Per face</h2>" + _table(pd.DataFrame(face_rows))
+        faces = (
+            "<h2>Per face</h2><p>Share of each face's observations by top label, weighted by "
+            "time, and its verdict under the rule.</p>"
+            + _table(pd.DataFrame(per_face_table(rule, stats)))
+        )
     scope = "" if face_id is None else f", face {face_id}"
     note = d.intervals_note
     caveat = (

@@ -32,6 +32,7 @@ from emotion_core.nervousness import (
 from emotion_core.registry import ModelCard, ModelError, read_card
 from emotion_core.report import (
     RESPONSIBLE_USE,
+    analysis_settings_text,
     build_html_report,
     per_class_frame,
     summary_csv,
@@ -134,28 +135,6 @@ def _card(models_dir: str, model_name: str) -> dict[str, Any] | None:
         return read_card(model_name, Path(models_dir)).to_dict()
     except ModelError:
         return None
-
-
-def analysis_settings_text(meta: dict[str, Any], card: dict[str, Any] | None) -> str:
-    """How the session's frames were analysed (its meta.json "pipeline"), in a sentence."""
-    settings = meta.get("pipeline")
-    if not isinstance(settings, dict) or not settings:
-        return "Analysis settings not recorded (a session from an older version)."
-    parts = []
-    every = settings.get("every")
-    if isinstance(every, int) and every > 1:
-        parts.append(f"one frame in {every}")
-    if settings.get("tta") is True:
-        tta_acc = card.get("val_accuracy_tta") if card else None
-        with_tta = (
-            f"; validation accuracy with it {ui_common.accuracy_text(tta_acc)}"
-            if isinstance(tta_acc, float)
-            else ""
-        )
-        parts.append(f"mirror TTA (each face averaged with its mirror image{with_tta})")
-    else:
-        parts.append("no test-time augmentation (the per-class figures above apply as they are)")
-    return "Analysed with " + ", ".join(parts) + "."
 
 
 # ------------------------------------------------------------------------------------------

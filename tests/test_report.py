@@ -114,6 +114,11 @@ def test_a_session_called_class_can_be_compared() -> None:
     assert table.count("<th>class</th>") == 2 and "<th>Bob</th>" in table
     assert b.distribution.share[CLASSES.index("happy")] == 1.0
     assert "each session whole" not in html
+    assert "Analysis settings not recorded" in html  # no meta "pipeline" in this session
+    assert "<th>seen (s)</th>" in html and "<th>verdict</th>" in html  # per-face table
+    settings = {"session_id": "class", "pipeline": {"tta": True, "every": 2}}
+    with_tta = report.build_html_report(settings, a, verdict, nv.SEED_RULE, comparison=comparison)
+    assert "one frame in 2, mirror TTA" in with_tta
     ranged = report.build_html_report(
         {"session_id": "class"}, a, verdict, nv.SEED_RULE, comparison=comparison, t_range=(0, 5)
     )
