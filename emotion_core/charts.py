@@ -107,7 +107,7 @@ def live_distribution_chart(snap: LiveSnapshot) -> alt.Chart:
         }
     )
     return (
-        alt.Chart(data, title="Emotion distribution (share of face-frames)")
+        alt.Chart(data, title="Emotion distribution (time-weighted share)")
         .mark_bar()
         .encode(
             x=alt.X("emotion:N", sort=list(CLASSES), title=None),
