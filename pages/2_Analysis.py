@@ -350,6 +350,12 @@ def detail_section(
     v_col, m_col = st.columns([3, 2])
     with v_col:
         ui_common.render_verdict(result)
+        if result.confidence is not None and result.confidence > dist.confidence:
+            st.caption(
+                f"The verdict uses {result.confidence:.1%} intervals (Bonferroni-adjusted for "
+                f"the rule's {len(rule.thresholds)} emotions); the charts show "
+                f"{dist.confidence:.0%}."
+            )
     card = _card(str(ui_common.models_dir()), str(meta.get("model_name") or ""))
     with m_col:
         name = meta.get("model_name") or "unknown"

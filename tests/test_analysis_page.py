@@ -106,6 +106,7 @@ def test_newest_session_selected_and_analysed(env: Path) -> None:
     )
     assert at.multiselect(key="an_selected").value == ["new"]
     assert verdicts(at) == {"New": "not nervous"}
+    assert any("Bonferroni-adjusted" in c.value for c in at.caption)  # the seed rule: 5 emotions
     labels = [m.label for m in at.metric]
     assert {"Duration", "Frames", "Frames with no face", "Faces seen"} <= set(labels)
     no_face = next(m for m in at.metric if m.label == "Frames with no face")
