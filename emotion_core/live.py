@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,13 @@ class RecordingStatus:
     active: bool
     error: str | None = None
     discarded: bool = False  # stopped before any frame arrived: nothing was kept
+
+    @classmethod
+    def of(cls, recorder: SessionRecorder, active: bool, error: str | None = None) -> Self:
+        """A recorder's status now (its counts wait for the recorder's lock)."""
+        return cls(
+            recorder.session_id, recorder.path, recorder.frames, recorder.faces, active, error
+        )
 
 
 @dataclass(frozen=True)
@@ -205,14 +212,7 @@ class LiveAggregator:
         with self._lock:
             if self._recorder is recorder:
                 self._recorder = None
-                self._last_recording = RecordingStatus(
-                    recorder.session_id,
-                    recorder.path,
-                    recorder.frames,
-                    recorder.faces,
-                    active=False,
-                    error=message,
-                )
+                self._last_recording = RecordingStatus.of(recorder, active=False, error=message)
 
     def report_error(self, message: str | None) -> None:
         """Remember a processing error for the page to show (None clears it)."""
@@ -264,14 +264,7 @@ class LiveAggregator:
             return snapshot
         # NOTE: read outside our lock: the recorder's counts wait for its lock, which the video
         # thread holds while it fsyncs, and update() must not wait for that behind us.
-        active = RecordingStatus(
-            recorder.session_id,
-            recorder.path,
-            recorder.frames,
-            recorder.faces,
-            active=True,
-            error=recorder.error,
-        )
+        active = RecordingStatus.of(recorder, active=True, error=recorder.error)
         return replace(snapshot, recording=active)
 
     def recent_frames(self, window_s: float | None = None) -> pd.DataFrame:
@@ -349,14 +342,7 @@ class LiveAggregator:
         # NOTE: a write that failed on the video thread closes the recorder before detaching
         # it; a Stop in between finds it closed without error, so ask the recorder too.
         error = error or recorder.error
-        status = RecordingStatus(
-            recorder.session_id,
-            recorder.path,
-            recorder.frames,
-            recorder.faces,
-            active=False,
-            error=error,
-        )
+        status = RecordingStatus.of(recorder, active=False, error=error)
         with self._lock:
             self._last_recording = status
         if error is not None:

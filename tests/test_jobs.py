@@ -88,6 +88,18 @@ def finished(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> tuple[P
 # ---------------------------------------------------------------- no processes
 
 
+def gate_publishing(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Make activations publish until the returned event is set, then fail."""
+    gate = threading.Event()
+
+    def gated(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
+        assert gate.wait(30)
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(jobs, "_publish_run", lambda: gated)
+    return gate
+
+
 def test_validate_dataset_counts_and_problems(tmp_path: Path, dataset: Path) -> None:
     good = validate_dataset(dataset)
     assert good.ok and not good.problems
@@ -487,13 +499,7 @@ def test_an_activation_marker_whose_pid_was_reused_is_stale(
         other.wait()
 
     # the marker of a running activation names this process by pid and start time
-    gate = threading.Event()
-
-    def gated(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
-        assert gate.wait(30)
-        raise RuntimeError("stopped by the test")
-
-    monkeypatch.setattr(jobs, "_publish_run", lambda: gated)
+    gate = gate_publishing(monkeypatch)
     job = runner.start_activation("r", "mine")
     try:
         written = json.loads(marker.read_text())
@@ -829,13 +835,7 @@ def test_a_run_being_activated_cannot_be_resumed(
     (run / "status.json").write_text(json.dumps({"state": "cancelled"}))
     (run / "hparams.json").write_text(json.dumps({"data": str(tmp_path), "arch": "tiny"}))
     assert runner.info("r").resumable
-    gate = threading.Event()
-
-    def gated(run_dir: Path, name: str, **kwargs: Any) -> ModelCard:
-        assert gate.wait(30)
-        raise RuntimeError("stopped by the test")
-
-    monkeypatch.setattr(jobs, "_publish_run", lambda: gated)
+    gate = gate_publishing(monkeypatch)
     job = runner.start_activation("r", "mine")
     try:
         with pytest.raises(JobError, match="being activated as model 'mine'"):

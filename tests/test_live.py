@@ -113,7 +113,8 @@ def test_recording_hand_over(tmp_path: Path) -> None:
     assert agg.stop_recording() == status
 
 
-def test_write_failure_detaches_recorder_and_is_reported(tmp_path: Path) -> None:
+def recording_on_a_full_disk(tmp_path: Path) -> tuple[LiveAggregator, SessionRecorder]:
+    """A recording that wrote one frame; its next write finds the disk full."""
     agg = LiveAggregator()
     rec = SessionRecorder(tmp_path, "Full", flush_interval_s=0.0)
     agg.start_recording(rec)
@@ -123,6 +124,11 @@ def test_write_failure_detaches_recorder_and_is_reported(tmp_path: Path) -> None
         raise OSError(28, "No space left on device")
 
     rec._file._fh.write = broken_write  # type: ignore[method-assign,union-attr]
+    return agg, rec
+
+
+def test_write_failure_detaches_recorder_and_is_reported(tmp_path: Path) -> None:
+    agg, rec = recording_on_a_full_disk(tmp_path)
     agg.update(result(1, 0.1))  # must not raise in the video thread
     snap = agg.snapshot()
     assert not agg.recording
@@ -298,15 +304,7 @@ def test_a_processing_error_clears_once_frames_go_through_again() -> None:
 def test_stop_between_a_failed_write_and_its_detach_reports_the_failure(tmp_path: Path) -> None:
     """The video thread's failure handler closes the recorder, then detaches it: a Stop in
     between must not say "saved"."""
-    agg = LiveAggregator()
-    rec = SessionRecorder(tmp_path, "Full", flush_interval_s=0.0)
-    agg.start_recording(rec)
-    agg.update(result(0, 0.0))
-
-    def broken_write(data: str) -> int:
-        raise OSError(28, "No space left on device")
-
-    rec._file._fh.write = broken_write  # type: ignore[method-assign,union-attr]
+    agg, rec = recording_on_a_full_disk(tmp_path)
     with pytest.raises(SessionError):
         rec.add_frame(result(1, 0.1))  # what update() does on the video thread ...
     with pytest.raises(SessionError):

@@ -26,7 +26,7 @@ from emotion_core.classes import CLASSES
 from emotion_core.live import LiveAggregator, LiveProcessor
 from emotion_core.registry import ModelCard
 from emotion_core.results import FaceResult, FrameResult
-from emotion_core.sessions import SessionError, load_session
+from emotion_core.sessions import SessionError, SessionRecorder, load_session
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "1_Live.py")
 CONSENT = "The candidate has been told and consented"
@@ -185,17 +185,24 @@ def happy(i: int) -> FrameResult:
     return FrameResult(i, i / 10, (FaceResult(0, (1, 2, 30, 30), p, p),))
 
 
-def test_stop_after_a_failed_write_reports_the_failure_not_a_save(env: dict[str, Any]) -> None:
-    at, aggregator = start_a_recording(env)
+def fill_the_disk(aggregator: LiveAggregator) -> SessionRecorder:
+    """The active recording writes one frame (its file flushes every frame); its next write
+    finds the disk full."""
     recorder = aggregator._recorder
     assert recorder is not None
-    recorder.flush_interval_s = 0.0  # the recording's open file flushes every frame
+    recorder.flush_interval_s = 0.0
     aggregator.update(happy(0))  # written
 
     def disk_full(data: str) -> int:
         raise OSError(28, "No space left on device")
 
     recorder._file._fh.write = disk_full  # type: ignore[method-assign,union-attr]
+    return recorder
+
+
+def test_stop_after_a_failed_write_reports_the_failure_not_a_save(env: dict[str, Any]) -> None:
+    at, aggregator = start_a_recording(env)
+    recorder = fill_the_disk(aggregator)
     aggregator.update(happy(1))  # fails on the video thread: the recorder is detached
     button(at, "Stop").click()  # the button was enabled when the page last ran
     run_page(at)
@@ -212,15 +219,7 @@ def test_a_failed_write_without_a_stop_click_unticks_consent_and_says_what_was_k
     """The recording stops on the video thread; the next rerun (here: Reset statistics) must
     not offer Record with the previous candidate's consent, and says what was kept, once."""
     at, aggregator = start_a_recording(env)
-    recorder = aggregator._recorder
-    assert recorder is not None
-    recorder.flush_interval_s = 0.0
-    aggregator.update(happy(0))
-
-    def disk_full(data: str) -> int:
-        raise OSError(28, "No space left on device")
-
-    recorder._file._fh.write = disk_full  # type: ignore[method-assign,union-attr]
+    fill_the_disk(aggregator)
     aggregator.update(happy(1))
     button(at, "Reset statistics").click()
     run_page(at)
@@ -235,15 +234,7 @@ def test_stop_between_a_failed_write_and_its_detach_keeps_its_error_message(
     env: dict[str, Any],
 ) -> None:
     at, aggregator = start_a_recording(env)
-    recorder = aggregator._recorder
-    assert recorder is not None
-    recorder.flush_interval_s = 0.0
-    aggregator.update(happy(0))
-
-    def disk_full(data: str) -> int:
-        raise OSError(28, "No space left on device")
-
-    recorder._file._fh.write = disk_full  # type: ignore[method-assign,union-attr]
+    recorder = fill_the_disk(aggregator)
     with pytest.raises(SessionError):
         recorder.add_frame(happy(1))  # the video thread's write fails ...
     with pytest.raises(SessionError):
@@ -284,6 +275,7 @@ def test_a_recording_keeps_its_pipeline_and_settings(
     # the default model changes on the Training page meanwhile
     card = ModelCard(name="newer", arch="cnn-test", val_accuracy=0.7)
     (env["models"] / "newer.json").write_text(json.dumps(card.to_dict()))
+    (env["models"] / "newer.keras").write_bytes(b"not used: load_classifier is faked")
     (env["models"] / "registry.json").write_text(json.dumps({"default": "newer"}))
     run_page(at)
     assert processor._pipeline is pipeline  # same model, same tracker (face ids)
@@ -371,6 +363,7 @@ def test_unloadable_model_is_a_clear_message(
     (env["models"] / "registry.json").write_text(json.dumps({"default": "broken"}))
     card = ModelCard(name="broken", arch="x")
     (env["models"] / "broken.json").write_text(json.dumps(card.to_dict()))
+    (env["models"] / "broken.keras").write_bytes(b"not a Keras file")
     at = run_page()
     assert any("could not be loaded" in e.value for e in at.error)
 
