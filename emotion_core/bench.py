@@ -30,7 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion_core.cli import quiet_native_logs
+from emotion_core.cli import (
+    command_parser,
+    non_negative_int,
+    positive_int,
+    prepare_output_file,
+    quiet_native_logs,
+)
 from emotion_core.detect import DetectorError
 from emotion_core.inference import Classifier, EmotionClassifier
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
@@ -234,12 +240,13 @@ def _parser(mode: str) -> argparse.ArgumentParser:
         "Other modes: `python -m emotion_core.bench model --help` (one model's call) and "
         "`python -m emotion_core.bench models --help` (all registered models together)."
     )
-    parser = argparse.ArgumentParser(
-        prog="python -m emotion_core.bench" + ("" if mode == "video" else f" {mode}"),
-        description=descriptions[mode],
-        epilog=others if mode == "video" else None,
+    # NOTE: flags spelled out, as in every other command (see cli.command_parser)
+    parser = command_parser(
+        "emotion_core.bench" + ("" if mode == "video" else f" {mode}"), descriptions[mode]
     )
+    parser.epilog = others if mode == "video" else None
     if mode == "models":
+        # (counts below 1 are refused by bench_models, with the message the CLI prints)
         parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
         parser.add_argument("--repeats", type=int, default=200, help="faces a round per model")
         parser.add_argument(
@@ -251,9 +258,17 @@ def _parser(mode: str) -> argparse.ArgumentParser:
     if mode == "video":
         parser.add_argument("video", type=Path, help="video file (e.g. a 640x480 clip)")
         parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-        parser.add_argument("--max-frames", type=int, help="use only the first N frames")
-        parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up frames")
-        parser.add_argument("--detect-width", type=int, default=PipelineConfig.detect_width)
+        parser.add_argument("--max-frames", type=positive_int, help="use only the first N frames")
+        parser.add_argument(
+            "--warmup", type=non_negative_int, default=10, help="untimed warm-up frames"
+        )
+        parser.add_argument(
+            "--detect-width",
+            type=non_negative_int,
+            default=PipelineConfig.detect_width,
+            help="shrink frames to this width for face detection (0: full size; default "
+            f"{PipelineConfig.detect_width})",
+        )
     parser.add_argument("--model", help="registered model name (default: the registry default)")
     parser.add_argument("--model-file", type=Path, help="benchmark this .keras file instead")
     parser.add_argument(
@@ -295,8 +310,8 @@ def _run_model(args: argparse.Namespace) -> int:
 
 
 def _run_video(args: argparse.Namespace) -> int:
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ValueError("--max-frames must be >= 1")
+    if args.json is not None:
+        prepare_output_file(args.json)  # before the work, not after it
     start = time.perf_counter()
     info, frames = read_frames(args.video, max_frames=args.max_frames)
     decode_s = time.perf_counter() - start
@@ -326,12 +341,17 @@ def _run_video(args: argparse.Namespace) -> int:
             "machine": platform.platform(),
             "python": platform.python_version(),
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"fps={res.fps:.1f} p50_ms={res.p50_ms:.2f} p95_ms={res.p95_ms:.2f} "
-        f"frames={res.frames} faces={res.faces}"
+        f"frames={res.frames} faces={res.faces}",
+        flush=True,
     )
+    if args.json is not None:
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        except OSError as exc:  # the figures are printed above
+            raise OSError(f"cannot write {args.json}: {exc.strerror or exc}") from exc
     return 0
 
 

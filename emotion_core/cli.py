@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import tempfile
+from pathlib import Path
 
 
 def quiet_native_logs() -> None:
@@ -45,3 +48,69 @@ def _int_at_least(text: str, low: int) -> int:
     if value < low:
         raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (a learning rate, a weight decay, seconds)."""
+    return _float_in(text, 0.0, math.inf, "a finite number >= 0")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a temperature)."""
+    value = _float_in(text, 0.0, math.inf, "a finite number > 0")
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be a finite number > 0, not 0")
+    return value
+
+
+def unit_float(text: str) -> float:
+    """argparse type: a number in [0, 1] (a mixing weight)."""
+    return _float_in(text, 0.0, 1.0, "in [0, 1]")
+
+
+def below_one_float(text: str) -> float:
+    """argparse type: a number in [0, 1) (label smoothing)."""
+    value = _float_in(text, 0.0, 1.0, "in [0, 1)")
+    if value == 1:
+        raise argparse.ArgumentTypeError("must be in [0, 1), not 1")
+    return value
+
+
+def _float_in(text: str, low: float, high: float, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and low <= value <= high):
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text}")
+    return value
+
+
+class OutputError(OSError):
+    """An output path a command cannot write (checked before its work starts)."""
+
+
+def prepare_output_folder(folder: Path) -> bool:
+    """Make sure files can be written in folder (created with its parents if missing), before
+    minutes of work; returns whether it was created. Raises OutputError saying why not."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: exists and is not a folder")
+    existed = folder.is_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write there ({exc.strerror or exc})") from exc
+    return not existed
+
+
+def prepare_output_file(path: Path) -> None:
+    """Check before the work that path can be written: not a folder, and its folder writable
+    (created if missing). Raises OutputError saying why not."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder, not a file name")
+    prepare_output_folder(path.parent)

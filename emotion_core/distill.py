@@ -21,6 +21,7 @@ and consistent"). It costs the teachers' forward passes in every step.
 from __future__ import annotations
 
 import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import numpy as np
 
 from emotion_core.calibration import apply_temperature
 from emotion_core.classes import CLASSES
-from emotion_core.cli import command_parser, quiet_native_logs
+from emotion_core.cli import command_parser, prepare_output_file, quiet_native_logs
 from emotion_core.data import DataError
 
 
@@ -73,13 +74,22 @@ def smoothed_one_hot(labels: np.ndarray, num_classes: int, smoothing: float) -> 
     return one_hot * (1.0 - smoothing) + smoothing / num_classes
 
 
-def save_teacher_file(path: Path, probs: np.ndarray, labels: np.ndarray, source: str) -> None:
-    """Write probabilities (N, C) with the labels they belong to (checked on load)."""
+def teacher_file_path(path: Path) -> Path:
+    """Where a teacher file asked for as `path` is written: with a .npz suffix added when it
+    has none (as numpy would add it)."""
     path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+def save_teacher_file(path: Path, probs: np.ndarray, labels: np.ndarray, source: str) -> Path:
+    """Write probabilities (N, C) with the labels they belong to (checked on load); returns
+    the path written (teacher_file_path)."""
+    path = teacher_file_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
         path, probs=probs.astype(np.float16), labels=labels.astype(np.int8), source=source
     )
+    return path
 
 
 def load_teacher_file(path: Path, labels: np.ndarray) -> np.ndarray:
@@ -90,8 +100,9 @@ def load_teacher_file(path: Path, labels: np.ndarray) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as data:
             probs, saved_labels = data["probs"].astype(np.float32), data["labels"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise TeacherError(f"{path}: not a teacher file ({type(exc).__name__}: {exc})") from exc
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise TeacherError(f"{path}: not a teacher file ({why})") from exc
     if probs.ndim != 2 or probs.shape[1] != len(CLASSES):
         raise TeacherError(f"{path}: probabilities have shape {probs.shape}, need (N, 7)")
     if len(saved_labels) != len(labels) or not np.array_equal(saved_labels, labels):
@@ -227,17 +238,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--data", required=True, help="FER-2013 CSV, folder root or .npz pack")
     p.add_argument("--split", default="Training")
-    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--out", required=True, help="output .npz (the suffix is added if missing)")
     a = p.parse_args(argv)
     from emotion_core.data import load_dataset
     from emotion_core.preprocess import preprocess_batch
     from emotion_core.registry import ModelError
 
     try:
+        out = teacher_file_path(Path(a.out))
+        prepare_output_file(out)  # before minutes of work
         data = load_dataset(a.data, a.split)
         faces = preprocess_batch(data.images)
         probs, agreements = ensemble_probabilities(a.teacher, faces, data.labels)
-        save_teacher_file(Path(a.out), probs, data.labels, source=" + ".join(a.teacher))
+        out = save_teacher_file(out, probs, data.labels, source=" + ".join(a.teacher))
     except (DataError, ModelError, TeacherError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -245,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{teacher}: agrees with the labels on {teacher_agreement:.4f}")
     agreement = float((probs.argmax(axis=1) == data.labels).mean())
     what = "teacher agrees" if len(a.teacher) == 1 else f"ensemble of {len(a.teacher)} agrees"
-    print(f"wrote {a.out}: {len(probs)} rows, {what} with the labels on {agreement:.4f}")
+    print(f"wrote {out}: {len(probs)} rows, {what} with the labels on {agreement:.4f}")
     return 0
 
 

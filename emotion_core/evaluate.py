@@ -115,8 +115,16 @@ def detect_and_crop(images: np.ndarray, upscale: int = 4) -> tuple[np.ndarray, n
     return (np.stack(faces) if faces else np.zeros((0, 48, 48, 1), np.float32)), found
 
 
+def confusion_png_path(report_path: Path) -> Path:
+    """Where the confusion heat map of a JSON report goes: `<stem>.confusion.png` beside it
+    (never the report itself, whatever its suffix)."""
+    report_path = Path(report_path)
+    return report_path.with_name(f"{report_path.stem}.confusion.png")
+
+
 def save_confusion_png(matrix: np.ndarray, path: Path, classes: Sequence[str] = CLASSES) -> None:
-    """Draw a row-normalised confusion matrix heat map (OpenCV, no matplotlib)."""
+    """Draw a row-normalised confusion matrix heat map (OpenCV, no matplotlib); OSError when
+    it cannot be written."""
     cell, margin = 70, 110
     n = len(classes)
     norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
@@ -158,7 +166,8 @@ def save_confusion_png(matrix: np.ndarray, path: Path, classes: Sequence[str] = 
             cv2.LINE_AA,
         )
     cv2.putText(image, "true \\ predicted", (5, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    cv2.imwrite(str(path), image)
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"cannot write the image {path}")
 
 
 def resolve_model(model: str | None) -> tuple[Any, str]:
@@ -190,7 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--split", default="PublicTest")
     p.add_argument("--detect-faces", action="store_true", help="detect the face first (largest)")
     p.add_argument("--tta", action="store_true", help="average with the mirrored face")
-    p.add_argument("--json", default=None, help="write the report here (and a .png beside it)")
+    p.add_argument(
+        "--json",
+        default=None,
+        help="write the report here (and its confusion heat map beside it, <stem>.confusion.png)",
+    )
     a = p.parse_args(argv)
     try:
         classifier, model_name = resolve_model(a.model)
@@ -234,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(report, indent=2))
-            save_confusion_png(np.array(report["confusion_matrix"]), out.with_suffix(".png"))
+            save_confusion_png(np.array(report["confusion_matrix"]), confusion_png_path(out))
         except OSError as exc:  # e.g. a full disk: the figures still get printed
             problem = f"error: cannot write the report {out}: {exc}"
     print(f"accuracy={report['accuracy']:.4f} macro_f1={report['macro_f1']:.4f} n={report['n']}")

@@ -17,6 +17,7 @@ file and the JSON card.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -37,9 +38,11 @@ from emotion_core.classes import CLASSES
 from emotion_core.cli import command_parser, quiet_native_logs
 from emotion_core.data import DataError, load_dataset
 from emotion_core.evaluate import predict_all, report_from_probs
-from emotion_core.fileio import FileId, read_json_object
+from emotion_core.fileio import FileId, atomic_write_bytes, file_id, read_json_object
 from emotion_core.preprocess import preprocess_batch
 from emotion_core.registry import (
+    MODELS_DIR,
+    REGISTRY_FILE,
     ModelCard,
     ModelError,
     read_card,
@@ -122,15 +125,12 @@ def publish_run(
     from emotion_core.runtime import SPEED_WHEN_PUBLISHED, median_ms_per_face, speed_note
 
     step = progress or (lambda _stage: None)
-    validate_name(name)
+    check_name_free(name, models_dir)  # before minutes of work
     run_dir = Path(run_dir)
     if checkpoint not in CHECKPOINTS:
         raise ModelError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, not {checkpoint!r}")
     weights = run_dir / f"{checkpoint}.keras"
-    try:
-        hparams = json.loads((run_dir / "hparams.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{run_dir}/hparams.json: missing or unreadable ({exc})") from exc
+    hparams = read_run_hparams(run_dir)
     step(PUBLISH_STEPS[0])
     trained = load_keras_model(weights)
     recalibration_note = recalibrate(trained, hparams, recalibrate_faces, step)
@@ -191,6 +191,58 @@ def publish_run(
             path, card, models_dir, make_default=make_default, tflite=tflite, written=written
         )
     return card
+
+
+def model_files(name: str, models_dir: Path | None = None) -> list[Path]:
+    """The files model `name` has in the models folder once registered."""
+    folder = models_dir or MODELS_DIR
+    return [folder / f"{validate_name(name)}{ext}" for ext in (".keras", ".json", ".tflite")]
+
+
+def check_name_free(name: str, models_dir: Path | None = None) -> None:
+    """ModelError when `name` is not a valid model name or a model of that name (any of its
+    files) is already in the models folder."""
+    if any(path.exists() for path in model_files(name, models_dir)):
+        raise ModelError(
+            f"a model named {name!r} already exists in {models_dir or MODELS_DIR}; "
+            "choose another name"
+        )
+
+
+def read_run_hparams(run_dir: Path) -> dict[str, Any]:
+    """A run's hparams.json, checked to be a training run's (an object naming its data);
+    ModelError saying what is wrong otherwise."""
+    path = Path(run_dir) / "hparams.json"
+    try:
+        hparams = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: missing (not a training run folder)") from None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or encoding
+        raise ModelError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(hparams, dict):
+        raise ModelError(f"{path}: not a training run (not a JSON object)")
+    if not isinstance(hparams.get("data"), str) or not hparams["data"]:
+        raise ModelError(f"{path}: not a training run (no 'data')")
+    for key in ("arch", "train_split", "val_split"):
+        if key in hparams and not isinstance(hparams[key], str):
+            raise ModelError(f"{path}: {key!r} must be text, not {hparams[key]!r}")
+    return hparams
+
+
+def undo_publish(written: dict[Path, FileId], registry_before: bytes | None) -> None:
+    """After a failed publish: delete the files it registered (`written`, see publish_run)
+    and put registry.json back as it was (`registry_before`; None: there was none), each only
+    while it still is the file this publish wrote (another process's later file stays)."""
+    for path, identity in written.items():
+        if file_id(path) != identity:
+            continue
+        with contextlib.suppress(OSError):
+            if path.name != REGISTRY_FILE:
+                path.unlink()
+            elif registry_before is None:
+                path.unlink()
+            else:
+                atomic_write_bytes(path, registry_before)
 
 
 def recalibrate(
@@ -362,20 +414,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"-1: keep the trained statistics; default {DEFAULT_MAX_FACES}); skipped for a soup run",
     )
     a = p.parse_args(argv)
+    models_dir = MODELS_DIR
+    try:
+        registry_before: bytes | None = (models_dir / REGISTRY_FILE).read_bytes()
+    except OSError:
+        registry_before = None
+    written: dict[Path, FileId] = {}
     try:
         card = publish_run(
             Path(a.run_dir),
             a.name,
             a.default,
+            models_dir=models_dir,
             notes=a.notes,
             checkpoint=a.checkpoint,
             runtime=a.runtime,
             recalibrate_faces=a.recalibrate_faces,
             progress=lambda line: print(f"[publish] {line}...", file=sys.stderr, flush=True),
+            written=written,
         )
     except (ModelError, DataError, OSError, KeyError) as exc:
+        undo_publish(written, registry_before)  # no half-registered model blocks the name
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BaseException:
+        undo_publish(written, registry_before)
+        raise
     print(json.dumps({k: v for k, v in card.to_dict().items() if k != "per_class"}, indent=2))
     return 0
 

@@ -24,6 +24,7 @@ registers it, with every ingredient's training stages counted in its card.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import shutil
@@ -36,7 +37,13 @@ from typing import Any
 import numpy as np
 
 from emotion_core.classes import CLASSES
-from emotion_core.cli import command_parser, non_negative_int, positive_int, quiet_native_logs
+from emotion_core.cli import (
+    command_parser,
+    non_negative_int,
+    positive_int,
+    prepare_output_folder,
+    quiet_native_logs,
+)
 from emotion_core.data import DataError
 from emotion_core.fileio import save_keras_atomically
 from emotion_core.registry import ModelError
@@ -324,14 +331,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     split = a.split or first.get("train_split", "Training")
     val_split = a.val_split or first.get("val_split", "PublicTest")
     say = lambda message: print(message, flush=True)  # noqa: E731
+    created = False
     try:
-        if (a.out / "last.keras").exists():
+        if (a.out / "last.keras").exists() or (a.out / "best.keras").exists():
             raise SoupError(f"{a.out} already holds a network; choose a new --out folder")
         missing = [str(path) for path in a.checkpoints if not path.is_file()]
         if missing:
             raise SoupError(f"{', '.join(missing)}: model file not found")
         if not data:
             raise SoupError("--data is needed: the first checkpoint's run names no data")
+        created = prepare_output_folder(a.out)  # before minutes of work
         started = time.monotonic()
         train = load_dataset(data, split)
         val = load_dataset(data, val_split)
@@ -364,6 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         write_soup_run(a.out, soup, a.checkpoints, settings, report)
     except (SoupError, ModelError, DataError, OSError) as exc:
+        if created:  # the folder made for nothing goes again (when it is still empty)
+            with contextlib.suppress(OSError):
+                a.out.rmdir()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     what = "soup" if len(a.checkpoints) > 1 else "recalibrated network"

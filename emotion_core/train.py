@@ -20,6 +20,7 @@ import shlex
 import signal
 import sys
 import time
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,7 +29,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from emotion_core.classes import CLASSES
-from emotion_core.cli import command_parser, non_negative_int, positive_int, quiet_native_logs
+from emotion_core.cli import (
+    below_one_float,
+    command_parser,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    prepare_output_folder,
+    quiet_native_logs,
+    unit_float,
+)
 from emotion_core.data import DataError, Dataset, load_dataset
 from emotion_core.fileio import atomic_write_json, save_keras_atomically
 from emotion_core.preprocess import preprocess_batch
@@ -306,6 +317,122 @@ def lr_at(config: TrainConfig, epoch: int, progress: float) -> float:
     return config.learning_rate
 
 
+# ---------------------------------------------------------------- checks before a run starts
+
+
+class RunFolderError(ValueError):
+    """A run folder that training cannot use as asked (it would destroy or misread a run)."""
+
+
+CHECKPOINT_FILES = ("last.keras", "best.keras")
+
+
+def check_run_folder(run_dir: Path, resume: bool) -> bool:
+    """Whether training into run_dir resumes it; RunFolderError when training would destroy
+    or misread the run there: checkpoints without `resume`, or a resume that cannot go on
+    from them (no last.keras, a missing or broken resume.json or hparams.json). Reads only."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: exists and is not a folder; choose another --out")
+    held = [name for name in CHECKPOINT_FILES if (run_dir / name).exists()]
+    if not held:
+        return False
+    if not resume:
+        raise RunFolderError(
+            f"{run_dir} already holds a run ({', '.join(held)}); add --resume to continue it, "
+            "or choose another --out"
+        )
+    if "last.keras" not in held:
+        raise RunFolderError(
+            f"{run_dir} has no last.keras to resume from; start a new run from its weights "
+            f"(--init-model {run_dir / 'best.keras'}) with another --out"
+        )
+    read_resume_state(run_dir)
+    _read_state_file(run_dir / "hparams.json")
+    return True
+
+
+def read_resume_state(run_dir: Path) -> tuple[int, float, float]:
+    """(epochs done, training seconds so far, best val accuracy) from run_dir/resume.json;
+    RunFolderError when it is missing or broken."""
+    state = _read_state_file(run_dir / "resume.json")
+    epoch, elapsed, best = (state.get(key) for key in ("epoch", "elapsed_s", "best"))
+    if not (
+        isinstance(epoch, int)
+        and epoch >= 0
+        and all(_is_number(value) for value in (epoch, elapsed, best))
+    ):
+        raise RunFolderError(
+            f"{run_dir / 'resume.json'}: needs epoch, elapsed_s and best as numbers, has "
+            f"{json.dumps(state)[:200]}; cannot resume {run_dir} (a new run can start from its "
+            f"weights: --init-model {run_dir / 'last.keras'} with another --out)"
+        )
+    return int(state["epoch"]), float(state["elapsed_s"]), float(state["best"])
+
+
+def _read_state_file(path: Path) -> dict[str, Any]:
+    """A run's JSON object file; RunFolderError when it is missing, unreadable or not one."""
+    hint = (
+        f"cannot resume {path.parent} (a new run can start from its weights: --init-model "
+        f"{path.parent / 'last.keras'} with another --out)"
+    )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunFolderError(f"{path}: missing; {hint}") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise RunFolderError(f"{path}: unreadable ({exc}); {hint}") from exc
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path}: not a JSON object; {hint}")
+    return data
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# (field, flag, lowest, highest, whether the highest itself is allowed)
+_RANGES = (
+    ("learning_rate", "--lr", 0.0, math.inf, False),
+    ("weight_decay", "--weight-decay", 0.0, math.inf, False),
+    ("label_smoothing", "--label-smoothing", 0.0, 1.0, False),
+    ("distill_alpha", "--distill-alpha", 0.0, 1.0, True),
+    ("time_budget_s", "--time-budget", 0.0, math.inf, False),
+)
+
+
+def check_config(config: TrainConfig) -> None:
+    """ValueError naming the first setting that cannot train: out of its range, or flags that
+    do not go together."""
+    for field, flag, low, high, high_allowed in _RANGES:
+        value = getattr(config, field)
+        if not (_is_number(value) and low <= value and (value < high or high_allowed)):
+            bound = f"{high:g}]" if high_allowed else f"{high:g})"
+            raise ValueError(f"{flag} must be a finite number in [{low:g}, {bound}, not {value!r}")
+    if not (_is_number(config.distill_temperature) and config.distill_temperature > 0):
+        raise ValueError(f"--distill-temperature must be > 0, not {config.distill_temperature!r}")
+    if config.live_teacher and not config.teacher:
+        raise ValueError("--live-teacher needs --teacher a.keras[,b.keras...]")
+
+
+def check_inputs(config: TrainConfig, resuming: bool) -> None:
+    """ValueError (distill.TeacherError for a teacher) when a file the run starts from is not
+    there: the teacher(s), and for a new run the model to fine-tune. (The data is checked as
+    it loads.)"""
+    from emotion_core.distill import TeacherError, teacher_paths
+
+    if config.live_teacher:
+        teacher_paths(config.teacher)
+    elif config.teacher and not Path(config.teacher).is_file():
+        raise TeacherError(f"{config.teacher}: teacher file not found")
+    if config.init_model and not resuming:
+        if not Path(config.init_model).is_file():
+            raise ValueError(
+                f"{config.init_model}: the model to fine-tune (--init-model) not found"
+            )
+        if not zipfile.is_zipfile(config.init_model):
+            raise ValueError(f"{config.init_model}: not a .keras model file (--init-model)")
+
+
 # ---------------------------------------------------------------- training loop
 
 
@@ -479,19 +606,23 @@ def train(
     """Run training into run_dir; returns the final summary (also in status.json).
 
     With resume=True the run's saved hyperparameters win, except the fields in `overrides`
-    (by default epochs and time_budget_s, so a resumed run can be extended).
+    (by default epochs and time_budget_s, so a resumed run can be extended). Raises, before
+    run_dir is touched, RunFolderError for a folder holding a run it would destroy (see
+    check_run_folder) and ValueError for settings or input files that cannot train.
     """
     import keras
 
+    # NOTE: everything that would refuse the run is checked before the folder is touched.
+    resuming = check_run_folder(run_dir, resume)
+    if resuming:  # the run's own settings, before its data and targets are built from them
+        config = _resumed_config(config, run_dir, overrides)
+    check_config(config)
+    check_inputs(config, resuming)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "CANCEL").unlink(missing_ok=True)
     listeners = [StatusFileWriter(run_dir), *listeners]
     stop_flag = {"stop": False}
     _install_sigterm(stop_flag)
-    state_file = run_dir / "resume.json"
-    resuming = resume and (run_dir / "last.keras").exists() and state_file.exists()
-    if resuming:  # the run's own settings, before its data and targets are built from them
-        config = _resumed_config(config, run_dir, overrides)
     keras.utils.set_random_seed(config.seed)
 
     # Data
@@ -527,8 +658,7 @@ def train(
     # Model (fresh, fine-tuned, or resumed from the last checkpoint)
     initial_epoch, prior_elapsed, best = 0, 0.0, -1.0
     if resuming:
-        state = json.loads(state_file.read_text())
-        initial_epoch, prior_elapsed, best = state["epoch"], state["elapsed_s"], state["best"]
+        initial_epoch, prior_elapsed, best = read_resume_state(run_dir)
         live = config.live_teacher
         model = keras.saving.load_model(run_dir / "last.keras", compile=not live, safe_mode=True)
         # (a live run's checkpoint is the student alone: its training graph and optimizer
@@ -541,15 +671,13 @@ def train(
     else:
         if resume:
             print(f"note: {run_dir} has no checkpoint to resume from; starting fresh", flush=True)
-        stale_files = ("metrics.csv", "resume.json", "last.keras", "best.keras", "eval.json")
-        for stale in (*stale_files, OPTIMIZER_STATE):
-            (run_dir / stale).unlink(missing_ok=True)
         model = build_model(config, steps)
         config = replace(config, arch=init_model_arch(model, config))
+        # (no checkpoint is here: check_run_folder refused the folder otherwise)
+        for stale in ("metrics.csv", "resume.json", "eval.json", OPTIMIZER_STATE):
+            (run_dir / stale).unlink(missing_ok=True)
     network = model  # what the checkpoints hold
     if config.live_teacher:
-        if not config.teacher:
-            raise ValueError("--live-teacher needs --teacher a.keras[,b.keras...]")
         _emit_simple(listeners, "start", config, f"live teachers {config.teacher}")
         model = live_trainer(network, config)
         if initial_epoch:
@@ -623,7 +751,7 @@ def train(
 
 def _resumed_config(config: TrainConfig, run_dir: Path, overrides: Iterable[str]) -> TrainConfig:
     """config with the run's saved hyperparameters, except `overrides` and the data path."""
-    hparams = json.loads((run_dir / "hparams.json").read_text())
+    hparams = _read_state_file(run_dir / "hparams.json")
     keep = set(overrides) | {"data"}
     fields = TrainConfig.__dataclass_fields__
     return replace(config, **{k: v for k, v in hparams.items() if k in fields and k not in keep})
@@ -675,17 +803,20 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, Path, bo
     p.add_argument("--arch", default=defaults.arch)
     p.add_argument("--epochs", type=positive_int, default=defaults.epochs)
     p.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
-    p.add_argument("--lr", type=float, default=defaults.learning_rate)
+    p.add_argument("--lr", type=non_negative_float, default=defaults.learning_rate)
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default=defaults.optimizer)
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--weight-decay", type=non_negative_float, default=defaults.weight_decay)
     p.add_argument("--schedule", choices=["cosine", "constant"], default=defaults.schedule)
     p.add_argument("--warmup-epochs", type=non_negative_int, default=defaults.warmup_epochs)
-    p.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    p.add_argument("--label-smoothing", type=below_one_float, default=defaults.label_smoothing)
     p.add_argument("--class-weighting", action="store_true")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--patience", type=non_negative_int, default=defaults.patience)
     p.add_argument(
-        "--time-budget", type=float, default=0.0, help="seconds; anneal and stop by time"
+        "--time-budget",
+        type=non_negative_float,
+        default=0.0,
+        help="seconds; anneal and stop by time",
     )
     p.add_argument("--train-split", default=defaults.train_split)
     p.add_argument("--val-split", default=defaults.val_split)
@@ -700,8 +831,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, Path, bo
         help="distil: teacher .keras, its .npz (emotion_core.distill) or FER+ votes "
         "fer2013new.csv (emotion_core.ferplus)",
     )
-    p.add_argument("--distill-alpha", type=float, default=defaults.distill_alpha)
-    p.add_argument("--distill-temperature", type=float, default=defaults.distill_temperature)
+    p.add_argument("--distill-alpha", type=unit_float, default=defaults.distill_alpha)
+    p.add_argument(
+        "--distill-temperature", type=positive_float, default=defaults.distill_temperature
+    )
     p.add_argument(
         "--live-teacher",
         action="store_true",
@@ -738,6 +871,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, Path, bo
         distill_temperature=a.distill_temperature,
         live_teacher=a.live_teacher,
     )
+    try:
+        check_config(config)
+    except ValueError as exc:
+        p.error(str(exc))
     from emotion_core.registry import MODELS_DIR
 
     run_dir = (
@@ -767,36 +904,76 @@ def _command_line() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: exit 0 on success, 2 with a clear message on bad input."""
+    """CLI entry point: exit 0 on success, 2 with a clear message on bad input. What would
+    refuse the run (flags, missing files, a run folder it would destroy or cannot write) is
+    refused before the run folder is touched."""
     quiet_native_logs()
     config, run_dir, resume, explicit = parse_args(argv)
-    from emotion_core.zoo import ARCHITECTURES
-
-    if config.arch not in ARCHITECTURES and not config.init_model:
-        print(
-            f"error: unknown architecture {config.arch!r}; choose from {', '.join(ARCHITECTURES)}",
-            file=sys.stderr,
-        )
-        return 2
     try:
-        summary = train(config, run_dir, resume, [ConsoleProgress()], overrides=explicit)
-    except (DataError, ValueError, OSError, ModelError) as exc:
-        message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, DataError) else str(exc)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(
-            run_dir / "status.json",
-            {
-                "kind": "end",
-                "state": "failed",
-                "message": message,
-                "pid": os.getpid(),
-                "updated_at": time.time(),
-            },
+        _preflight(config, run_dir, resume, explicit)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from emotion_core.fileio import read_json_object
+
+    before = read_json_object(run_dir / "status.json")
+    epochs: list[int] = []  # epochs this process ended
+
+    def count_epochs(event: ProgressEvent) -> None:
+        if event.kind == "epoch":
+            epochs.append(event.epoch)
+
+    try:
+        summary = train(
+            config, run_dir, resume, [ConsoleProgress(), count_epochs], overrides=explicit
         )
+    except (DataError, ValueError, OSError, ModelError) as exc:
+        plain = isinstance(exc, DataError | RunFolderError)
+        message = str(exc) if plain else f"{type(exc).__name__}: {exc}"
+        _record_failure(run_dir, message, before if not epochs else {})
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug: the run says so, and the traceback follows
+        _record_failure(run_dir, f"{type(exc).__name__}: {exc}", before if not epochs else {})
+        raise
     print(json.dumps(summary), flush=True)
     return 0
+
+
+def _preflight(config: TrainConfig, run_dir: Path, resume: bool, overrides: set[str]) -> None:
+    """Raise (ValueError or OSError, with a one-line message) for whatever train would refuse,
+    reading the run folder only; then make sure it can be written (created if missing)."""
+    from emotion_core.zoo import ARCHITECTURES
+
+    resuming = check_run_folder(run_dir, resume)
+    if resuming:
+        config = _resumed_config(config, run_dir, overrides)
+    elif config.arch not in ARCHITECTURES and not config.init_model:
+        raise ValueError(
+            f"unknown architecture {config.arch!r}; choose from {', '.join(ARCHITECTURES)}"
+        )
+    check_config(config)
+    check_inputs(config, resuming)
+    prepare_output_folder(run_dir)
+
+
+def _record_failure(run_dir: Path, message: str, finished_before: dict[str, Any]) -> None:
+    """Mark the run failed in status.json, unless it had finished before and this process
+    trained no epoch (e.g. a --resume whose data moved): then its final status is put back.
+    A status that cannot be written is left as it is (the message is printed anyway)."""
+    status: dict[str, Any] = {
+        "kind": "end",
+        "state": "failed",
+        "message": message,
+        "pid": os.getpid(),
+        "updated_at": time.time(),
+    }
+    if finished_before.get("state") == "finished":
+        status = finished_before
+    try:
+        atomic_write_json(run_dir / "status.json", status)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

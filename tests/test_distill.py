@@ -68,6 +68,10 @@ def test_teacher_file_round_trip_and_misaligned_rows(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(TeacherError, match="not a teacher file"):
         load_teacher_file(tmp_path / "bad.npz", labels)
+    for name, content in (("empty.npz", b""), ("junk.npz", b"PK\x03\x04 not a zip archive")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(TeacherError, match="not a teacher file"):
+            load_teacher_file(tmp_path / name, labels)
 
 
 def test_distilled_training_from_a_teacher_model_and_its_cli_file(tmp_path):
@@ -259,3 +263,34 @@ def test_live_distillation_trains_resumes_and_refuses_probability_files(tmp_path
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "must be a .keras file" in proc.stderr
+
+
+def test_train_with_a_broken_teacher_file_fails_clearly_and_says_so(tmp_path, capsys):
+    from emotion_core.train import main
+
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 cut short")  # a zip's start only
+    run = tmp_path / "run"
+    args = ["--data", str(csv), "--arch", "tiny", "--epochs", "1", "--out", str(run)]
+    assert main([*args, "--teacher", str(tmp_path / "broken.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "broken.npz: not a teacher file" in err and "Traceback" not in err
+    status = json.loads((run / "status.json").read_text())  # not "running" with a dead pid
+    assert status["state"] == "failed" and "not a teacher file" in status["message"]
+
+
+def test_the_distill_cli_writes_and_names_the_npz_file(tmp_path, capsys):
+    from emotion_core.data import load_dataset
+    from emotion_core.distill import main
+
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    labels = load_dataset(csv, "Training").labels
+    save_teacher_file(tmp_path / "t.npz", np.eye(7)[labels], labels, "test")
+    args = ["--teacher", str(tmp_path / "t.npz"), "--data", str(csv)]
+    assert main([*args, "--out", str(tmp_path / "x" / "tout")]) == 0
+    written = tmp_path / "x" / "tout.npz"
+    assert f"wrote {written}: 70 rows" in capsys.readouterr().out
+    assert len(load_teacher_file(written, labels)) == 70
+    (tmp_path / "a-file").write_text("")
+    assert main([*args, "--out", str(tmp_path / "a-file" / "t.npz")]) == 2
+    assert "a-file" in capsys.readouterr().err

@@ -547,7 +547,7 @@ def test_evaluate_cli_last_line(tmp_path):
     assert "14 faces, with flip TTA" in proc.stdout.splitlines()[0]
     report = json.loads(out.read_text())
     assert np.array(report["confusion_matrix"]).sum() == 14
-    assert out.with_suffix(".png").exists()
+    assert (tmp_path / "report.confusion.png").exists()  # beside the report, never over it
 
     (tmp_path / "a-file").write_text("")  # a report that cannot be written: figures, then why
     proc = subprocess.run(

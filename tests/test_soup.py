@@ -185,3 +185,27 @@ def test_publish_recalibrates_batch_norm_first_unless_told_not_to(tmp_path):
         for d, n in (("a", "kept"), ("b", "recal"))
     ]
     assert np.abs(outputs[0] - outputs[1]).max() > 1e-4  # different statistics, folded in
+
+
+def test_the_soup_cli_checks_its_out_folder_before_the_work(tmp_path, monkeypatch, capsys):
+    from emotion_core import data
+    from emotion_core.data import DataError
+
+    def no_work_yet(*args: object) -> None:
+        raise AssertionError("the data loaded before --out was checked")
+
+    monkeypatch.setattr(data, "load_dataset", no_work_yet)
+    (tmp_path / "run.keras").write_bytes(b"x")
+    (tmp_path / "a-file").write_text("")
+    args = [str(tmp_path / "run.keras"), "--data", "d.csv", "--out"]
+    for out in (tmp_path / "a-file", tmp_path / "a-file" / "soup"):
+        assert main([*args, str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "a-file" in err and "Traceback" not in err
+
+    def data_gone(*args: object) -> None:
+        raise DataError("d.csv: file not found")
+
+    monkeypatch.setattr(data, "load_dataset", data_gone)  # a failure after the check
+    assert main([*args, str(tmp_path / "soup")]) == 2
+    assert not (tmp_path / "soup").exists()  # the folder made for it went again
