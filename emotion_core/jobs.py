@@ -34,9 +34,7 @@ from emotion_core.classes import CLASSES
 from emotion_core.data import DataError, load_dataset
 from emotion_core.fileio import (
     FileId,
-    atomic_write_bytes,
     atomic_write_json,
-    file_id,
     read_json_object,
 )
 from emotion_core.procs import process_alive, process_start
@@ -924,10 +922,10 @@ class TrainingJobRunner:
         Uses emotion_core.publish.publish_run (batch-norm recalibration and folding, the TFLite
         runtime, temperature calibration, CPU timing, the card; `progress` gets each of its
         PUBLISH_STEPS). Never overwrites another model; on any error what this activation
-        wrote is undone (see _undo_activation), while what other processes wrote meanwhile
+        wrote is undone (registry.undo_registration), while what other processes wrote meanwhile
         stays. Raises ModelError or JobError.
         """
-        info, targets = self._check_activation(run_id, name)
+        info, _ = self._check_activation(run_id, name)
         registry_file = self.models_dir / registry.REGISTRY_FILE
         before = _read_bytes(registry_file)
         written: dict[Path, FileId] = {}
@@ -937,7 +935,7 @@ class TrainingJobRunner:
                 progress=progress, written=written,
             )  # fmt: skip
         except BaseException as exc:
-            _undo_activation(written, targets, registry_file, before)
+            registry.undo_registration(written, before)
             if isinstance(exc, ModelError | JobError) or not isinstance(exc, Exception):
                 raise
             raise JobError(
@@ -954,16 +952,12 @@ class TrainingJobRunner:
             raise JobError(f"run {run_id!r} is still running; wait for it to end or cancel it")
         if not (info.path / "best.keras").exists():
             raise JobError(f"run {run_id!r} has no best.keras (no epoch finished)")
-        targets = self._model_files(name)
+        targets = registry.model_files(name, self.models_dir)
         if any(t.exists() for t in targets):
             raise ModelError(
                 f"a model named {name!r} already exists in {self.models_dir}; choose another name"
             )
         return info, targets
-
-    def _model_files(self, name: str) -> list[Path]:
-        """The files model `name` has in the models folder once registered."""
-        return [self.models_dir / f"{name}{ext}" for ext in (".keras", ".json", ".tflite")]
 
     def start_activation(self, run_id: str, name: str) -> ActivationJob:
         """Start `activate` on a daemon thread and return the job to poll. What would fail at
@@ -1045,7 +1039,7 @@ class TrainingJobRunner:
             with contextlib.suppress(ModelError):
                 # NOTE: also registry.register_model's temporary copy of the .keras file.
                 tmp = self.models_dir / f"{validate_name(name)}.keras.tmp"
-                for leftover in [*self._model_files(name), tmp]:
+                for leftover in [*registry.model_files(name, self.models_dir), tmp]:
                     with contextlib.suppress(OSError):
                         leftover.unlink()
                         removed.append(leftover.name)
@@ -1196,26 +1190,6 @@ def _read_bytes(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
-
-
-def _undo_activation(
-    written: dict[Path, FileId], targets: list[Path], registry_file: Path, before: bytes | None
-) -> None:
-    """After a failed publish: delete the model files (targets) this activation wrote, and put
-    back registry.json as it was before it (`before`, None: none) if it still is the file this
-    activation wrote. A file another process wrote or replaced since (e.g. `python -m
-    emotion_core.publish` registering the same name, or changing the default) has another
-    file_id and stays."""
-    for target in targets:
-        if target in written and file_id(target) == written[target]:
-            with contextlib.suppress(OSError):
-                target.unlink()
-    if registry_file in written and file_id(registry_file) == written[registry_file]:
-        with contextlib.suppress(OSError):
-            if before is None:
-                registry_file.unlink()
-            else:
-                atomic_write_bytes(registry_file, before)
 
 
 def _publish_run() -> Callable[..., ModelCard]:

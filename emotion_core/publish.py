@@ -17,7 +17,6 @@ file and the JSON card.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import tempfile
@@ -38,16 +37,17 @@ from emotion_core.classes import CLASSES
 from emotion_core.cli import command_parser, quiet_native_logs
 from emotion_core.data import DataError, load_dataset
 from emotion_core.evaluate import predict_all, report_from_probs
-from emotion_core.fileio import FileId, atomic_write_bytes, file_id, read_json_object
+from emotion_core.fileio import FileId, read_json_object
 from emotion_core.preprocess import preprocess_batch
 from emotion_core.registry import (
     MODELS_DIR,
     REGISTRY_FILE,
     ModelCard,
     ModelError,
+    check_name_free,
     read_card,
     register_model,
-    validate_name,
+    undo_registration,
 )
 from emotion_core.soup import DEFAULT_MAX_FACES
 
@@ -193,22 +193,6 @@ def publish_run(
     return card
 
 
-def model_files(name: str, models_dir: Path | None = None) -> list[Path]:
-    """The files model `name` has in the models folder once registered."""
-    folder = models_dir or MODELS_DIR
-    return [folder / f"{validate_name(name)}{ext}" for ext in (".keras", ".json", ".tflite")]
-
-
-def check_name_free(name: str, models_dir: Path | None = None) -> None:
-    """ModelError when `name` is not a valid model name or a model of that name (any of its
-    files) is already in the models folder."""
-    if any(path.exists() for path in model_files(name, models_dir)):
-        raise ModelError(
-            f"a model named {name!r} already exists in {models_dir or MODELS_DIR}; "
-            "choose another name"
-        )
-
-
 def read_run_hparams(run_dir: Path) -> dict[str, Any]:
     """A run's hparams.json, checked to be a training run's (an object naming its data);
     ModelError saying what is wrong otherwise."""
@@ -227,22 +211,6 @@ def read_run_hparams(run_dir: Path) -> dict[str, Any]:
         if key in hparams and not isinstance(hparams[key], str):
             raise ModelError(f"{path}: {key!r} must be text, not {hparams[key]!r}")
     return hparams
-
-
-def undo_publish(written: dict[Path, FileId], registry_before: bytes | None) -> None:
-    """After a failed publish: delete the files it registered (`written`, see publish_run)
-    and put registry.json back as it was (`registry_before`; None: there was none), each only
-    while it still is the file this publish wrote (another process's later file stays)."""
-    for path, identity in written.items():
-        if file_id(path) != identity:
-            continue
-        with contextlib.suppress(OSError):
-            if path.name != REGISTRY_FILE:
-                path.unlink()
-            elif registry_before is None:
-                path.unlink()
-            else:
-                atomic_write_bytes(path, registry_before)
 
 
 def recalibrate(
@@ -434,11 +402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             written=written,
         )
     except (ModelError, DataError, OSError, KeyError) as exc:
-        undo_publish(written, registry_before)  # no half-registered model blocks the name
+        undo_registration(written, registry_before)  # no half-registered model blocks the name
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BaseException:
-        undo_publish(written, registry_before)
+        undo_registration(written, registry_before)
         raise
     print(json.dumps({k: v for k, v in card.to_dict().items() if k != "per_class"}, indent=2))
     return 0

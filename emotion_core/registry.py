@@ -10,6 +10,7 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -298,3 +299,35 @@ def model_path(name: str, models_dir: Path | None = None) -> Path:
 def tflite_path(name: str, models_dir: Path | None = None) -> Path:
     """Path of models/<name>.tflite, the model's fast CPU runtime (not checked)."""
     return (models_dir or MODELS_DIR) / f"{validate_name(name)}.tflite"
+
+
+def model_files(name: str, models_dir: Path | None = None) -> list[Path]:
+    """The files model `name` has in the models folder once registered."""
+    folder = models_dir or MODELS_DIR
+    return [folder / f"{validate_name(name)}{ext}" for ext in (".keras", ".json", ".tflite")]
+
+
+def check_name_free(name: str, models_dir: Path | None = None) -> None:
+    """ModelError when `name` is not a valid model name or a model of that name (any of its
+    files) is already in the models folder."""
+    if any(path.exists() for path in model_files(name, models_dir)):
+        raise ModelError(
+            f"a model named {name!r} already exists in {models_dir or MODELS_DIR}; "
+            "choose another name"
+        )
+
+
+def undo_registration(written: dict[Path, FileId], registry_before: bytes | None) -> None:
+    """After a failed publish: delete the files it registered (`written`, see publish.publish_run)
+    and put registry.json back as it was (`registry_before`; None: there was none), each only
+    while it still is the file this publish wrote (another process's later file stays)."""
+    for path, identity in written.items():
+        if file_id(path) != identity:
+            continue
+        with contextlib.suppress(OSError):
+            if path.name != REGISTRY_FILE:
+                path.unlink()
+            elif registry_before is None:
+                path.unlink()
+            else:
+                atomic_write_bytes(path, registry_before)
