@@ -57,10 +57,7 @@ def non_negative_float(text: str) -> float:
 
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0 (a temperature)."""
-    value = _float_in(text, 0.0, math.inf, "a finite number > 0")
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be a finite number > 0, not 0")
-    return value
+    return _float_in(text, 0.0, math.inf, "a finite number > 0", low_open=True)
 
 
 def unit_float(text: str) -> float:
@@ -70,18 +67,25 @@ def unit_float(text: str) -> float:
 
 def below_one_float(text: str) -> float:
     """argparse type: a number in [0, 1) (label smoothing)."""
-    value = _float_in(text, 0.0, 1.0, "in [0, 1)")
-    if value == 1:
-        raise argparse.ArgumentTypeError("must be in [0, 1), not 1")
-    return value
+    return _float_in(text, 0.0, 1.0, "in [0, 1)", high_open=True)
 
 
-def _float_in(text: str, low: float, high: float, what: str) -> float:
+def _float_in(
+    text: str,
+    low: float,
+    high: float,
+    what: str,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """float(text) when finite and within [low, high] (an open end excludes that bound)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and low <= value <= high):
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (math.isfinite(value) and above and below):
         raise argparse.ArgumentTypeError(f"must be {what}, not {text}")
     return value
 

@@ -414,6 +414,20 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError("--live-teacher needs --teacher a.keras[,b.keras...]")
 
 
+def checked_start(
+    config: TrainConfig, run_dir: Path, resume: bool, overrides: Iterable[str]
+) -> tuple[TrainConfig, bool]:
+    """(the config to train with, whether it resumes run_dir), reading the folder only: a
+    resumed run's saved settings (before its data and targets are built from them), checked
+    with check_run_folder, check_config and check_inputs, which raise for what cannot train."""
+    resuming = check_run_folder(run_dir, resume)
+    if resuming:
+        config = _resumed_config(config, run_dir, overrides)
+    check_config(config)
+    check_inputs(config, resuming)
+    return config, resuming
+
+
 def check_inputs(config: TrainConfig, resuming: bool) -> None:
     """ValueError (distill.TeacherError for a teacher) when a file the run starts from is not
     there: the teacher(s), and for a new run the model to fine-tune. (The data is checked as
@@ -613,11 +627,7 @@ def train(
     import keras
 
     # NOTE: everything that would refuse the run is checked before the folder is touched.
-    resuming = check_run_folder(run_dir, resume)
-    if resuming:  # the run's own settings, before its data and targets are built from them
-        config = _resumed_config(config, run_dir, overrides)
-    check_config(config)
-    check_inputs(config, resuming)
+    config, resuming = checked_start(config, run_dir, resume, overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "CANCEL").unlink(missing_ok=True)
     listeners = [StatusFileWriter(run_dir), *listeners]
@@ -945,15 +955,11 @@ def _preflight(config: TrainConfig, run_dir: Path, resume: bool, overrides: set[
     reading the run folder only; then make sure it can be written (created if missing)."""
     from emotion_core.zoo import ARCHITECTURES
 
-    resuming = check_run_folder(run_dir, resume)
-    if resuming:
-        config = _resumed_config(config, run_dir, overrides)
-    elif config.arch not in ARCHITECTURES and not config.init_model:
+    config, resuming = checked_start(config, run_dir, resume, overrides)
+    if not resuming and config.arch not in ARCHITECTURES and not config.init_model:
         raise ValueError(
             f"unknown architecture {config.arch!r}; choose from {', '.join(ARCHITECTURES)}"
         )
-    check_config(config)
-    check_inputs(config, resuming)
     prepare_output_folder(run_dir)
 
 
