@@ -458,15 +458,8 @@ class SessionRecorder:
     def discard(self) -> None:
         """Close and delete a recording that never got a frame (e.g. it could not be attached);
         one that has frames is closed as incomplete instead, never deleted."""
-        if self.frames:
+        if not self.discard_if_empty():
             self.close(complete=False)
-            return
-        self._finalizer.detach()
-        try:
-            self._file.close(complete=False)
-        except SessionError:
-            pass
-        shutil.rmtree(self.path, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self
