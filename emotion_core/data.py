@@ -1,7 +1,7 @@
 """FER-2013 loaders: the original CSV (plain or .gz) and the class-folder layout.
 
 Both give a `Dataset` of (N, 48, 48) uint8 images and (N,) int labels in CLASSES order.
-Parsed CSVs are cached as .npz keyed on the source file's size and mtime.
+Parsed CSVs are cached as .npz keyed on the source file's size and mtime (in nanoseconds).
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ def parse_pixels(pixels: Iterable[str], source: str, first_line: int = 2) -> np.
 
 def _cache_path(path: Path) -> Path:
     stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{int(stat.st_mtime)}"
+    # st_mtime_ns, not whole seconds: a same-size rewrite within a second must not be served stale
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
     return CACHE_DIR / f"fer-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 
@@ -118,6 +119,10 @@ def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise DataError(f"{path}: cannot read CSV ({exc})") from exc
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: file is empty") from exc
+    # Kaggle's icml_face_data.csv has the header "emotion, Usage, pixels"
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.columns.duplicated().any():
+        raise DataError(f"{path}: repeated column names {', '.join(map(str, frame.columns))}")
     missing = [c for c in ("emotion", "pixels", "Usage") if c not in frame.columns]
     if missing:
         raise DataError(
@@ -328,26 +333,45 @@ def pack_npz(
     return Path(out)
 
 
+CSV_SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz")
+PREFERRED_CSV_NAMES: tuple[str, ...] = ("fer2013.csv", "fer2013.csv.gz")
+
+
+def is_csv_name(path: Path) -> bool:
+    """Whether a file name ends in .csv or .csv.gz, in any letter case (FER2013.CSV too)."""
+    return path.name.lower().endswith(CSV_SUFFIXES)
+
+
 def fer_csv_in_folder(folder: Path) -> Path | None:
     """The FER-2013 CSV a dataset folder stands for (one with only CSVs, or CSVs beside an
-    `images/` tree, as ../shared/data/fer2013 is); None for a class-folder tree."""
-    csvs = sorted(folder.glob("*.csv")) + sorted(folder.glob("*.csv.gz"))
+    `images/` tree, as ../shared/data/fer2013 is); None for a class-folder tree.
+
+    Of several CSVs, the one named fer2013.csv or fer2013.csv.gz (any case) is taken;
+    DataError naming the candidates when that still leaves more than one (or none).
+    """
+    csvs = sorted(p for p in folder.iterdir() if is_csv_name(p) and p.is_file())
     if not csvs:
         return None
-    if (folder / "images").is_dir() or not any(p.is_dir() for p in folder.iterdir()):
+    if not ((folder / "images").is_dir() or not any(p.is_dir() for p in folder.iterdir())):
+        return None
+    if len(csvs) == 1:
         return csvs[0]
-    return None
+    preferred = [p for p in csvs if p.name.lower() in PREFERRED_CSV_NAMES]
+    if len(preferred) == 1:
+        return preferred[0]
+    names = ", ".join(p.name for p in (preferred or csvs))
+    raise DataError(f"{folder}: several CSV files ({names}); pass the one to use as the data path")
 
 
 def load_dataset(path: Path | str, split: str = "Training", skip_bad: bool = True) -> Dataset:
     """Load a split from a FER-2013 CSV, a class-folder tree or an .npz pack (by `path`)."""
     path = Path(path)
-    if path.suffix == ".npz":
+    if path.suffix.lower() == ".npz":
         return load_npz(path, split)
     if path.is_dir():
         csv = fer_csv_in_folder(path)
         return load_fer_csv(csv, split) if csv else load_folder(path, split, skip_bad)
-    if path.name.endswith((".csv", ".csv.gz")):
+    if is_csv_name(path):
         return load_fer_csv(path, split)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")

@@ -175,6 +175,15 @@ def _overlap(a: Box, b: Box) -> float:
     return iw * ih / max(1, min(a[2] * a[3], b[2] * b[3]))
 
 
+def square_box(box: Box, margin: float = 0.0) -> Box:
+    """The square box around a box's centre (side = max(w, h) * (1 + margin)), not clipped: it
+    may reach outside the frame."""
+    x, y, w, h = box
+    side = max(w, h) * (1.0 + margin)
+    cx, cy = x + w / 2.0, y + h / 2.0
+    return (round(cx - side / 2.0), round(cy - side / 2.0), round(side), round(side))
+
+
 def square_and_clip(box: Box, frame_shape: Sequence[int], margin: float = 0.0) -> Box:
     """Make a box square around its centre (side = max(w, h) * (1 + margin)), then clip it.
 
@@ -182,11 +191,8 @@ def square_and_clip(box: Box, frame_shape: Sequence[int], margin: float = 0.0) -
     unless the frame edge cuts it. A box wholly outside the frame gets w = h = 0.
     """
     height, width = int(frame_shape[0]), int(frame_shape[1])
-    x, y, w, h = box
-    side = max(w, h) * (1.0 + margin)
-    cx, cy = x + w / 2.0, y + h / 2.0
-    x0, y0 = round(cx - side / 2.0), round(cy - side / 2.0)
-    x1, y1 = x0 + round(side), y0 + round(side)
+    x0, y0, side, _ = square_box(box, margin)
+    x1, y1 = x0 + side, y0 + side
     x0, y0 = min(max(x0, 0), width), min(max(y0, 0), height)
     x1, y1 = min(max(x1, 0), width), min(max(y1, 0), height)
     return (x0, y0, max(0, x1 - x0), max(0, y1 - y0))
@@ -196,6 +202,25 @@ def crop(frame: np.ndarray, box: Box) -> np.ndarray:
     """The (h, w, ...) view of frame inside box (no copy); box must already be clipped."""
     x, y, w, h = box
     return frame[y : y + h, x : x + w]
+
+
+def crop_square(frame: np.ndarray, box: Box, margin: float = 0.0) -> np.ndarray:
+    """The square crop (s, s, ...) of box made square (see square_box), with the part outside the
+    frame filled by repeating the edge pixels (cv2.BORDER_REPLICATE), so a face cut by the frame
+    edge keeps its aspect instead of being stretched later. A view when it lies inside the frame;
+    (0, 0, ...) when it misses the frame entirely."""
+    height, width = frame.shape[:2]
+    x, y, side, _ = square_box(box, margin)
+    x0, y0 = min(max(x, 0), width), min(max(y, 0), height)
+    x1, y1 = min(max(x + side, 0), width), min(max(y + side, 0), height)
+    if x1 <= x0 or y1 <= y0:
+        return frame[0:0, 0:0]
+    inside = frame[y0:y1, x0:x1]
+    top, left = y0 - y, x0 - x
+    bottom, right = y + side - y1, x + side - x1
+    if top == left == bottom == right == 0:
+        return inside
+    return cv2.copyMakeBorder(inside, top, bottom, left, right, cv2.BORDER_REPLICATE)
 
 
 def largest(boxes: Sequence[Box], max_faces: int) -> list[Box]:

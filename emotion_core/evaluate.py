@@ -21,7 +21,7 @@ from emotion_core.calibration import expected_calibration_error
 from emotion_core.classes import CLASSES
 from emotion_core.cli import command_parser, quiet_native_logs
 from emotion_core.data import DataError, load_dataset
-from emotion_core.preprocess import preprocess, preprocess_batch
+from emotion_core.preprocess import INPUT_SIZE, input_size_of, preprocess, preprocess_batch
 from emotion_core.registry import MODELS_DIR, ModelError
 
 
@@ -96,10 +96,12 @@ def predict_all(classifier: Any, x: np.ndarray, tta: bool = False, batch: int = 
     return np.concatenate(parts) if parts else np.zeros((0, len(CLASSES)))
 
 
-def detect_and_crop(images: np.ndarray, upscale: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def detect_and_crop(
+    images: np.ndarray, upscale: int = 4, size: int = INPUT_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
     """Run the Haar detector on each (upscaled) image; crop the largest face.
 
-    images (N, H, W) uint8 -> faces (M, 48, 48, 1) float32 and found mask (N,) bool.
+    images (N, H, W) uint8 -> faces (M, size, size, 1) float32 and found mask (N,) bool.
     """
     cascade_file = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
     cascade = cv2.CascadeClassifier(cascade_file)
@@ -110,9 +112,9 @@ def detect_and_crop(images: np.ndarray, upscale: int = 4) -> tuple[np.ndarray, n
         if len(boxes) == 0:
             continue
         x, y, w, h = max(boxes, key=lambda b: b[2] * b[3])
-        faces.append(preprocess(big[y : y + h, x : x + w]))
+        faces.append(preprocess(big[y : y + h, x : x + w], size))
         found[i] = True
-    return (np.stack(faces) if faces else np.zeros((0, 48, 48, 1), np.float32)), found
+    return (np.stack(faces) if faces else np.zeros((0, size, size, 1), np.float32)), found
 
 
 def confusion_png_path(report_path: Path) -> Path:
@@ -170,11 +172,32 @@ def save_confusion_png(matrix: np.ndarray, path: Path, classes: Sequence[str] = 
         raise OSError(f"cannot write the image {path}")
 
 
-def resolve_model(model: str | None) -> tuple[Any, str]:
-    """A classifier for --model (a .keras path, a registered name, or None = the default)."""
+def is_registered_file(path: Path, models_dir: Path) -> bool:
+    """Whether path is a registered model's network: a .keras file in models_dir with its
+    card <stem>.json beside it."""
+    try:
+        return (
+            path.suffix == ".keras"
+            and path.parent.resolve() == Path(models_dir).resolve()
+            and path.with_suffix(".json").is_file()
+        )
+    except OSError:  # e.g. a name too long: not a registered model
+        return False
+
+
+def resolve_model(model: str | None, models_dir: Path | None = None) -> tuple[Any, str]:
+    """A classifier for --model (a .keras path, a registered name, or None = the default) and
+    the name to report it by.
+
+    A registered model's own .keras file (in models_dir, default MODELS_DIR) is loaded as by
+    name, so it runs on its card's runtime (e.g. TFLite) as the app runs it, and the figures
+    match `--model NAME`; EMOTION_RUNTIME=keras still forces the Keras network. Any other
+    .keras file runs on Keras, with the card beside it if there is a valid one.
+    """
     from emotion_core.inference import load_classifier, load_classifier_from_file
     from emotion_core.registry import read_card
 
+    models_dir = models_dir or MODELS_DIR
     if model and (model.endswith(".keras") or Path(model).exists()):
         path = Path(model)
         card = None
@@ -183,8 +206,16 @@ def resolve_model(model: str | None) -> tuple[Any, str]:
                 card = read_card(path.stem, path.parent)
             except ModelError as exc:  # e.g. a copy whose card still names the original
                 print(f"note: {exc}; evaluating the network without its card", file=sys.stderr)
+        if card is not None and is_registered_file(path, models_dir):
+            classifier = load_classifier(path.stem, models_dir)
+            print(
+                f"note: {path} is the registered model {classifier.name}: evaluated as the app "
+                f"runs it, on the {classifier.runtime} runtime",
+                file=sys.stderr,
+            )
+            return classifier, str(path)
         return load_classifier_from_file(path, card), str(path)
-    classifier = load_classifier(model, MODELS_DIR)
+    classifier = load_classifier(model, models_dir)
     return classifier, classifier.name
 
 
@@ -215,10 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"model {model_name} ({classifier.runtime} runtime), {dataset.split} of {a.data}: "
         f"{len(dataset)} faces, {'with flip TTA' if a.tta else 'no TTA'}"
     )
+    size = input_size_of(classifier)
     labels = dataset.labels
     missed_labels = None
     if a.detect_faces:
-        x, found = detect_and_crop(dataset.images)
+        x, found = detect_and_crop(dataset.images, size=size)
         missed_labels = labels[~found]
         missed = len(missed_labels)
         labels = labels[found]
@@ -227,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     else:
-        x = preprocess_batch(dataset.images)
+        x = preprocess_batch(dataset.images, size=size)
     report = report_from_probs(predict_all(classifier, x, a.tta), labels, missed_labels)
     report |= {
         "model": model_name,

@@ -29,7 +29,13 @@ import numpy as np
 
 from emotion_core.classes import CLASSES
 from emotion_core.cli import command_parser, quiet_native_logs
-from emotion_core.data import DataError, canonical_split, fer_csv_in_folder, load_dataset
+from emotion_core.data import (
+    DataError,
+    canonical_split,
+    fer_csv_in_folder,
+    is_csv_name,
+    load_dataset,
+)
 
 FERPLUS_FILE = "fer2013new.csv"
 FERPLUS_COLUMNS = (
@@ -102,12 +108,12 @@ def ferplus_beside(data: Path) -> Path | None:
     folder); None when there is none or the path cannot be looked at."""
     try:
         csv_file = fer_csv_in_folder(data) if data.is_dir() else data
-        if csv_file is None or not csv_file.name.endswith((".csv", ".csv.gz")):
+        if csv_file is None or not is_csv_name(csv_file):
             return None  # a class-folder tree (or a pack) has no row order to align votes with
         for folder in (csv_file.parent, csv_file.parent.parent / "ferplus"):
             if (folder / FERPLUS_FILE).is_file() and folder / FERPLUS_FILE != csv_file:
                 return folder / FERPLUS_FILE
-    except OSError:  # a name too long, a folder it may not read: no votes to offer
+    except (OSError, DataError):  # a name too long, an unreadable folder, several CSVs: no votes
         return None
     return None
 

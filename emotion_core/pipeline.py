@@ -1,5 +1,6 @@
-"""The per-frame pipeline: detect -> square/clip -> crop -> preprocess -> classify (one batch)
--> track -> smooth, plus annotation. Each step is an injected callable so tests can fake it.
+"""The per-frame pipeline: detect -> square/clip -> square crop (edge-padded) -> preprocess
+-> classify (one batch) -> track -> smooth, plus annotation. Each step is an injected callable
+so tests can fake it.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from emotion_core.annotate import annotate
 from emotion_core.detect import (
     FaceDetector,
     HaarFaceDetector,
-    crop,
+    crop_square,
     largest,
     square_and_clip,
 )
 from emotion_core.inference import Classifier
-from emotion_core.preprocess import preprocess_batch
+from emotion_core.preprocess import input_size_of, preprocess_batch
 from emotion_core.results import Box, FaceResult, FrameResult
 from emotion_core.smoothing import EmaSmoother
 from emotion_core.tracking import IoUTracker
@@ -133,7 +134,9 @@ class EmotionPipeline:
         return self._hints
 
     def find_faces(self, frame_bgr: np.ndarray) -> tuple[list[Box], list[np.ndarray]]:
-        """Detect, keep the largest max_faces, square and clip: boxes and their crop views."""
+        """Detect, keep the largest max_faces, square and clip: the clipped boxes (to show and
+        track) and their square crops (s, s, 3), padded where the square leaves the frame (see
+        crop_square), so preprocessing never stretches a face cut by the frame edge."""
         boxes = largest(self.detect(frame_bgr), self.config.max_faces)
         kept: list[Box] = []
         crops: list[np.ndarray] = []
@@ -141,15 +144,16 @@ class EmotionPipeline:
             sq = square_and_clip(box, frame_bgr.shape, self.config.box_margin)
             if sq[2] > 0 and sq[3] > 0:
                 kept.append(sq)
-                crops.append(crop(frame_bgr, sq))
+                crops.append(crop_square(frame_bgr, box, self.config.box_margin))
         return kept, crops
 
     def classify(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """Crops (list of (h, w, 3) BGR) -> probabilities (N, C) in ONE classifier call."""
+        """Crops (list of (h, w, 3) BGR) -> probabilities (N, C) in ONE classifier call (faces
+        resized to the classifier's input size S, from its card)."""
         n_classes = len(self.classifier.classes)
         if len(crops) == 0:
             return np.zeros((0, n_classes))
-        x = preprocess_batch(list(crops))
+        x = preprocess_batch(list(crops), size=input_size_of(self.classifier))
         if self.config.tta:
             both = self.classifier.predict(np.concatenate([x, x[:, :, ::-1, :]]))
             probs = (np.asarray(both[: len(x)]) + np.asarray(both[len(x) :])) / 2.0

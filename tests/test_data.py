@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 
 import numpy as np
@@ -223,3 +224,80 @@ def test_real_folder_layout_matches_csv_labels():
     assert len(folder) == 3589
     csv_val = load_dataset(SHARED_DATA / "fer2013" / "fer2013.csv.gz", "val")
     assert folder.class_counts() == csv_val.class_counts()
+
+
+def _one_row_csv(path, usage: str = "Training", header: str = "emotion,pixels,Usage"):
+    """A one-row CSV (label 3) with the given header (columns in its order, spaces kept)."""
+    columns = [c.strip() for c in header.split(",")]
+    values = {"emotion": "3", "pixels": " ".join(["7"] * 2304), "Usage": usage}
+    path.write_text(header + "\n" + ",".join(values[c] for c in columns) + "\n")
+    return path
+
+
+def test_csv_file_names_match_in_any_letter_case(tmp_path):
+    upper = _one_row_csv(tmp_path / "FER2013.CSV")
+    assert list(load_dataset(upper, "Training").labels) == [3]
+    gz = tmp_path / "Data.Csv.GZ"
+    gz.write_bytes(gzip.compress(upper.read_bytes()))
+    assert list(load_dataset(gz, "Training").labels) == [3]
+    folder = tmp_path / "upper"
+    folder.mkdir()
+    _one_row_csv(folder / "FER2013.CSV")
+    assert load_dataset(folder, "Training").source == str(folder / "FER2013.CSV")
+
+
+def test_a_folder_of_several_csvs_takes_fer2013_or_names_the_candidates(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _one_row_csv(folder / "a_notes.csv", usage="PublicTest")
+    _one_row_csv(folder / "Fer2013.csv")  # preferred, in any letter case
+    assert data_module.fer_csv_in_folder(folder) == folder / "Fer2013.csv"
+    assert len(load_dataset(folder, "Training")) == 1
+    (folder / "Fer2013.csv").unlink()
+    _one_row_csv(folder / "b_other.csv")
+    with pytest.raises(DataError, match=r"several CSV files \(a_notes.csv, b_other.csv\)"):
+        load_dataset(folder, "Training")
+    gz = synthetic_csv(folder / "fer2013.csv.gz", n_train=7, n_val=7)
+    _one_row_csv(folder / "FER2013.csv")
+    with pytest.raises(DataError, match=r"\(FER2013.csv, fer2013.csv.gz\)"):
+        load_dataset(folder, "Training")
+    (folder / "FER2013.csv").unlink()
+    assert data_module.fer_csv_in_folder(folder) == gz
+
+
+def test_kaggle_icml_face_data_header_with_spaces_loads(tmp_path):
+    path = _one_row_csv(tmp_path / "icml_face_data.csv", " Training", "emotion, Usage, pixels")
+    data = load_fer_csv(path, "Training", use_cache=False)
+    assert list(data.labels) == [3] and int(data.images[0, 0, 0]) == 7
+    _one_row_csv(tmp_path / "twice.csv", header="emotion,pixels,Usage")
+    (tmp_path / "twice.csv").write_text(
+        (tmp_path / "twice.csv").read_text().replace("Usage\n", "Usage, emotion\n", 1)
+    )
+    with pytest.raises(DataError, match="twice.csv: repeated column names"):
+        load_fer_csv(tmp_path / "twice.csv", "Training", use_cache=False)
+
+
+def test_cache_not_stale_after_a_same_size_rewrite_within_a_second(tmp_path):
+    import os
+
+    path = _one_row_csv(tmp_path / "fer.csv")
+    second = 1_700_000_000 * 10**9
+    os.utime(path, ns=(second + 100, second + 100))
+    assert int(load_fer_csv(path, "Training").images[0, 0, 0]) == 7
+    path.write_text(path.read_text().replace("7", "8"))  # same size, new pixels
+    os.utime(path, ns=(second + 500_000_000, second + 500_000_000))  # same whole second
+    assert int(load_fer_csv(path, "Training").images[0, 0, 0]) == 8
+
+
+def test_preprocess_paths_agree_on_float_input():
+    rng = np.random.default_rng(0)
+    faces = rng.uniform(-40.0, 300.0, size=(5, 48, 48))
+    faces[0, 0, :4] = [0.4, 0.6, 254.5, 255.7]  # rounding and clipping at both ends
+    fast = preprocess_batch(faces)  # the (N, 48, 48) array path
+    one_by_one = preprocess_batch(list(faces))  # the per-image path
+    np.testing.assert_array_equal(fast, one_by_one)
+    np.testing.assert_array_equal(fast[0], preprocess(faces[0]))
+    assert fast.min() == 0.0 and fast.max() == 1.0
+    np.testing.assert_allclose(fast[0, 0, :4, 0] * 255, [0, 1, 254, 255], atol=1e-4)
+    wide = rng.integers(-50, 400, size=(3, 48, 48))  # other integer types clip the same way
+    np.testing.assert_array_equal(preprocess_batch(wide), preprocess_batch(list(wide)))

@@ -136,3 +136,13 @@ def test_training_reads_the_votes_as_its_teacher(tmp_path, private_cache):
     assert first.shape == (3, 7) and (first.argmax(axis=1) != labels[:3]).all()
     with pytest.raises(TeacherError, match="not aligned"):
         load_teacher(str(ferplus_file(tmp_path / "x.csv", np.roll(labels, 1))), soft, labels)
+
+
+def test_no_votes_offered_beside_a_folder_of_several_csvs(tmp_path):
+    for folder in ("fer2013", "ferplus"):
+        (tmp_path / folder).mkdir()
+    synthetic_csv(tmp_path / "fer2013" / "a.csv")
+    synthetic_csv(tmp_path / "fer2013" / "b.csv")
+    (tmp_path / "ferplus" / "fer2013new.csv").write_text("x\n")
+    # the folder does not say which CSV the votes would align with: none offered, no error
+    assert ferplus_beside(tmp_path / "fer2013") is None

@@ -561,6 +561,61 @@ def test_evaluate_cli_last_line(tmp_path):
     assert proc.stdout.strip().splitlines()[-1].startswith("accuracy=")
 
 
+class FakeTFLiteCall:
+    """Stands in for runtime.TFLiteCall: uniform probabilities for (N, 48, 48, 1) faces."""
+
+    input_shape = (48, 48, 1)
+    num_outputs = len(CLASSES)
+    source = "fake.tflite"
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        return np.full((len(faces), self.num_outputs), 1.0 / self.num_outputs, np.float32)
+
+
+def test_evaluating_a_registered_models_file_runs_it_as_the_app_does(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from emotion_core import evaluate, runtime
+    from emotion_core.registry import register_model
+    from emotion_core.zoo import make_model
+
+    fake = classmethod(lambda cls, path, threads=None: FakeTFLiteCall())
+    monkeypatch.setattr(runtime.TFLiteCall, "from_file", fake)
+    monkeypatch.delenv("EMOTION_RUNTIME", raising=False)
+    models = tmp_path / "models"
+    make_model(arch="tiny").save(tmp_path / "m.keras")
+    card = ModelCard(name="tiny-t", arch="tiny", runtime="tflite")
+    register_model(tmp_path / "m.keras", card, models, tflite=b"fake")
+    network = str(models / "tiny-t.keras")
+    monkeypatch.setattr(evaluate, "MODELS_DIR", models)
+    assert evaluate.resolve_model("tiny-t")[0].runtime == "tflite"
+    classifier, name = evaluate.resolve_model(network)
+    assert (classifier.runtime, name) == ("tflite", network)  # the same runtime as by name
+    assert "registered model tiny-t: evaluated as the app runs it" in capsys.readouterr().err
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for suffix in (".keras", ".json"):
+        shutil.copy(models / f"tiny-t{suffix}", copy / f"tiny-t{suffix}")
+    assert evaluate.resolve_model(str(copy / "tiny-t.keras"))[0].runtime == "keras"
+    monkeypatch.setenv("EMOTION_RUNTIME", "keras")  # an explicit runtime choice still wins
+    assert evaluate.resolve_model(network)[0].runtime == "keras"
+    monkeypatch.delenv("EMOTION_RUNTIME")
+    csv = synthetic_csv(tmp_path / "fer.csv", n_train=7, n_val=7)
+    assert evaluate.main(["--model", network, "--data", str(csv)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"model {network} (tflite runtime), PublicTest of")
+
+
+def test_evaluate_feeds_a_model_faces_of_its_own_input_size(tmp_path, capsys):
+    from emotion_core import evaluate
+    from emotion_core.zoo import make_model
+
+    make_model(input_shape=(64, 64, 1), arch="tiny").save(tmp_path / "big.keras")
+    csv = synthetic_csv(tmp_path / "fer.csv", n_train=7, n_val=14)
+    assert evaluate.main(["--model", str(tmp_path / "big.keras"), "--data", str(csv)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("n=14")
+
+
 def test_emotion_core_never_imports_ui_packages():
     code = (
         "import sys, importlib, pkgutil, emotion_core\n"

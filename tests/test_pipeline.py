@@ -17,12 +17,14 @@ from emotion_core.detect import (
     DetectorError,
     HaarFaceDetector,
     crop,
+    crop_square,
     haar_cascade_path,
     largest,
     shrink,
     square_and_clip,
 )
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
+from emotion_core.registry import ModelCard
 from emotion_core.results import Box, FaceResult, FrameResult
 from emotion_core.smoothing import EmaSmoother
 from emotion_core.tracking import IoUTracker, iou
@@ -118,6 +120,31 @@ def test_crop_and_largest() -> None:
     boxes = [(0, 0, 10, 10), (0, 0, 30, 30), (0, 0, 20, 20)]
     assert largest(boxes, 2) == [(0, 0, 30, 30), (0, 0, 20, 20)]
     assert len(largest(boxes, 0)) == 3
+
+
+def test_a_face_over_the_left_edge_is_padded_square_not_stretched() -> None:
+    frame = np.zeros((120, 160, 3), np.uint8)
+    frame[:, :, 0] = np.arange(160, dtype=np.uint8)[None, :]  # column index in channel 0
+    frame[:, :, 1] = np.arange(120, dtype=np.uint8)[:, None]  # row index in channel 1
+    box = (-20, 30, 60, 60)  # a third of the face lies left of the frame
+    pipe, _, clf = make_pipeline([[box]])
+    boxes, crops = pipe.find_faces(frame)
+    assert boxes == [(0, 30, 40, 60)]  # the box shown and tracked stays inside the frame
+    face = crops[0]
+    assert face.shape == (60, 60, 3)  # square: preprocess only scales it, never stretches
+    np.testing.assert_array_equal(face[:, 20:], frame[30:90, 0:40])  # 1:1, not resampled
+    np.testing.assert_array_equal(face[:, :20], np.repeat(frame[30:90, :1], 20, axis=1))
+    np.testing.assert_array_equal(crop_square(frame, (40, 30, 60, 60)), frame[30:90, 40:100])
+    assert crop_square(frame, (300, 300, 20, 20)).size == 0
+    pipe.process(frame, 0.0, 0)
+    assert clf.calls == [(1, 48, 48, 1)]
+
+
+def test_faces_are_resized_to_the_classifiers_card_input_size() -> None:
+    pipe, _, clf = make_pipeline([[(5, 5, 40, 40), (100, 50, 40, 40)]])
+    clf.card = ModelCard(name="big", arch="tiny", input_size=64)  # type: ignore[attr-defined]
+    pipe.process(frame_with_patches(), 0.0, 0)
+    assert clf.calls == [(2, 64, 64, 1)]
 
 
 # --- pipeline ------------------------------------------------------------------------------
