@@ -39,7 +39,7 @@ from emotion_core.fileio import (
 )
 from emotion_core.procs import process_alive, process_start
 from emotion_core.registry import ModelCard, ModelError, validate_name
-from emotion_core.train import TrainConfig
+from emotion_core.train import TrainConfig, check_config, check_inputs
 from emotion_core.worker import WorkerJob
 
 STATES: tuple[str, ...] = ("running", "finished", "failed", "cancelled", "interrupted")
@@ -65,6 +65,13 @@ def current_models_dir() -> Path:
     """$EMOTION_MODELS_DIR read now, else emotion_core.registry.MODELS_DIR."""
     env = os.environ.get("EMOTION_MODELS_DIR")
     return Path(env) if env else registry.MODELS_DIR
+
+
+def resolve_data_path(text: str | Path, root: Path | None = None) -> Path:
+    """A dataset path as typed: `~` expanded, a relative one taken from root (default: the
+    project root, where the trainer runs), whatever the server's working folder."""
+    path = Path(str(text).strip()).expanduser()
+    return path if path.is_absolute() else (root or registry.PROJECT_ROOT) / path
 
 
 # ---------------------------------------------------------------- dataset check
@@ -116,11 +123,12 @@ def validate_dataset(
     val_split: str = "PublicTest",
     min_per_class: int = MIN_PER_CLASS,
 ) -> DatasetSummary:
-    """Load both splits with emotion_core.data and report counts and problems (never raises)."""
+    """Load both splits with emotion_core.data and report counts and problems (never raises).
+    A relative path is taken from the project root (resolve_data_path)."""
     text = str(path).strip()
     if not text:
         return DatasetSummary(text, errors=("No dataset path given.",))
-    root = Path(text).expanduser()
+    root = resolve_data_path(text)
     if not root.exists():
         return DatasetSummary(text, errors=(f"{root}: no such file or folder.",))
     counts: dict[str, dict[str, int]] = {}
@@ -388,6 +396,16 @@ def _reap(wait_pid: int | None = None, run_dir: Path | None = None) -> None:
                 lock.unlink(missing_ok=True)
 
 
+def _check_start(config: TrainConfig, resuming: bool) -> None:
+    """The trainer's own start checks (train.check_config, then train.check_inputs) as a
+    JobError with their message: a run they refuse would only fail once launched."""
+    try:
+        check_config(config)
+        check_inputs(config, resuming)
+    except ValueError as exc:  # distill.TeacherError is one too
+        raise JobError(str(exc)) from exc
+
+
 def _stop_child(proc: subprocess.Popen[bytes]) -> None:
     """Kill a just-launched training process group (it has nothing to save yet) and reap it
     here, so that _reap records no exit code for it (its run did not start)."""
@@ -519,6 +537,21 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+def suggest_model_name(run_id: str, models_dir: Path) -> str:
+    """A name to activate run_id as that registry.check_name_free accepts: the run id as a
+    model name, with -2, -3, ... while that is taken or reserved (e.g. 'registry'); the plain
+    form when none is free among the first 1000 (activating then says why)."""
+    base = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9_.-]", "-", run_id))[:70] or "model"
+    for n in range(1, 1001):
+        name = base if n == 1 else f"{base}-{n}"
+        try:
+            registry.check_name_free(name, models_dir)
+        except ModelError:
+            continue
+        return name
+    return base
+
+
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """TrainConfig from hparams.json/launch.json data (unknown keys ignored)."""
     names = {f.name for f in fields(TrainConfig)}
@@ -578,9 +611,12 @@ class TrainingJobRunner:
     ) -> RunHandle:
         """Launch a training process into a new run folder.
 
-        Raises JobError when another job is running (unless force) or the run id is taken.
+        Raises JobError, before any folder is made, for what the trainer would refuse at its
+        start (train.check_config, train.check_inputs: settings, the model to fine-tune, the
+        teacher); then when another job is running (unless force) or the run id is taken.
         """
         config = self._absolute_paths(config)
+        _check_start(config, resuming=False)
         # NOTE: the id is chosen and the folder checked under the lock, where _launch creates
         # it: two tabs starting the same architecture in the same second get two folders.
         with self._start_lock():
@@ -612,6 +648,7 @@ class TrainingJobRunner:
                     "once the activation has ended (training would change its checkpoint)"
                 )
             config = self._saved_config(info, epochs)
+            _check_start(config, resuming=True)
             self._refuse_if_busy(force)
             return self._launch(info.path, config, resume=True)
 
@@ -626,17 +663,20 @@ class TrainingJobRunner:
         config = config_from_dict(saved)
         return replace(config, epochs=epochs) if epochs is not None else config
 
-    def _absolute_paths(self, config: TrainConfig) -> TrainConfig:
-        # NOTE: the trainer runs from the project root, not from where the server started.
+    @staticmethod
+    def _absolute_paths(config: TrainConfig) -> TrainConfig:
+        """config with absolute paths for the trainer, which runs from the project root: the
+        dataset's as the page reads it (resolve_data_path: from the project root); model files
+        (from the models folder, which a relative $EMOTION_MODELS_DIR puts in the working
+        folder, as the registry reads it) from the working folder."""
+
         def absolute(path: str) -> str:
             return str(Path(path).expanduser().resolve()) if path else path
 
-        data, init = absolute(config.data), absolute(config.init_model)
-        if init and not Path(init).is_file():
-            raise JobError(f"{init}: the model to fine-tune does not exist")
+        data = str(resolve_data_path(config.data).resolve()) if config.data.strip() else ""
         # a teacher is one path or several comma-separated .keras files (live distillation)
         teacher = ",".join(absolute(p.strip()) for p in config.teacher.split(",") if p.strip())
-        changes = {"data": data, "init_model": init, "teacher": teacher}
+        changes = {"data": data, "init_model": absolute(config.init_model), "teacher": teacher}
         return TrainConfig(**(asdict(config) | changes))
 
     @contextlib.contextmanager

@@ -414,18 +414,28 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError("--live-teacher needs --teacher a.keras[,b.keras...]")
 
 
+@dataclass(frozen=True)
+class StartPlan:
+    """A checked start (see checked_start), for train_plan."""
+
+    config: TrainConfig  # what to train with (a resumed run's saved settings merged in)
+    run_dir: Path
+    resume: bool  # --resume was asked for
+    resuming: bool  # and run_dir holds a run to continue
+
+
 def checked_start(
     config: TrainConfig, run_dir: Path, resume: bool, overrides: Iterable[str]
-) -> tuple[TrainConfig, bool]:
-    """(the config to train with, whether it resumes run_dir), reading the folder only: a
-    resumed run's saved settings (before its data and targets are built from them), checked
-    with check_run_folder, check_config and check_inputs, which raise for what cannot train."""
+) -> StartPlan:
+    """The plan to train run_dir with, reading the folder only: a resumed run's saved settings
+    (before its data and targets are built from them), checked with check_run_folder,
+    check_config and check_inputs, which raise for what cannot train."""
     resuming = check_run_folder(run_dir, resume)
     if resuming:
         config = _resumed_config(config, run_dir, overrides)
     check_config(config)
     check_inputs(config, resuming)
-    return config, resuming
+    return StartPlan(config, run_dir, resume, resuming)
 
 
 def check_inputs(config: TrainConfig, resuming: bool) -> None:
@@ -624,10 +634,15 @@ def train(
     run_dir is touched, RunFolderError for a folder holding a run it would destroy (see
     check_run_folder) and ValueError for settings or input files that cannot train.
     """
+    # NOTE: everything that would refuse the run is checked before the folder is touched.
+    return train_plan(checked_start(config, run_dir, resume, overrides), listeners)
+
+
+def train_plan(plan: StartPlan, listeners: Sequence[ProgressListener] = ()) -> dict[str, Any]:
+    """Run a start that checked_start has checked (see train); the final summary."""
     import keras
 
-    # NOTE: everything that would refuse the run is checked before the folder is touched.
-    config, resuming = checked_start(config, run_dir, resume, overrides)
+    config, run_dir, resume, resuming = plan.config, plan.run_dir, plan.resume, plan.resuming
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "CANCEL").unlink(missing_ok=True)
     listeners = [StatusFileWriter(run_dir), *listeners]
@@ -768,10 +783,13 @@ def _resumed_config(config: TrainConfig, run_dir: Path, overrides: Iterable[str]
 
 
 def _epochs_done(run_dir: Path) -> int:
+    """The epochs resume.json says are done; 0 when it is missing, unreadable, not a JSON
+    object or has no such number (as _read_state_file reads it)."""
     try:
-        return int(json.loads((run_dir / "resume.json").read_text())["epoch"])
-    except (FileNotFoundError, KeyError, ValueError):
+        epoch = _read_state_file(run_dir / "resume.json").get("epoch")
+    except RunFolderError:
         return 0
+    return int(epoch) if isinstance(epoch, int | float) and _is_number(epoch) and epoch >= 0 else 0
 
 
 def _emit_simple(
@@ -920,7 +938,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_native_logs()
     config, run_dir, resume, explicit = parse_args(argv)
     try:
-        _preflight(config, run_dir, resume, explicit)
+        plan = _preflight(config, run_dir, resume, explicit)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -934,9 +952,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             epochs.append(event.epoch)
 
     try:
-        summary = train(
-            config, run_dir, resume, [ConsoleProgress(), count_epochs], overrides=explicit
-        )
+        summary = train_plan(plan, [ConsoleProgress(), count_epochs])  # checked once, above
     except (DataError, ValueError, OSError, ModelError) as exc:
         plain = isinstance(exc, DataError | RunFolderError)
         message = str(exc) if plain else f"{type(exc).__name__}: {exc}"
@@ -950,17 +966,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _preflight(config: TrainConfig, run_dir: Path, resume: bool, overrides: set[str]) -> None:
-    """Raise (ValueError or OSError, with a one-line message) for whatever train would refuse,
-    reading the run folder only; then make sure it can be written (created if missing)."""
+def _preflight(config: TrainConfig, run_dir: Path, resume: bool, overrides: set[str]) -> StartPlan:
+    """The checked plan (checked_start); raise (ValueError or OSError, with a one-line
+    message) for whatever train would refuse, reading the run folder only; then make sure it
+    can be written (created if missing)."""
     from emotion_core.zoo import ARCHITECTURES
 
-    config, resuming = checked_start(config, run_dir, resume, overrides)
-    if not resuming and config.arch not in ARCHITECTURES and not config.init_model:
+    plan = checked_start(config, run_dir, resume, overrides)
+    if not plan.resuming and plan.config.arch not in ARCHITECTURES and not plan.config.init_model:
         raise ValueError(
-            f"unknown architecture {config.arch!r}; choose from {', '.join(ARCHITECTURES)}"
+            f"unknown architecture {plan.config.arch!r}; choose from {', '.join(ARCHITECTURES)}"
         )
     prepare_output_folder(run_dir)
+    return plan
 
 
 def _record_failure(run_dir: Path, message: str, finished_before: dict[str, Any]) -> None:

@@ -36,6 +36,8 @@ from emotion_core.jobs import (
     TrainingJobRunner,
     arch_for_init_model,
     detect_device,
+    resolve_data_path,
+    suggest_model_name,
     summarize_runs,
     teacher_candidates,
     validate_dataset,
@@ -61,12 +63,6 @@ def runner() -> TrainingJobRunner:
     """A runner on <models dir>/runs (cheap: all state is on disk)."""
     models = ui_common.models_dir()
     return TrainingJobRunner(models / "runs", models_dir=models)
-
-
-def resolve_data_path(text: str) -> Path:
-    """A typed dataset path; relative paths are relative to the repository root."""
-    path = Path(text.strip()).expanduser()
-    return path if path.is_absolute() else _ROOT / path
 
 
 @st.cache_resource(show_spinner="Loading the model zoo...")
@@ -140,9 +136,8 @@ def show_summary(summary: DatasetSummary) -> None:
 
 def check_dataset(text: str) -> DatasetSummary:
     """Validate now and remember the result for this path."""
-    path = resolve_data_path(text) if text.strip() else Path("")
     with st.spinner("Reading the dataset..."):
-        summary = validate_dataset(path if text.strip() else "")
+        summary = validate_dataset(text)
     st.session_state[SUMMARY_KEY] = (text.strip(), summary)
     return summary
 
@@ -316,7 +311,7 @@ def ended_panel(progress: RunProgress, busy: RunInfo | None) -> None:
         st.caption("Another model is being activated (see the top of the page).")
         return
     # keyed per run: a keyed widget keeps its first value, whatever `value` says later
-    name = st.text_input("Model name", value=_suggest_name(info),
+    name = st.text_input("Model name", value=suggest_model_name(info.run_id, jobs.models_dir),
                          key=activate_name_key(info.run_id),
                          help="Letters, digits, '_', '.', '-'; must not exist yet.")  # fmt: skip
     if st.button("Activate as default model", key="train_activate", type="primary"):
@@ -389,16 +384,6 @@ def show_interrupted_activation(lost: InterruptedActivation | None) -> None:
 def activate_name_key(run_id: str) -> str:
     """The widget key of the model name box for run_id's Activate."""
     return f"train_activate_name:{run_id}"
-
-
-def _suggest_name(info: RunInfo) -> str:
-    taken = {c.name for c in registry.list_models(ui_common.models_dir())}
-    base = "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in info.run_id)[:70]
-    name, n = base, 1
-    while name in taken:
-        n += 1
-        name = f"{base}-{n}"
-    return name
 
 
 # ---------------------------------------------------------------- registered models
@@ -585,7 +570,7 @@ def new_run_form(busy: RunInfo | None) -> None:
             registry.model_path(init_card.name, ui_common.models_dir()) if init_card else None
         )
         config = TrainConfig(
-            data=str(resolve_data_path(data_text)),
+            data=data_text.strip(),  # a relative path: from the project root (jobs.start)
             arch=arch_for_init_model(init_path, init_card.arch) if init_card and init_path
             else arch,
             epochs=epochs, batch_size=batch, learning_rate=lr, augment=augment,

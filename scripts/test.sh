@@ -19,5 +19,5 @@ if [ ! -x "$VENV/bin/pytest" ] || [ requirements-dev.txt -nt "$VENV/.installed-d
 fi
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
-"$VENV/bin/mypy" emotion_core
+"$VENV/bin/mypy" emotion_core ui_common.py app.py pages/*.py
 "$VENV/bin/python" -m pytest "$@"

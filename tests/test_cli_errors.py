@@ -150,6 +150,49 @@ def test_a_failed_resume_of_a_finished_run_keeps_its_final_status(tmp_path, caps
     assert json.loads((fresh / "status.json").read_text())["state"] == "failed"
 
 
+def test_the_epochs_done_of_a_broken_resume_json_are_none(tmp_path, monkeypatch):
+    state = tmp_path / "resume.json"
+    assert train_module._epochs_done(tmp_path) == 0  # missing
+    for content in (b"[1, 2]", b'"text"', b"{epoch", b'{"epoch": null}', b'{"epoch": "2"}',
+                    b'{"epoch": -1}', b'{"epoch": true}', b"\xff\xfe"):  # fmt: skip
+        state.write_bytes(content)
+        assert train_module._epochs_done(tmp_path) == 0, content
+    state.write_text('{"epoch": 3, "best": 0.5, "elapsed_s": 1.0}')
+    assert train_module._epochs_done(tmp_path) == 3
+    real_read_text = Path.read_text
+
+    def read_text(self: Path, *args, **kwargs) -> str:
+        if self.name == "resume.json":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert train_module._epochs_done(tmp_path) == 0
+
+
+def test_the_cli_checks_a_start_once(tmp_path, monkeypatch, capsys):
+    """main checks the run folder and the input files once (in _preflight), and the settings
+    once more than that (parse_args, for a usage error; then the settings it trains with)."""
+    calls: list[str] = []
+    for name in ("check_run_folder", "check_config", "check_inputs"):
+        real = getattr(train_module, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(train_module, name, counted)
+
+    def stop(config):
+        raise train_module.DataError("stopped by the test after the checks")
+
+    monkeypatch.setattr(train_module, "load_training_data", stop)
+    out = tmp_path / "run"
+    assert train_module.main(["--data", str(tmp_path / "d.csv"), "--out", str(out)]) == 2
+    assert "stopped by the test" in capsys.readouterr().err
+    assert sorted(calls) == ["check_config", "check_config", "check_inputs", "check_run_folder"]
+
+
 def test_an_out_that_is_a_file_or_below_one_is_a_clear_error(tmp_path, capsys):
     a_file = tmp_path / "a-file"
     a_file.write_text("keep me")

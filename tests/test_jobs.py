@@ -7,6 +7,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -727,16 +728,78 @@ def test_two_tabs_starting_or_resuming_at_once_never_share_a_run_folder(
     assert "is running" in str(refused) and len(popen_spy) == launched + 1
 
 
-def test_relative_teacher_paths_are_made_absolute_for_the_trainer(
+def test_relative_paths_are_made_absolute_for_the_trainer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # NOTE: the trainer runs from the project root, not from where the server was started
     monkeypatch.chdir(tmp_path)
     runner = TrainingJobRunner(tmp_path / "runs")
     config = runner._absolute_paths(tiny(Path("d.csv"), teacher="t/a.keras, b.keras"))
-    assert config.data == str(tmp_path / "d.csv")
+    # the dataset as the Training page reads it: from the project root; model files (from the
+    # models folder, as the registry reads it) from the working folder
+    assert config.data == str((registry.PROJECT_ROOT / "d.csv").resolve())
     assert config.teacher == f"{tmp_path / 't' / 'a.keras'},{tmp_path / 'b.keras'}"
     assert runner._absolute_paths(tiny(Path("d.csv"))).teacher == ""
+
+
+def test_a_relative_dataset_path_means_the_same_to_the_check_and_the_run(
+    tmp_path: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch, fake_python: str
+) -> None:
+    assert jobs.resolve_data_path(" data/x ", root=tmp_path) == tmp_path / "data" / "x"
+    assert jobs.resolve_data_path("/abs/x", root=tmp_path) == Path("/abs/x")
+    assert jobs.resolve_data_path("~/x") == Path.home() / "x"
+    relative = os.path.relpath(dataset, registry.PROJECT_ROOT)
+    monkeypatch.chdir(tmp_path)  # a server started elsewhere
+    assert validate_dataset(relative).ok
+    runner = TrainingJobRunner(tmp_path / "runs", python=fake_python)
+    handle = runner.start(tiny(Path(relative)), run_id="rel")
+    launched = json.loads((handle.run_dir / "launch.json").read_text())["config"]["data"]
+    assert Path(launched) == dataset.resolve()
+
+
+def test_start_and_resume_run_the_trainers_checks_before_any_folder_or_process(
+    tmp_path: Path, fake_python: str, popen_spy: list[subprocess.Popen[bytes]]
+) -> None:
+    runner = TrainingJobRunner(tmp_path / "runs", python=fake_python)
+    (tmp_path / "text.keras").write_text("not a model")
+    base = TrainConfig(data=str(tmp_path))
+    cases = [
+        (replace(base, teacher=str(tmp_path / "gone.keras")), "gone.keras: teacher file not found"),
+        (replace(base, live_teacher=True), "--live-teacher needs --teacher"),
+        (replace(base, teacher="t.npz", live_teacher=True), "must be a .keras file"),
+        (replace(base, learning_rate=-1.0), "--lr must be a finite number"),
+        (replace(base, init_model=str(tmp_path / "gone.keras")), "the model to fine-tune"),
+        (replace(base, init_model=str(tmp_path / "text.keras")), "not a .keras model file"),
+    ]
+    for config, message in cases:
+        with pytest.raises(JobError, match=re.escape(message)):
+            runner.start(config)
+    assert popen_spy == [] and not runner.runs_dir.exists()
+
+    # a run whose teacher went away since it was launched is not resumed
+    cut = runner.runs_dir / "cut"
+    cut.mkdir(parents=True)
+    config = {"data": str(tmp_path), "teacher": str(tmp_path / "gone.npz")}
+    (cut / "launch.json").write_text(json.dumps({"pid": _dead_pid(), "config": config}))
+    assert runner.info("cut").resumable
+    launched = len(popen_spy)  # (_dead_pid's)
+    with pytest.raises(JobError, match="gone.npz: teacher file not found"):
+        runner.resume("cut")
+    assert len(popen_spy) == launched and [p.name for p in cut.iterdir()] == ["launch.json"]
+
+
+def test_the_suggested_model_name_is_free_and_never_reserved(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    assert jobs.suggest_model_name("20250101-tiny", models) == "20250101-tiny"
+    assert jobs.suggest_model_name("registry", models) == "registry-2"  # registry.json's name
+    assert jobs.suggest_model_name("Registry", models) == "Registry-2"
+    (models / "taken.json").write_text("{}")  # a card alone takes the name
+    (models / "taken-2.tflite").write_bytes(b"x")  # so does a leftover runtime file
+    assert jobs.suggest_model_name("taken", models) == "taken-3"
+    assert jobs.suggest_model_name("a..b", models) == "a.b"
+    for run_id in ("registry", "taken", "a..b", "x" * 100):
+        registry.check_name_free(jobs.suggest_model_name(run_id, models), models)
 
 
 def test_a_run_resumed_from_the_command_line_is_running_and_can_be_cancelled(

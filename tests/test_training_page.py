@@ -349,6 +349,32 @@ def test_fine_tune_from_a_registered_model(env: dict[str, Any]) -> None:
     assert "finished" in texts(at, "success")
 
 
+def test_a_start_the_trainer_would_refuse_is_refused_on_the_page(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (env["models"] / "old-default.keras").write_text("not a model")  # e.g. a broken copy
+    monkeypatch.chdir(env["tmp"])  # a server started elsewhere: relative paths start at the root
+    at = run_page()
+    check(at, os.path.relpath(env["data"], registry.PROJECT_ROOT))
+    assert "Dataset OK" in texts(at, "success") and not at.error
+    at.radio(key="train_init").set_value("a registered model (fine-tune)")
+    run_page(at)
+    at.button(key="train_start").click()
+    run_page(at)
+    error = texts(at, "error")
+    assert "Training not started" in error and "not a .keras model file" in error
+    assert "Traceback" not in error and not jobs.launched_processes()
+    assert not [p for p in env["runs"].glob("*") if not p.name.startswith(".")]  # no run folder
+
+
+def test_the_suggested_model_name_is_never_the_reserved_one(env: dict[str, Any]) -> None:
+    write_run(env["runs"], "registry", {"kind": "end", "state": "finished"}, env["data"],
+              env["model"])  # fmt: skip
+    at = run_page()
+    (box,) = [t for t in at.text_input if t.label == "Model name"]
+    assert box.value == "registry-2"  # "registry" would replace registry.json
+
+
 def test_distil_from_a_run_checkpoint(env: dict[str, Any]) -> None:
     teacher_run = write_run(env["runs"], "big-teacher", {"state": "finished"}, env["data"],
                             model=env["model"])  # fmt: skip
