@@ -13,9 +13,7 @@ Live page usage::
 
 from __future__ import annotations
 
-import io
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,7 @@ from emotion_core.nervousness import (
     NervousnessRule,
     RuleError,
 )
-from emotion_core.sessions import Session, SessionError, load_session_csv
+from emotion_core.sessions import BYTES_PER_MB, Session, load_session_upload
 from emotion_core.settings import (
     AUTO_BLOCK_RANGE,
     BLOCK_S_RANGE,
@@ -43,7 +41,7 @@ from emotion_core.settings import (
     Settings,
     SettingsError,
     load_settings_leniently,
-    save_settings,
+    save_defaults,
     settings_path,
 )
 from emotion_core.stats import BASIS_LABELS, BootstrapConfig
@@ -85,8 +83,12 @@ W_NBOOT = "stats_n_boot"
 W_BLOCK = "stats_block_s"
 W_CONF = "stats_confidence"
 W_AUTO = "stats_auto_block_factor"
-MAX_UPLOAD_MB = 20
-MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
+MAX_UPLOAD_MB = 20  # Streamlit's MB (sessions.BYTES_PER_MB), as file_uploader counts it
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * BYTES_PER_MB
+# Shared by pages: the consent checkbox (Live, Video) and the session the Analysis page selects
+# first when another page (Video) switches to it.
+CONSENT_LABEL = "The candidate has been told and consented"
+PRESELECT_KEY = "analysis_preselect"  # a session id, read (once) by pages/2_Analysis.py
 VERDICT_ICONS = {
     "nervous": ":orange[nervous]",
     "not nervous": ":green[not nervous]",
@@ -276,19 +278,11 @@ def rule_sidebar(show_save: bool = True) -> NervousnessRule:
     if rule.description and choice != CUSTOM:
         sb.caption(rule.description)
     if show_save and sb.button("Save as default", key="rule_save_default"):
-        stats = st.session_state.get(STATS_KEY)
+        stats = st.session_state.get(STATS_KEY)  # set by stats_sidebar on pages that have it
         try:
-            saved = load_settings_leniently().settings
-        except SettingsError:
-            saved = Settings()
-        if isinstance(stats, dict):
-            saved = Settings(rule, **stats)
-        else:
-            saved = replace(saved, rule=rule)
-        try:
-            path = save_settings(saved)
-        except SettingsError as exc:
-            sb.error(str(exc))
+            path = save_defaults(rule, stats if isinstance(stats, dict) else None)
+        except SettingsError as exc:  # an invalid value or a failed write: nothing saved
+            sb.error(f"Not saved as default: {exc}")
         else:
             st.session_state.pop(SETTINGS_ERROR_KEY, None)
             sb.success(f"Saved as default in {path}")
@@ -346,13 +340,24 @@ def read_uploaded_session(name: str, data: bytes, max_bytes: int | None = None) 
 
     max_bytes defaults to MAX_UPLOAD_BYTES (read at call time).
     """
-    max_bytes = MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
-    if len(data) > max_bytes:
-        raise SessionError(
-            f"{name}: file is {len(data) / 1e6:.1f} MB, over the {max_bytes / 1024 / 1024:.0f} "
-            "MB upload limit"
-        )
-    return load_session_csv(io.BytesIO(data), name)
+    return load_session_upload(name, data, MAX_UPLOAD_BYTES if max_bytes is None else max_bytes)
+
+
+def stored_statement(sessions_dir: Path, video: bool = False) -> str:
+    """What a recorded session keeps, shown under the consent checkbox: the Live page's, or with
+    `video` the Video page's (the file name too; the uploaded file is deleted)."""
+    per = "per analysed frame" if video else "per frame"
+    file_name = "the file name, " if video else ""
+    never = (
+        "**Never images or video:** the uploaded file is deleted once the analysis ends."
+        if video
+        else "**Never images or video.**"
+    )
+    return (
+        f"**What is stored:** {per}, the emotion probabilities and the face box coordinates, "
+        f"with timestamps, plus the candidate name, your notes, {file_name}the model and the "
+        f"nervousness rule used. {never} Sessions are saved as files in `{sessions_dir}`."
+    )
 
 
 def render_verdict(result: NervousnessResult, container: Any = None) -> None:
@@ -398,6 +403,11 @@ def accuracy_text(value: float | None, missing: str = "n/a") -> str:
     return missing if value is None else f"{value:.2%}"
 
 
+def ms_text(ms: float) -> str:
+    """A CPU ms-per-face figure as every page shows it in text (one decimal: 3.18 -> "3.2")."""
+    return f"{ms:.1f}"
+
+
 def model_sidebar(card: registry.ModelCard) -> None:
     """Which model is in use, how good and how fast it is (both from its card)."""
     sb = st.sidebar
@@ -406,10 +416,9 @@ def model_sidebar(card: registry.ModelCard) -> None:
     sb.markdown(f"**{card.name}** ({card.arch})  \nValidation accuracy: **{acc}**")
     if card.val_macro_f1 is not None:
         sb.caption(f"Macro F1 {card.val_macro_f1:.3f} on {card.validation_split}.")
-    runtime = "keras" if inference.runs_on_keras(card) else card.runtime
-    ms = card.cpu_ms_per_face if runtime == card.runtime else card.cpu_ms_per_face_keras
-    if ms is not None:  # the speed of what the app runs, not of the card's faster runtime
-        sb.caption(f"{ms:.1f} ms per face on CPU ({runtime} runtime).")
+    runtime, ms = inference.ms_per_face_in_use(card)  # what the app runs, not the card's best
+    if ms is not None:
+        sb.caption(f"{ms_text(ms)} ms per face on CPU ({runtime} runtime).")
     if card.date:
         sb.caption(f"Trained {card.date}.")
 
@@ -425,7 +434,8 @@ def model_choice(
     def label(name: str) -> str:
         card = cards[name]
         acc = accuracy_text(card.val_accuracy, "accuracy ?")
-        speed = f", {card.cpu_ms_per_face:.1f} ms/face" if card.cpu_ms_per_face else ""
+        ms = inference.ms_per_face_in_use(card)[1]
+        speed = f", {ms_text(ms)} ms/face" if ms is not None else ""
         return f"{name} ({acc}{speed})" + (" - default" if name == default.name else "")
 
     name = st.sidebar.selectbox(
@@ -458,37 +468,12 @@ def runtime_warning(classifier: inference.EmotionClassifier) -> None:
         )
 
 
-def default_model_card() -> registry.ModelCard:
-    """The default model's card, checked to have its network file; ModelError (saying how to
-    get a usable model) when there is none."""
-    mdir = models_dir()
-    try:
-        card = registry.read_card(registry.default_model_name(mdir), mdir)
-        if not registry.model_path(card.name, mdir).is_file():
-            raise registry.ModelError(
-                f"{registry.model_path(card.name, mdir)}: missing (the default model's card is "
-                "there, its network file is not)"
-            )
-        return card
-    except registry.ModelError as exc:
-        try:
-            others = [c.name for c in registry.list_models(mdir)]
-        except registry.ModelError:
-            others = []
-        how = (
-            f"{len(others)} registered model(s) ({', '.join(others[:5])}): make one the default "
-            "on the Training page (Registered models)."
-            if others
-            else "Train one (`python -m emotion_core.train`) or activate one on the Training page."
-        )
-        raise registry.ModelError(f"{exc}\n\n{how}") from exc
-
-
 def default_model_or_stop(purpose: str) -> tuple[registry.ModelCard, float]:
     """The default model's card and the registry version; without a usable default model, an
     error saying what cannot be done (`purpose`) and how to get a model, then st.stop()."""
     try:
-        return default_model_card(), registry.registry_version(models_dir())
+        mdir = models_dir()
+        return registry.default_card(mdir), registry.registry_version(mdir)
     except registry.ModelError as exc:
         st.error(f"No emotion model is available, so {purpose}.\n\n{exc}")
         st.stop()

@@ -179,6 +179,14 @@ def runs_on_keras(card: ModelCard) -> bool:
     return not card.runtime.startswith("tflite") or os.environ.get("EMOTION_RUNTIME") == "keras"
 
 
+def ms_per_face_in_use(card: ModelCard) -> tuple[str, float | None]:
+    """The runtime the app runs `card` on ("keras" when runs_on_keras) and that runtime's median
+    CPU ms per face from the card (None when not measured)."""
+    runtime = "keras" if runs_on_keras(card) else card.runtime
+    ms = card.cpu_ms_per_face if runtime == card.runtime else card.cpu_ms_per_face_keras
+    return runtime, ms
+
+
 def _load_runtime(
     card: ModelCard, models_dir: Path
 ) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:

@@ -149,8 +149,12 @@ def card_hash(card: ModelCard) -> str:
 
 def read_card(name: str, models_dir: Path | None = None) -> ModelCard:
     """Read models/<name>.json."""
-    models_dir = models_dir or MODELS_DIR
-    path = models_dir / f"{validate_name(name)}.json"
+    path = (models_dir or MODELS_DIR) / f"{validate_name(name)}.json"
+    return _card_from_data(_card_data(path), path, name)
+
+
+def _card_data(path: Path) -> dict[str, Any]:
+    """The JSON object in a card file; ModelError naming the file when it is missing or bad."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError as exc:
@@ -161,6 +165,12 @@ def read_card(name: str, models_dir: Path | None = None) -> ModelCard:
         raise ModelError(f"{path}: model card unreadable ({exc})") from exc
     if not isinstance(data, dict):
         raise ModelError(f"{path}: model card must be a JSON object")
+    return data
+
+
+def _card_from_data(data: dict[str, Any], path: Path, name: str) -> ModelCard:
+    """The card in `data` (read from `path`), checked to be named `name` like its file;
+    ModelError naming the file otherwise."""
     try:
         card = ModelCard.from_dict(data)
     except (TypeError, ModelError) as exc:
@@ -197,6 +207,29 @@ def default_model_name(models_dir: Path | None = None) -> str:
     except OSError as exc:
         raise ModelError(f"{path}: registry unreadable ({exc})") from exc
     return validate_name(str(name))
+
+
+def default_card(models_dir: Path | None = None, require_network: bool = True) -> ModelCard:
+    """The default model's card, with its network file checked to exist (require_network);
+    ModelError saying what is wrong and how to get a usable default model."""
+    models_dir = models_dir or MODELS_DIR
+    try:
+        card = read_card(default_model_name(models_dir), models_dir)
+        network = model_path(card.name, models_dir)
+        if require_network and not network.is_file():
+            raise ModelError(
+                f"{network}: missing (the default model's card is there, its network file is not)"
+            )
+        return card
+    except ModelError as exc:
+        others = [c.name for c in list_models(models_dir)]  # list_models skips bad cards
+        how = (
+            f"{len(others)} registered model(s) ({', '.join(others[:5])}): make one the default "
+            "on the Training page (Registered models)."
+            if others
+            else "Train one (`python -m emotion_core.train`) or activate one on the Training page."
+        )
+        raise ModelError(f"{exc}\n\n{how}") from exc
 
 
 def registry_version(models_dir: Path | None = None) -> float:
@@ -278,16 +311,19 @@ def _note_written(written: dict[Path, FileId] | None, path: Path) -> None:
 
 def update_card(name: str, changes: dict[str, Any], models_dir: Path | None = None) -> ModelCard:
     """Change some fields of a registered model's card (atomic; keys the card does not know
-    are kept in the file). Returns the new card; raises ModelError for an unknown field."""
+    are kept in the file). Returns the new card; ModelError naming the file for an unknown
+    field, a missing or bad card, a change that would make it invalid, or a failed write."""
     models_dir = models_dir or MODELS_DIR
     unknown = set(changes) - set(ModelCard.__dataclass_fields__)
     if unknown:
         raise ModelError(f"unknown card field(s): {', '.join(sorted(unknown))}")
-    read_card(name, models_dir)  # exists and is valid
-    path = models_dir / f"{name}.json"
-    data = {**json.loads(path.read_text()), **changes}
-    card = ModelCard.from_dict(data)
-    atomic_write_json(path, data)
+    path = models_dir / f"{validate_name(name)}.json"
+    data = {**_card_data(path), **changes}  # read once: no second read to race or fail
+    card = _card_from_data(data, path, name)  # the changed card must be valid, name kept
+    try:
+        atomic_write_json(path, data)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot write the model card ({exc})") from exc
     return card
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from emotion_core.classes import CLASSES
+from emotion_core.inference import ms_per_face_in_use
 from emotion_core.nervousness import (
     DISCLAIMER,
     NervousnessResult,
@@ -54,28 +55,31 @@ MODEL_COLUMNS = (
 def models_frame(cards: Sequence[ModelCard], default: str) -> pd.DataFrame:
     """One row per registered model (MODEL_COLUMNS), most accurate first, for comparing them:
     validation accuracy without and with flip TTA, macro-F1, ECE after temperature scaling,
-    median CPU ms per face on the runtime the app uses. Unknown figures are NaN."""
+    median CPU ms per face on the runtime the app uses (inference.ms_per_face_in_use: Keras
+    under EMOTION_RUNTIME=keras) and that runtime. Unknown figures are NaN."""
 
     def number(value: float | None) -> float:
         return float("nan") if value is None else float(value)
 
-    rows = [
-        {
-            "model": card.name,
-            "default": card.name == default,
-            "arch": card.arch,
-            "params_m": round(card.params / 1e6, 2) if card.params else float("nan"),
-            "val_accuracy": number(card.val_accuracy),
-            "val_accuracy_tta": number(card.val_accuracy_tta),
-            "val_macro_f1": number(card.val_macro_f1),
-            "ece_after": number(card.ece_after),
-            "ms_per_face": number(card.cpu_ms_per_face),
-            "runtime": card.runtime,
-            "epochs": card.epochs,
-            "date": card.date,
-        }
-        for card in cards
-    ]
+    rows = []
+    for card in cards:
+        runtime, ms = ms_per_face_in_use(card)
+        rows.append(
+            {
+                "model": card.name,
+                "default": card.name == default,
+                "arch": card.arch,
+                "params_m": round(card.params / 1e6, 2) if card.params else float("nan"),
+                "val_accuracy": number(card.val_accuracy),
+                "val_accuracy_tta": number(card.val_accuracy_tta),
+                "val_macro_f1": number(card.val_macro_f1),
+                "ece_after": number(card.ece_after),
+                "ms_per_face": number(ms),
+                "runtime": runtime,
+                "epochs": card.epochs,
+                "date": card.date,
+            }
+        )
     frame = pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
     frame = frame.sort_values(
         ["val_accuracy", "model"], ascending=[False, True], na_position="last"

@@ -52,6 +52,7 @@ MAX_SPAN_S = 7 * 24 * 3600.0
 # Whole-number columns beyond this are typos or overflow, not frames, ids or pixels.
 MAX_WHOLE = 2**53
 MAX_CANDIDATE_LEN = 200
+BYTES_PER_MB = 1024 * 1024  # an "MB" as Streamlit's upload limits count it (maxUploadSize)
 MAX_NOTES_LEN = 10_000
 _SLUG_MAX = 40
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
@@ -850,6 +851,17 @@ def load_session_csv(file_like_or_path: str | Path | IO[bytes] | IO[str], name: 
     meta.update({"source": name, "candidate": Path(name).stem, "complete": True})
     folder = Path(name)
     return Session(info=_info_from(meta, folder, frames), meta=meta, frames=frames)
+
+
+def load_session_upload(name: str, data: bytes, max_bytes: int) -> Session:
+    """An uploaded frames CSV as a Session (see load_session_csv); SessionError naming the file
+    when it is over `max_bytes`, with both sizes in MB as Streamlit counts them (BYTES_PER_MB)."""
+    if len(data) > max_bytes:
+        raise SessionError(
+            f"{name}: file is {len(data) / BYTES_PER_MB:.2f} MB ({len(data):,} bytes), over the "
+            f"{max_bytes / BYTES_PER_MB:.2f} MB ({max_bytes:,} bytes) upload limit"
+        )
+    return load_session_csv(io.BytesIO(data), name)
 
 
 @functools.lru_cache(maxsize=512)

@@ -180,10 +180,24 @@ def load_default_rule(path: Path | None = None) -> NervousnessRule:
     return load_settings(path).rule
 
 
-def save_default_rule(rule: NervousnessRule, path: Path | None = None) -> Path:
-    """Save rule as the default, keeping the other saved valid settings (defaults for the rest)."""
+def save_defaults(
+    rule: NervousnessRule, stats: Mapping[str, Any] | None = None, path: Path | None = None
+) -> Path:
+    """Save rule (and the statistics settings in `stats`, e.g. {"n_boot": 500}) as the defaults,
+    keeping the other saved valid settings (defaults for the rest); returns the path written.
+    SettingsError naming the file for an invalid value or a failed write (nothing written)."""
+    path = Path(path) if path is not None else settings_path()
     try:
         current = load_settings_leniently(path).settings
     except SettingsError:
         current = Settings()
-    return save_settings(replace(current, rule=rule), path)
+    try:
+        new = replace(current, rule=rule, **dict(stats or {}))
+    except (ValueError, TypeError) as exc:  # a value out of range, or an unknown setting
+        raise SettingsError(f"{path}: settings not saved, invalid value ({exc})") from exc
+    return save_settings(new, path)
+
+
+def save_default_rule(rule: NervousnessRule, path: Path | None = None) -> Path:
+    """Save rule as the default, keeping the other saved valid settings (defaults for the rest)."""
+    return save_defaults(rule, None, path)

@@ -60,12 +60,6 @@ FAILURE_SHOWN_KEY = "live_failure_shown"  # the failed recording whose message w
 CANDIDATE_KEY = "live_candidate"
 NOTES_KEY = "live_notes"
 CONSENT_KEY = "live_consent"
-CONSENT_LABEL = "The candidate has been told and consented"
-STORED_STATEMENT = (
-    "**What is stored:** per frame, the emotion probabilities and the face box coordinates, "
-    "with timestamps, plus the candidate name, your notes, the model and the nervousness rule "
-    "used. **Never images or video.** Sessions are saved as files in `{dir}`."
-)
 POLL_S = 0.5
 
 
@@ -266,8 +260,8 @@ def recording_controls(
     st.subheader("Recording")
     st.text_input("Candidate name", key=CANDIDATE_KEY, max_chars=200, disabled=recording)
     st.text_area("Notes", key=NOTES_KEY, height=68, max_chars=10_000, disabled=recording)
-    consent = st.checkbox(CONSENT_LABEL, key=CONSENT_KEY, disabled=recording)
-    st.caption(STORED_STATEMENT.format(dir=sessions_dir_default()))
+    consent = st.checkbox(ui_common.CONSENT_LABEL, key=CONSENT_KEY, disabled=recording)
+    st.caption(ui_common.stored_statement(sessions_dir_default()))
     col_rec, col_stop = st.columns(2)
     col_rec.button(
         "Record",

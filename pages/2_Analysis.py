@@ -62,7 +62,6 @@ from emotion_core.stats import (
 SELECT_KEY = "an_selected"
 DETAIL_KEY = "an_detail"
 MESSAGE_KEY = "an_message"
-PRESELECT_KEY = "analysis_preselect"  # a session id other pages set before switching here
 
 
 @dataclass(frozen=True)
@@ -187,7 +186,8 @@ def sessions_section(sessions_dir: Path) -> list[Loaded]:
 
     by_id = {i.session_id: i for i in ok}
     # A session chosen elsewhere (Video page, or a ?session=ID link) is selected once.
-    preselect = st.session_state.pop(PRESELECT_KEY, None) or st.query_params.get("session")
+    chosen = st.session_state.pop(ui_common.PRESELECT_KEY, None)
+    preselect = chosen or st.query_params.get("session")
     if "session" in st.query_params:
         del st.query_params["session"]
     if preselect in by_id:

@@ -26,6 +26,7 @@ from emotion_core import registry
 from emotion_core.bench import retime_registered
 from emotion_core.charts import confusion_chart, curves_chart, speed_accuracy_chart
 from emotion_core.classes import CLASSES
+from emotion_core.inference import ms_per_face_in_use
 from emotion_core.jobs import (
     DatasetSummary,
     DeviceInfo,
@@ -190,10 +191,9 @@ def live_panel(run_id: str) -> None:
 
 
 def default_card() -> tuple[ModelCard | None, str]:
-    """The current default model's card, or None and why."""
+    """The current default model's card (its network file there), or None and why."""
     try:
-        name = registry.default_model_name(ui_common.models_dir())
-        return registry.read_card(name, ui_common.models_dir()), ""
+        return registry.default_card(ui_common.models_dir()), ""
     except ModelError as exc:
         return None, str(exc)
 
@@ -204,14 +204,11 @@ def show_card(card: ModelCard) -> None:
     c1, c2 = st.columns(2)
     c1.metric("Accuracy", acc)
     c2.metric("Macro-F1", f1)
+    runtime, ms = ms_per_face_in_use(card)  # the runtime the app runs it on
     st.caption(
         f"**{card.name}** · {card.arch} · {card.params:,} parameters · {card.epochs} epochs"
         + (f" · {card.date}" if card.date else "")
-        + (
-            f" · {card.cpu_ms_per_face:.1f} ms/face on CPU ({card.runtime})"
-            if card.cpu_ms_per_face
-            else ""
-        )
+        + (f" · {ui_common.ms_text(ms)} ms/face on CPU ({runtime})" if ms is not None else "")
     )
     if card.per_class:
         table = pd.DataFrame(card.per_class).T.reindex(list(card.classes))

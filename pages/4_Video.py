@@ -53,15 +53,7 @@ TTA_KEY = "video_tta"
 FORCE_KEY = "video_force"
 NEW_CANDIDATE_KEY = "video_new_candidate"  # set once an analysis starts: clear the form
 CANCEL_KEY = "video_cancel_{}"  # .format(job.job_id)
-PRESELECT_KEY = "analysis_preselect"  # read (once) by pages/2_Analysis.py
 ANALYSIS_PAGE = "pages/2_Analysis.py"
-CONSENT_LABEL = "The candidate has been told and consented"
-STORED_STATEMENT = (
-    "**What is stored:** per analysed frame, the emotion probabilities and the face box "
-    "coordinates, with timestamps, plus the candidate name, your notes, the file name, the model "
-    "and the nervousness rule used. **Never images or video:** the uploaded file is deleted once "
-    "the analysis ends. Sessions are saved as files in `{dir}`."
-)
 POLL_S = 1.0
 
 
@@ -213,7 +205,7 @@ def outcome_panel(view: JobView) -> None:
     session_id = result.session_dir.name
     st.caption(f"Session `{session_id}` saved in `{result.session_dir.parent}`.")
     if st.button("Open in Analysis", key="video_open", icon=":material/analytics:"):
-        st.session_state[PRESELECT_KEY] = session_id
+        st.session_state[ui_common.PRESELECT_KEY] = session_id
         try:
             st.switch_page(ANALYSIS_PAGE)
         except StreamlitAPIException:  # e.g. this page run on its own, without app.py
@@ -276,8 +268,8 @@ def main() -> None:
         "Mirror test-time augmentation (slower)", key=TTA_KEY, disabled=locked,
         help="Classify each face and its mirror image and average the two.",
     )  # fmt: skip
-    consent = st.checkbox(CONSENT_LABEL, key=CONSENT_KEY, disabled=locked)
-    st.caption(STORED_STATEMENT.format(dir=sessions_dir_default()))
+    consent = st.checkbox(ui_common.CONSENT_LABEL, key=CONSENT_KEY, disabled=locked)
+    st.caption(ui_common.stored_statement(sessions_dir_default(), video=True))
     ready = consent and upload is not None and upload_error is None and classifier is not None
     clicked = st.button(
         "Start analysis", key="video_start", type="primary", icon=":material/play_arrow:",

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 import ui_common
 from emotion_core import registry
 from emotion_core.classes import CLASSES
+from emotion_core.sessions import SessionError
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "2_Analysis.py")
 HEADER = "t_s,frame,face_id,x,y,w,h," + ",".join(CLASSES) + ",label"
@@ -154,6 +155,41 @@ def test_save_as_default_writes_settings(env: Path, tmp_path: Path) -> None:
     # A fresh app (new browser session) starts from the saved rule.
     at2 = app()
     assert at2.selectbox(key=ui_common.W_PRESET).value == "negative-affect"
+
+
+def test_save_as_default_with_a_bad_value_or_an_unwritable_file_says_so(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An invalid statistics value (Settings raises ValueError) or a failed write is an error
+    in the sidebar, not a traceback, and the saved file is left as it was."""
+    write_session(env, "s1", SADDISH)
+    settings_file = tmp_path / "settings.json"
+    before = settings_file.read_text()
+    at = app()
+    stats = dict(at.session_state[ui_common.STATS_KEY])
+    at.session_state[ui_common.STATS_KEY] = {**stats, "n_boot": 5}  # read before the sidebar
+    at.button(key="rule_save_default").click()
+    run(at)
+    error = "\n".join(e.value for e in at.sidebar.error)
+    assert "Not saved as default" in error and "n_boot must be between 50" in error
+    assert settings_file.read_text() == before and not at.sidebar.success
+    monkeypatch.setenv("EMOTION_SETTINGS_FILE", str(tmp_path))  # a folder: the write fails
+    at.button(key="rule_save_default").click()
+    run(at)
+    error = "\n".join(e.value for e in at.sidebar.error)
+    assert "Not saved as default" in error and "cannot write settings" in error
+
+
+def test_an_oversized_upload_gives_both_sizes_in_the_uploaders_unit() -> None:
+    """The limit is what file_uploader's max_upload_size (in MB of 1024 * 1024 bytes) allows;
+    the file's size is given in the same MB, so 20.00 MB is over a 20.00 MB limit only by bytes."""
+    assert ui_common.MAX_UPLOAD_BYTES == ui_common.MAX_UPLOAD_MB * 1024 * 1024
+    data = b"x" * (ui_common.MAX_UPLOAD_BYTES + 1)
+    with pytest.raises(SessionError) as caught:
+        ui_common.read_uploaded_session("big.csv", data)
+    limit = f"{ui_common.MAX_UPLOAD_MB:.2f} MB ({ui_common.MAX_UPLOAD_BYTES:,} bytes)"
+    assert f"big.csv: file is {ui_common.MAX_UPLOAD_MB:.2f} MB" in str(caught.value)
+    assert f"over the {limit} upload limit" in str(caught.value)
 
 
 def test_one_bad_saved_value_resets_only_that_value(env: Path, tmp_path: Path) -> None:

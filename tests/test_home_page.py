@@ -39,9 +39,9 @@ def test_home_names_the_active_model_and_its_figures(
     assert "**a-rather-long-model-name-v12**" in markdown  # in full, not cut to a metric's width
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {"Val. accuracy": "71.55%", "With flip TTA": "72.08%",
-                       "Macro-F1": "0.703", "CPU ms/face": "3.18"}  # fmt: skip
+                       "Macro-F1": "0.703", "CPU ms/face": "3.2"}  # fmt: skip
     speed = next(m for m in at.metric if m.label == "CPU ms/face")
-    assert speed.help == f"Median of single-face calls, measured {measured}."
+    assert speed.help == f"Median of single-face calls on the keras runtime, measured {measured}."
     assert "2 model(s) in the registry" in at.caption[-1].value
     assert "Responsible use" in at.warning[0].value
 
@@ -113,3 +113,28 @@ def test_script_runs_do_not_clear_the_keras_session(
     assert calls == []
     config = tomllib.loads((Path(APP).parent / ".streamlit" / "config.toml").read_text())
     assert config["runner"]["postScriptGC"] is False  # Streamlit's own full GC after each run
+
+
+def test_the_speed_shown_is_that_of_the_runtime_the_app_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EMOTION_RUNTIME=keras makes the app run the Keras network: the home page then gives the
+    card's Keras figure, not its faster TFLite one, and says which runtime it is."""
+    from emotion_core.zoo import make_tiny_model
+
+    make_tiny_model().save(tmp_path / "tiny.keras")
+    models = tmp_path / "models"
+    card = ModelCard(name="fast", arch="tiny", runtime="tflite", cpu_ms_per_face=0.62,
+                     cpu_ms_per_face_keras=3.18)  # fmt: skip
+    registry.register_model(tmp_path / "tiny.keras", card, models, make_default=True)
+
+    def speed() -> tuple[str, str]:
+        metric = next(m for m in run_home(models, monkeypatch).metric if m.label == "CPU ms/face")
+        return metric.value, metric.help
+
+    monkeypatch.delenv("EMOTION_RUNTIME", raising=False)
+    value, help_text = speed()
+    assert value == "0.6" and "on the tflite runtime" in help_text
+    monkeypatch.setenv("EMOTION_RUNTIME", "keras")
+    value, help_text = speed()
+    assert value == "3.2" and "on the keras runtime" in help_text

@@ -694,3 +694,63 @@ def test_a_model_named_registry_is_refused_before_its_card_replaces_registry_jso
     assert default_model_name(models) == "a"
     assert sorted(p.name for p in models.iterdir()) == ["a.json", "a.keras", "registry.json"]
     assert validate_name("registry-v2") == "registry-v2"
+
+
+def test_the_default_card_needs_its_network_file_and_says_how_to_get_one(tmp_path):
+    from emotion_core.registry import default_card, register_model
+    from emotion_core.zoo import make_tiny_model
+
+    models = tmp_path / "models"
+    with pytest.raises(ModelError, match="no registry") as caught:
+        default_card(models)
+    assert "Train one" in str(caught.value)
+    make_tiny_model().save(tmp_path / "tiny.keras")
+    register_model(tmp_path / "tiny.keras", ModelCard(name="gone", arch="tiny"), models, True)
+    register_model(tmp_path / "tiny.keras", ModelCard(name="kept", arch="tiny"), models)
+    assert default_card(models).name == "gone"
+    (models / "gone.keras").unlink()
+    with pytest.raises(ModelError, match=r"gone.keras: missing") as caught:
+        default_card(models)
+    assert "1 registered model(s) (kept): make one the default" in str(caught.value)
+    assert default_card(models, require_network=False).name == "gone"
+
+
+def test_update_card_reads_the_card_once_and_refuses_a_change_that_breaks_it(tmp_path, monkeypatch):
+    from emotion_core import registry
+    from emotion_core.registry import read_card, update_card
+
+    models = tmp_path / "models"
+    models.mkdir()
+    path = models / "m.json"
+    path.write_text(json.dumps({**ModelCard(name="m", arch="tiny").to_dict(), "extra": 1}))
+    before = path.read_text()
+    for changes, problem in (
+        ({"name": "other"}, "the card is named 'other', not 'm'"),  # would rename the model
+        ({"cpu_ms_per_face": "fast"}, "model card field 'cpu_ms_per_face': 'fast' is not a number"),
+    ):
+        with pytest.raises(ModelError, match=f"m.json: {problem}"):
+            update_card("m", changes, models)
+        assert path.read_text() == before  # nothing written
+    reads = []
+    real_read_text = Path.read_text
+
+    def counting_read_text(self: Path, *args, **kwargs) -> str:
+        reads.append(self.name)
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting_read_text)
+    card = update_card("m", {"cpu_ms_per_face": 1.5}, models)
+    assert reads == ["m.json"]  # parsed once
+    assert card == read_card("m", models) and card.cpu_ms_per_face == 1.5
+    assert json.loads(path.read_text())["extra"] == 1
+    path.write_text("{broken")
+    with pytest.raises(ModelError, match="m.json: model card is not valid JSON"):
+        update_card("m", {"cpu_ms_per_face": 2.0}, models)
+
+    def no_space(*args, **kwargs) -> None:
+        raise OSError(28, "No space left on device")
+
+    path.write_text(before)
+    monkeypatch.setattr(registry, "atomic_write_json", no_space)
+    with pytest.raises(ModelError, match="m.json: cannot write the model card"):
+        update_card("m", {"cpu_ms_per_face": 2.0}, models)

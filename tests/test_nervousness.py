@@ -479,3 +479,22 @@ def test_rule_equality_ignores_description() -> None:
     old = nv.SEED_RULE.replace(description="exceeds 30% of frames with a face")
     assert old == nv.SEED_RULE
     assert nv.SEED_RULE.replace(min_duration_s=5.0) != nv.SEED_RULE
+
+
+def test_save_defaults_saves_the_rule_and_statistics_or_says_why_not(tmp_path: Path) -> None:
+    """One function for both "Save as default" cases; a bad value is a SettingsError naming the
+    file (not a bare ValueError), and nothing is written."""
+    path = tmp_path / "settings.json"
+    settings.save_settings(settings.Settings(n_boot=300, block_s=3.0), path)
+    settings.save_defaults(nv.SEED_RULE, None, path)  # the rule only: the rest kept
+    assert settings.load_settings(path) == settings.Settings(nv.SEED_RULE, 300, 3.0)
+    stats = {"n_boot": 500, "block_s": 1.0, "confidence": 0.9, "auto_block_factor": 0.0}
+    settings.save_defaults(nv.NEGATIVE_AFFECT_RULE, stats, path)
+    assert settings.load_settings(path) == settings.Settings(nv.NEGATIVE_AFFECT_RULE, **stats)
+    before = path.read_text()
+    for bad in ({"n_boot": 5}, {"confidence": 0.5}, {"speed": 1}):
+        with pytest.raises(settings.SettingsError, match="settings.json: settings not saved"):
+            settings.save_defaults(nv.SEED_RULE, bad, path)
+    assert path.read_text() == before
+    with pytest.raises(settings.SettingsError, match="cannot write settings"):
+        settings.save_defaults(nv.SEED_RULE, None, tmp_path)  # a folder: the write fails

@@ -123,3 +123,28 @@ def test_a_session_called_class_can_be_compared() -> None:
         {"session_id": "class"}, a, verdict, nv.SEED_RULE, comparison=comparison, t_range=(0, 5)
     )
     assert "The comparison uses each session whole" in ranged
+
+
+def test_the_models_table_gives_the_speed_of_the_runtime_the_app_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EMOTION_RUNTIME=keras makes the app run the Keras network: the table then shows its
+    figure and runtime, not the card's faster TFLite one."""
+    from emotion_core.inference import ms_per_face_in_use
+    from emotion_core.registry import ModelCard
+
+    fast = ModelCard(name="fast", arch="tiny", runtime="tflite", cpu_ms_per_face=0.62,
+                     cpu_ms_per_face_keras=3.18)  # fmt: skip
+    plain = ModelCard(name="plain", arch="tiny", cpu_ms_per_face=4.3)
+    monkeypatch.delenv("EMOTION_RUNTIME", raising=False)
+    assert ms_per_face_in_use(fast) == ("tflite", 0.62)
+    frame = report.models_frame([fast, plain], default="fast")
+    assert dict(zip(frame["model"], frame["ms_per_face"])) == {"fast": 0.62, "plain": 4.3}
+    monkeypatch.setenv("EMOTION_RUNTIME", "keras")
+    assert ms_per_face_in_use(fast) == ("keras", 3.18)
+    assert ms_per_face_in_use(plain) == ("keras", 4.3)  # a Keras card's own figure
+    frame = report.models_frame([fast, plain], default="fast")
+    assert dict(zip(frame["model"], frame["ms_per_face"])) == {"fast": 3.18, "plain": 4.3}
+    assert list(frame["runtime"]) == ["keras", "keras"]
+    untimed = ModelCard(name="untimed", arch="tiny", runtime="tflite", cpu_ms_per_face=0.5)
+    assert ms_per_face_in_use(untimed) == ("keras", None)  # not the TFLite figure instead

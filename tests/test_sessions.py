@@ -723,3 +723,21 @@ def test_session_table_and_unique_labels(tmp_path: Path) -> None:
     assert table.loc[1, "problem"] == "frames.csv: not a session" and table.loc[0, "problem"] == ""
     assert list(session_table([]).columns) == list(table.columns)
     assert unique_labels(["Ann", "Bob", "Ann", "Ann"]) == ["Ann", "Bob", "Ann #2", "Ann #3"]
+
+
+def test_an_upload_is_checked_against_its_limit_in_one_unit() -> None:
+    """The size check: exactly the limit loads, a byte more is refused; both sizes are given in
+    the same MB (Streamlit's, 1024 * 1024 bytes), not the file in 10**6 and the limit in 2**20."""
+    data = (HEADER + "\n" + good_row() + "\n").encode()
+    assert len(sessions_mod.load_session_upload("ok.csv", data, len(data)).frames) == 1
+    with pytest.raises(SessionError, match=r"^tight.csv: file is .* upload limit$"):
+        sessions_mod.load_session_upload("tight.csv", data, len(data) - 1)
+    mb = sessions_mod.BYTES_PER_MB
+    assert mb == 1024 * 1024  # what file_uploader's max_upload_size (in "MB") means
+    with pytest.raises(SessionError) as caught:
+        sessions_mod.load_session_upload("big.csv", b"x" * (20 * mb + 1), 20 * mb)
+    message = str(caught.value)
+    assert "file is 20.00 MB (20,971,521 bytes)" in message
+    assert "over the 20.00 MB (20,971,520 bytes) upload limit" in message
+    with pytest.raises(SessionError, match="bad.csv: not UTF-8"):  # parse errors still named
+        sessions_mod.load_session_upload("bad.csv", b"\xff\xfe\x00bad", 20 * mb)

@@ -308,6 +308,29 @@ def test_registered_models_are_compared_and_the_default_can_change(
     assert list(table_with(at, "model")["default"]) == [True, False]
 
 
+def test_the_default_model_panel_needs_its_network_and_gives_the_speed_in_use(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under EMOTION_RUNTIME=keras the card and the models table give the Keras figure; a
+    default whose network file is gone is not shown as the default model."""
+    registry.update_card("old-default", {"runtime": "tflite", "cpu_ms_per_face": 0.62,
+                         "cpu_ms_per_face_keras": 3.18}, env["models"])  # fmt: skip
+    monkeypatch.setenv("EMOTION_RUNTIME", "keras")
+    write_run(env["runs"], "broken", {"kind": "end", "state": "failed",
+              "message": "/x/data: folder not found"}, env["data"])  # fmt: skip
+    at = run_page()
+    at.selectbox(key="train_run").set_value("broken")
+    run_page(at)
+    assert "3.2 ms/face on CPU (keras)" in texts(at, "caption")
+    table = table_with(at, "model")
+    assert table["ms_per_face"].tolist() == [3.18] and table["runtime"].tolist() == ["keras"]
+    (env["models"] / "old-default.keras").unlink()
+    run_page(at)
+    info = texts(at, "info")
+    assert "No default model" in info and "old-default.keras: missing" in info
+    assert "ms/face on CPU" not in texts(at, "caption")
+
+
 def test_failed_and_interrupted_runs_are_reported(env: dict[str, Any]) -> None:
     write_run(env["runs"], "broken", {"kind": "end", "state": "failed",
               "message": "/x/data: folder not found"}, env["data"])  # fmt: skip

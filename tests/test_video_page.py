@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import ui_common
 from emotion_core import analyze_video as av_mod
 from emotion_core import video_job
 from emotion_core.registry import ModelCard, register_model
@@ -255,7 +256,7 @@ def test_analysis_runs_in_background_and_opens_in_analysis(env: Path, tmp_path: 
     run(at)
     assert at.title[0].value == "Session analysis"
     assert at.multiselect(key="an_selected").value == [info.session_id]
-    assert "analysis_preselect" not in at.session_state
+    assert ui_common.PRESELECT_KEY not in at.session_state
 
 
 def test_another_registered_model_can_analyse_the_video(env: Path, tmp_path: Path) -> None:
@@ -272,6 +273,45 @@ def test_another_registered_model_can_analyse_the_video(env: Path, tmp_path: Pat
     (info,) = list_sessions(env)
     assert load_session(info.path).meta["model_name"] == "tiny-other"
     assert at.sidebar.selectbox(key="video_model").value == "tiny-other"
+
+
+def test_the_model_choice_gives_the_speed_of_the_runtime_the_app_runs(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under EMOTION_RUNTIME=keras the choice's label and the sidebar both give the card's Keras
+    figure (3.18 -> "3.2"), not its TFLite one (0.62)."""
+    from emotion_core.zoo import make_tiny_model
+
+    models = tmp_path / "models"
+    src = tmp_path / "src.keras"
+    make_tiny_model().save(src)
+    card = ModelCard(name="tiny-fast", arch="tiny", runtime="tflite", cpu_ms_per_face=0.62,
+                     cpu_ms_per_face_keras=3.18)  # fmt: skip
+    register_model(src, card, models, make_default=True)
+    monkeypatch.setenv("EMOTION_MODELS_DIR", str(models))
+    monkeypatch.setenv("EMOTION_RUNTIME", "keras")
+    at = open_page()
+    choice = at.sidebar.selectbox(key="video_model")
+    assert choice.options == ["tiny-fast (accuracy ?, 3.2 ms/face) - default"]
+    captions = "\n".join(c.value for c in at.sidebar.caption)
+    assert "3.2 ms per face on CPU (keras runtime)" in captions and "0.6 ms" not in captions
+
+
+def test_the_consent_wording_and_hand_over_key_are_defined_once(env: Path) -> None:
+    """The consent label, what is stored and the Analysis hand-over key come from ui_common;
+    no page keeps its own copy to drift apart."""
+    import ast
+
+    for page in sorted((ROOT / "pages").glob("*.py")):
+        tree = ast.parse(page.read_text())
+        assigned = {t.id for node in tree.body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)}  # fmt: skip
+        assert not assigned & {"CONSENT_LABEL", "STORED_STATEMENT", "PRESELECT_KEY"}, page.name
+    at = open_page()
+    assert at.checkbox(key="video_consent").label == ui_common.CONSENT_LABEL == CONSENT
+    statement = ui_common.stored_statement(env, video=True)
+    assert statement in [c.value for c in at.caption]
+    assert "the file name" in statement and "the file name" not in ui_common.stored_statement(env)
 
 
 def test_a_broken_model_or_runtime_is_said_so_before_starting(
