@@ -138,3 +138,12 @@ def test_the_speed_shown_is_that_of_the_runtime_the_app_runs(
     monkeypatch.setenv("EMOTION_RUNTIME", "keras")
     value, help_text = speed()
     assert value == "3.2" and "on the keras runtime" in help_text
+
+
+def test_the_app_sends_no_usage_statistics() -> None:
+    """A tool that records job candidates makes no outside calls of its own: Streamlit's usage
+    statistics are off in the app's config, not only in the browser test's command line."""
+    import tomllib
+
+    config = tomllib.loads((Path(APP).parent / ".streamlit" / "config.toml").read_text())
+    assert config["browser"]["gatherUsageStats"] is False
