@@ -13,7 +13,6 @@ Live page usage::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -376,9 +375,9 @@ def settings_file_hint() -> str:
 
 
 def models_dir() -> Path:
-    """$EMOTION_MODELS_DIR read now (so tests and deployments can point elsewhere)."""
-    env = os.environ.get("EMOTION_MODELS_DIR")
-    return Path(env) if env else registry.MODELS_DIR
+    """The models folder now (registry.models_dir: $EMOTION_MODELS_DIR read at call time, so
+    tests and deployments can point elsewhere); the pages call this."""
+    return registry.models_dir()
 
 
 @st.cache_resource(show_spinner="Loading the emotion model...", max_entries=4)

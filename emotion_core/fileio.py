@@ -22,13 +22,47 @@ def file_id(path: Path) -> FileId | None:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON file holding an object, as a dict; {} when it is missing, unreadable or not one."""
+class JsonFileError(ValueError):
+    """A JSON object file that cannot be used: `reason` says why ("missing", "unreadable",
+    "invalid" or "not_object") and `detail` holds the OS or JSON error text ("" for
+    not_object). Callers turn it into their own error and wording."""
+
+    def __init__(self, path: Path, reason: str, detail: str = "") -> None:
+        self.path = Path(path)
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+def load_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in a UTF-8 file, as a dict; JsonFileError otherwise: "missing" (no such
+    file), "unreadable" (any other OS error: a folder, no permission), "invalid" (not UTF-8,
+    not JSON, nested too deep, an integer too long to convert) or "not_object" (a list, string,
+    number or null)."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise JsonFileError(path, "missing", str(exc)) from exc
+    except OSError as exc:
+        raise JsonFileError(path, "unreadable", str(exc)) from exc
+    except UnicodeDecodeError as exc:
+        raise JsonFileError(path, "invalid", str(exc)) from exc
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an int too long
+        raise JsonFileError(path, "invalid", str(exc)) from exc
+    if not isinstance(data, dict):
+        raise JsonFileError(path, "not_object")
+    return data
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object, as a dict; {} when it is missing, unreadable or not one
+    (see load_json_object)."""
+    try:
+        return load_json_object(path)
+    except JsonFileError:
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

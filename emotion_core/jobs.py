@@ -62,9 +62,8 @@ class JobError(Exception):
 
 
 def current_models_dir() -> Path:
-    """$EMOTION_MODELS_DIR read now, else emotion_core.registry.MODELS_DIR."""
-    env = os.environ.get("EMOTION_MODELS_DIR")
-    return Path(env) if env else registry.MODELS_DIR
+    """The models folder now (registry.models_dir: $EMOTION_MODELS_DIR read at call time)."""
+    return registry.models_dir()
 
 
 def resolve_data_path(text: str | Path, root: Path | None = None) -> Path:

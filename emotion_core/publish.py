@@ -37,7 +37,7 @@ from emotion_core.classes import CLASSES
 from emotion_core.cli import command_parser, quiet_native_logs
 from emotion_core.data import DataError, load_dataset
 from emotion_core.evaluate import predict_all, report_from_probs
-from emotion_core.fileio import FileId, read_json_object
+from emotion_core.fileio import FileId, JsonFileError, load_json_object, read_json_object
 from emotion_core.preprocess import preprocess_batch
 from emotion_core.registry import (
     MODELS_DIR,
@@ -198,13 +198,13 @@ def read_run_hparams(run_dir: Path) -> dict[str, Any]:
     ModelError saying what is wrong otherwise."""
     path = Path(run_dir) / "hparams.json"
     try:
-        hparams = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{path}: missing (not a training run folder)") from None
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or encoding
-        raise ModelError(f"{path}: unreadable ({exc})") from exc
-    if not isinstance(hparams, dict):
-        raise ModelError(f"{path}: not a training run (not a JSON object)")
+        hparams = load_json_object(path)
+    except JsonFileError as err:
+        if err.reason == "missing":
+            raise ModelError(f"{path}: missing (not a training run folder)") from None
+        if err.reason == "not_object":
+            raise ModelError(f"{path}: not a training run (not a JSON object)") from None
+        raise ModelError(f"{path}: unreadable ({err.detail})") from err  # OS error, bad JSON
     if not isinstance(hparams.get("data"), str) or not hparams["data"]:
         raise ModelError(f"{path}: not a training run (no 'data')")
     for key in ("arch", "train_split", "val_split"):

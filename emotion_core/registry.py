@@ -24,16 +24,26 @@ from typing import Any
 from emotion_core.classes import CLASSES
 from emotion_core.fileio import (
     FileId,
+    JsonFileError,
     atomic_write_bytes,
     atomic_write_json,
     durable_replace,
     file_id,
+    load_json_object,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("EMOTION_MODELS_DIR", PROJECT_ROOT / "models"))
 REGISTRY_FILE = "registry.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+
+
+def models_dir() -> Path:
+    """The models folder now: $EMOTION_MODELS_DIR read at call time (so tests and deployments
+    can point elsewhere), else MODELS_DIR (fixed at import; functions taking a models_dir
+    argument default to MODELS_DIR)."""
+    env = os.environ.get("EMOTION_MODELS_DIR")
+    return Path(env) if env else MODELS_DIR
 
 
 class ModelError(Exception):
@@ -156,16 +166,15 @@ def read_card(name: str, models_dir: Path | None = None) -> ModelCard:
 def _card_data(path: Path) -> dict[str, Any]:
     """The JSON object in a card file; ModelError naming the file when it is missing or bad."""
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ModelError(f"{path}: model card not found") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ModelError(f"{path}: model card is not valid JSON ({exc})") from exc
-    except OSError as exc:  # e.g. a folder of that name
-        raise ModelError(f"{path}: model card unreadable ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: model card must be a JSON object")
-    return data
+        return load_json_object(path)
+    except JsonFileError as err:
+        if err.reason == "missing":
+            raise ModelError(f"{path}: model card not found") from err
+        if err.reason == "invalid":
+            raise ModelError(f"{path}: model card is not valid JSON ({err.detail})") from err
+        if err.reason == "unreadable":  # e.g. a folder of that name
+            raise ModelError(f"{path}: model card unreadable ({err.detail})") from err
+        raise ModelError(f"{path}: model card must be a JSON object") from err
 
 
 def _card_from_data(data: dict[str, Any], path: Path, name: str) -> ModelCard:
@@ -199,14 +208,17 @@ def default_model_name(models_dir: Path | None = None) -> str:
     models_dir = models_dir or MODELS_DIR
     path = models_dir / REGISTRY_FILE
     try:
-        name = json.loads(path.read_text())["default"]
-    except FileNotFoundError as exc:
-        raise ModelError(f"{path}: no registry (train a model or restore models/)") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as exc:
-        raise ModelError(f"{path}: registry is corrupt ({exc})") from exc
-    except OSError as exc:
-        raise ModelError(f"{path}: registry unreadable ({exc})") from exc
-    return validate_name(str(name))
+        data = load_json_object(path)
+    except JsonFileError as err:
+        if err.reason == "missing":
+            raise ModelError(f"{path}: no registry (train a model or restore models/)") from err
+        if err.reason == "unreadable":
+            raise ModelError(f"{path}: registry unreadable ({err.detail})") from err
+        detail = err.detail or "not a JSON object"
+        raise ModelError(f"{path}: registry is corrupt ({detail})") from err
+    if "default" not in data:
+        raise ModelError(f"{path}: registry is corrupt (no 'default')")
+    return validate_name(str(data["default"]))
 
 
 def default_card(models_dir: Path | None = None, require_network: bool = True) -> ModelCard:

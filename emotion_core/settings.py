@@ -12,14 +12,13 @@ and resets each invalid one to its default, saying which.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from emotion_core.fileio import atomic_write_json
+from emotion_core.fileio import JsonFileError, atomic_write_json, load_json_object
 from emotion_core.nervousness import DEFAULT_RULE, NervousnessRule, RuleError
 from emotion_core.registry import PROJECT_ROOT
 from emotion_core.stats import BootstrapConfig
@@ -115,18 +114,28 @@ _VALUE_ERRORS = (RuleError, ValueError, TypeError, KeyError, OverflowError, Recu
 def load_settings(path: Path | None = None) -> Settings:
     """Read settings; defaults when the file does not exist; SettingsError when it is bad."""
     path = Path(path) if path is not None else settings_path()
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    data = _read_settings_file(path)
+    if data is None:
         return Settings()
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot read settings ({exc})") from exc
     try:
-        return Settings.from_dict(json.loads(text))
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise SettingsError(f"{path}: settings are not valid JSON ({exc})") from exc
+        return Settings.from_dict(data)
     except _VALUE_ERRORS as exc:
         raise SettingsError(f"{path}: invalid settings ({exc})") from exc
+
+
+def _read_settings_file(path: Path) -> dict[str, Any] | None:
+    """The settings file's JSON object; None when there is no file; SettingsError naming the
+    file when it cannot be read, is not valid JSON (or UTF-8) or is not a JSON object."""
+    try:
+        return load_json_object(path)
+    except JsonFileError as err:
+        if err.reason == "missing":
+            return None
+        if err.reason == "unreadable":
+            raise SettingsError(f"{path}: cannot read settings ({err.detail})") from err
+        if err.reason == "invalid":
+            raise SettingsError(f"{path}: settings are not valid JSON ({err.detail})") from err
+        raise SettingsError(f"{path}: invalid settings (settings must be a JSON object)") from err
 
 
 @dataclass(frozen=True)
@@ -142,15 +151,13 @@ def load_settings_leniently(path: Path | None = None) -> LoadedSettings:
     (named in `problems`); SettingsError only when the file cannot be read or is not a JSON
     object."""
     path = Path(path) if path is not None else settings_path()
+    data = _read_settings_file(path)  # read once: the per-value pass below reuses it
+    if data is None:
+        return LoadedSettings(Settings())
     try:
-        return LoadedSettings(load_settings(path))
-    except SettingsError as whole:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError, RecursionError):
-            raise whole from None
-        if not isinstance(data, dict):
-            raise whole from None
+        return LoadedSettings(Settings.from_dict(data))
+    except _VALUE_ERRORS:
+        pass  # keep what is valid, below
     kept: dict[str, Any] = {}
     problems = []
     for key in _FIELDS:

@@ -41,7 +41,12 @@ from emotion_core.cli import (
     unit_float,
 )
 from emotion_core.data import DataError, Dataset, load_dataset
-from emotion_core.fileio import atomic_write_json, save_keras_atomically
+from emotion_core.fileio import (
+    JsonFileError,
+    atomic_write_json,
+    load_json_object,
+    save_keras_atomically,
+)
 from emotion_core.preprocess import preprocess_batch
 from emotion_core.registry import ModelError
 
@@ -376,14 +381,13 @@ def _read_state_file(path: Path) -> dict[str, Any]:
         f"{path.parent / 'last.keras'} with another --out)"
     )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunFolderError(f"{path}: missing; {hint}") from None
-    except (OSError, ValueError, RecursionError) as exc:
-        raise RunFolderError(f"{path}: unreadable ({exc}); {hint}") from exc
-    if not isinstance(data, dict):
-        raise RunFolderError(f"{path}: not a JSON object; {hint}")
-    return data
+        return load_json_object(path)
+    except JsonFileError as err:
+        if err.reason == "missing":
+            raise RunFolderError(f"{path}: missing; {hint}") from None
+        if err.reason == "not_object":
+            raise RunFolderError(f"{path}: not a JSON object; {hint}") from None
+        raise RunFolderError(f"{path}: unreadable ({err.detail}); {hint}") from err
 
 
 def _is_number(value: object) -> bool:

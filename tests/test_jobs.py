@@ -523,6 +523,27 @@ def test_arch_for_init_model_spots_folded_files(tmp_path: Path) -> None:
     assert jobs.arch_for_init_model(tmp_path / "missing.keras", "vgg-s") == "vgg-s"
 
 
+def test_teacher_candidates_survive_run_and_card_files_that_used_to_crash_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's hparams.json nested too deep raised RecursionError through read_json_object, and
+    a card with an integer over Python's digit limit raised ValueError through list_models: the
+    Training page's teacher list crashed on either."""
+    models = tmp_path / "models"
+    run = models / "runs" / "deep"
+    run.mkdir(parents=True)
+    (run / "best.keras").write_bytes(b"x")
+    (run / "hparams.json").write_text("[" * 100_000)
+    (models / "big.json").write_text(
+        '{"name": "big", "arch": "tiny", "val_accuracy": 1' + "0" * 5000 + "}"
+    )
+    (models / "big.keras").write_bytes(b"x")
+    assert jobs.teacher_candidates(models) == {"run deep (best.keras, ?)": run / "best.keras"}
+    monkeypatch.setenv("EMOTION_MODELS_DIR", str(models))  # read when the runner is made
+    runner = TrainingJobRunner()
+    assert runner.models_dir == models and runner.runs_dir == models / "runs"
+
+
 # ---------------------------------------------------------------- stand-in processes
 
 SLEEP = "import time; time.sleep(60)"

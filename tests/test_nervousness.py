@@ -330,6 +330,53 @@ def test_lenient_settings_keep_the_valid_values(tmp_path: Path) -> None:
     assert settings.load_settings_leniently(tmp_path / "none.json").settings == settings.Settings()
 
 
+def test_a_settings_file_that_is_not_utf8_is_a_settings_error(tmp_path: Path) -> None:
+    """It used to raise UnicodeDecodeError (a traceback) from both readers."""
+    path = tmp_path / "settings.json"
+    path.write_bytes(b'\xff\xfe{"n_boot": 500}')
+    for load in (settings.load_settings, settings.load_settings_leniently):
+        with pytest.raises(settings.SettingsError, match="settings.json: settings are not valid"):
+            load(path)
+    settings.save_default_rule(nv.SEED_RULE, path)  # replaced, the other values at defaults
+    assert settings.load_settings(path).rule == nv.SEED_RULE
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read settings"),  # a folder
+        (b"null", "invalid settings (settings must be a JSON object)"),
+        (b'"text"', "invalid settings (settings must be a JSON object)"),
+        (b"{oops", "settings are not valid JSON"),
+    ],
+)
+def test_both_settings_readers_refuse_a_file_alike(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "settings.json"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    for load in (settings.load_settings, settings.load_settings_leniently):
+        with pytest.raises(settings.SettingsError) as caught:
+            load(path)
+        assert f"settings.json: {message}" in str(caught.value), load
+
+
+def test_lenient_settings_read_the_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"n_boot": 20000, "block_s": 3.0}))
+    reads = []
+    real = settings.load_json_object
+    monkeypatch.setattr(settings, "load_json_object", lambda p: reads.append(p) or real(p))
+    loaded = settings.load_settings_leniently(path)
+    assert loaded.settings.block_s == 3.0 and [p.split()[0] for p in loaded.problems] == ["n_boot"]
+    assert reads == [path]
+
+
 # ---- report -----------------------------------------------------------------------------------
 
 
