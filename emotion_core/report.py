@@ -146,6 +146,38 @@ def summary_csv(
     return summary_frame(entries).to_csv(index=False, lineterminator="\r\n")
 
 
+VERDICT_COLUMNS = ("session", "duration (s)", "verdict", "why")
+PAIR_COLUMNS = ("A", "B", "JS distance", "effect", "p (Holm)", "largest difference")
+
+
+def verdicts_frame(
+    entries: Sequence[tuple[str, SessionStats, NervousnessResult]],
+) -> pd.DataFrame:
+    """One row per session (VERDICT_COLUMNS): entries are (display name, statistics, verdict)."""
+    rows = [
+        [name, round(stats.duration_s, 1), result.verdict, result.summary]
+        for name, stats, result in entries
+    ]
+    return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
+
+
+def pairs_frame(cmp: Comparison) -> pd.DataFrame:
+    """One row per pair of compared sessions (PAIR_COLUMNS): JS distance to 3 places, the
+    Holm-adjusted p-value to 4 (None when there is none), the class differing most."""
+    rows = [
+        [
+            p.a,
+            p.b,
+            round(p.js_distance, 3),
+            p.effect,
+            round(p.p_adjusted, 4) if math.isfinite(p.p_adjusted) else None,
+            p.top_class,
+        ]
+        for p in cmp.pairs
+    ]
+    return pd.DataFrame(rows, columns=list(PAIR_COLUMNS))
+
+
 # --------------------------------------------------------------------------------------------
 # SVG helpers
 # --------------------------------------------------------------------------------------------
@@ -453,6 +485,14 @@ def build_html_report(
             f"<h2>Comparison ({_e(BASIS_LABELS[comparison.basis])})</h2>{whole}"
             f"<p>{_e(comparison.sentence)}</p>" + _table(wide)
         )
+        if len(comparison.pairs) > 1:  # with two sessions the one pair is the sentence above
+            pairs = pairs_frame(comparison)
+            pairs["p (Holm)"] = [_num(p, 4) for p in pairs["p (Holm)"]]
+            comparison_html += (
+                "<h3>Pairwise comparisons</h3><p>Each pair of sessions: block permutation "
+                "test, p-values Holm-adjusted over all pairs; effect size = Jensen-Shannon "
+                "distance (0 = identical, 1 = no overlap).</p>" + _table(pairs)
+            )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
 <style>

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
-import json
 import math
 import os
 import re
@@ -21,7 +21,7 @@ import threading
 import time
 import unicodedata
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ import pandas as pd
 
 from emotion_core import __version__
 from emotion_core.classes import CLASSES
-from emotion_core.fileio import atomic_write_json
+from emotion_core.fileio import JsonFileError, atomic_write_json, load_json_object
 from emotion_core.registry import PROJECT_ROOT
 from emotion_core.results import FrameResult
 
@@ -544,17 +544,7 @@ def _meta_defaults(session_id: str) -> dict[str, Any]:
 
 def _read_meta(folder: Path) -> dict[str, Any]:
     """meta.json (or meta.partial.json) merged over defaults; SessionError when unusable."""
-    path = folder / META_FILE
-    if not path.exists():
-        path = folder / PARTIAL_META_FILE
-    if not path.exists():
-        raise SessionError(f"{folder / META_FILE}: missing (not a session folder?)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise SessionError(f"{path}: unreadable or not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise SessionError(f"{path}: must be a JSON object")
+    path, data = _load_meta_file(folder)
     meta = _meta_defaults(folder.name)
     meta.update(data)
     try:
@@ -572,6 +562,22 @@ def _read_meta(folder: Path) -> dict[str, Any]:
         meta["complete"] = False
     meta["complete"] = meta["complete"] is True  # "false" (a string) is not complete either
     return meta
+
+
+def _load_meta_file(folder: Path) -> tuple[Path, dict[str, Any]]:
+    """(the file read, its JSON object): meta.json, else meta.partial.json when there is no
+    meta.json; SessionError naming the file when neither exists or it is unusable."""
+    for name in (META_FILE, PARTIAL_META_FILE):
+        path = folder / name
+        try:
+            return path, load_json_object(path)
+        except JsonFileError as err:
+            if err.reason == "missing":
+                continue
+            if err.reason == "not_object":
+                raise SessionError(f"{path}: must be a JSON object") from err
+            raise SessionError(f"{path}: unreadable or not valid JSON ({err.detail})") from err
+    raise SessionError(f"{folder / META_FILE}: missing (not a session folder?)")
 
 
 def _bad(name: str, msg: str) -> SessionError:
@@ -921,3 +927,68 @@ def delete_session(session_id: str, sessions_dir: Path | None = None) -> None:
         shutil.rmtree(target)
     except OSError as exc:
         raise SessionError(f"{target}: could not delete ({exc})") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Collecting sessions for analysis
+
+
+@dataclass(frozen=True)
+class LoadedSession:
+    """A session ready for analysis: a cache key (it changes when the session's files or the
+    upload's bytes do), a display name unique among those collected, the session itself."""
+
+    key: str
+    name: str
+    session: Session
+
+
+def file_stamp(folder: Path) -> tuple[float, float]:
+    """Modification times of a session folder's frames.csv and meta.json (0.0 if unreadable)."""
+    out = []
+    for name in (FRAMES_FILE, META_FILE):
+        try:
+            out.append((folder / name).stat().st_mtime)
+        except OSError:
+            out.append(0.0)
+    return out[0], out[1]
+
+
+def collect(
+    infos: Sequence[SessionInfo],
+    uploads: Sequence[tuple[str, bytes]],
+    load: Callable[[Path], Session],
+    max_bytes: int,
+) -> tuple[list[LoadedSession], list[str]]:
+    """The chosen recorded sessions, then the uploaded frames CSVs, as LoadedSessions, and an
+    error message for each one that could not be used (in the same order).
+
+    infos: list entries of recorded sessions; load(folder) loads one (a caller may cache it on
+    file_stamp(folder)); uploads: (file name, bytes), each over `max_bytes` refused. An empty
+    recording is refused; names (candidate or session id, "<file> (upload)") are made unique.
+    """
+    loaded: list[LoadedSession] = []
+    errors: list[str] = []
+    for info in infos:
+        try:
+            session = load(info.path)
+        except SessionError as exc:
+            errors.append(f"Cannot load session {info.session_id}: {exc}")
+            continue
+        if session.frames.empty:
+            errors.append(
+                f"{info.path / FRAMES_FILE}: the session has no frames (empty recording)."
+            )
+            continue
+        key = f"dir:{info.path}:{file_stamp(info.path)}"
+        loaded.append(LoadedSession(key, info.candidate or info.session_id, session))
+    for name, data in uploads:
+        try:
+            session = load_session_upload(name, data, max_bytes)
+        except SessionError as exc:
+            errors.append(f"Upload rejected - {exc}")
+            continue
+        digest = hashlib.sha256(data).hexdigest()[:12]
+        loaded.append(LoadedSession(f"upload:{name}:{digest}", f"{name} (upload)", session))
+    names = unique_labels([item.name for item in loaded])  # they label charts and sentences
+    return [replace(item, name=name) for item, name in zip(loaded, names)], errors

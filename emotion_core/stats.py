@@ -166,6 +166,25 @@ def slice_time(frames: pd.DataFrame, t0: float | None, t1: float | None) -> pd.D
     return frames.loc[mask]
 
 
+def resolve_range(
+    t0: float,
+    t1: float,
+    slider: tuple[float, float] | None,
+    brush: Sequence[float] | None,
+) -> tuple[float, float] | None:
+    """The time range to analyse for a session spanning t0..t1, or None for all of it.
+
+    A brush (a timeline selection: two times, in either order) wins; else the slider's
+    (lo, hi) if it cuts something off (lo > t0 or hi < t1). None stands for no slider or no
+    brush; a brush that is not two times is ignored.
+    """
+    if brush is not None and len(brush) == 2:
+        return float(min(brush)), float(max(brush))
+    if slider is not None and (slider[0] > t0 or slider[1] < t1):
+        return float(slider[0]), float(slider[1])
+    return None
+
+
 def _units(frames: pd.DataFrame, face_id: int | None = None) -> _Units:
     """Aggregate a frames table into per-frame arrays (frames without a usable face: n=0)."""
     if frames.empty:

@@ -1,16 +1,16 @@
 """Analysis page: pick recorded (or uploaded) sessions, see their statistics, verdicts and
 comparisons, export a summary CSV and an HTML report.
 
-Thin by design: inputs are read here, all numbers come from emotion_core.stats /
-emotion_core.nervousness, exports from emotion_core.report.
+Thin by design: inputs are read here, sessions are loaded by emotion_core.sessions.collect,
+all numbers come from emotion_core.stats / emotion_core.nervousness, tables and exports from
+emotion_core.report.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +34,22 @@ from emotion_core.report import (
     RESPONSIBLE_USE,
     analysis_settings_text,
     build_html_report,
+    pairs_frame,
     per_class_frame,
     summary_csv,
+    verdicts_frame,
 )
 from emotion_core.sessions import (
-    FRAMES_FILE,
-    META_FILE,
+    LoadedSession,
     Session,
     SessionError,
+    collect,
     delete_session,
+    file_stamp,
     list_sessions,
     load_session,
     session_table,
     sessions_dir_default,
-    unique_labels,
 )
 from emotion_core.stats import (
     BASIS_LABELS,
@@ -55,6 +57,7 @@ from emotion_core.stats import (
     Comparison,
     SessionStats,
     compare_sessions,
+    resolve_range,
     summarize_session,
     timeline,
 )
@@ -64,33 +67,18 @@ DETAIL_KEY = "an_detail"
 MESSAGE_KEY = "an_message"
 
 
-@dataclass(frozen=True)
-class Loaded:
-    """A session ready for analysis: cache key, display name, the session itself."""
-
-    key: str
-    name: str
-    session: Session
-
-
 # ------------------------------------------------------------------------------------------
 # Cached computations (keys include file mtimes, so edits and new recordings are picked up)
 # ------------------------------------------------------------------------------------------
 
 
-def _stamp(folder: Path) -> tuple[float, float]:
-    out = []
-    for name in (FRAMES_FILE, META_FILE):
-        try:
-            out.append((folder / name).stat().st_mtime)
-        except OSError:
-            out.append(0.0)
-    return out[0], out[1]
-
-
 @st.cache_data(show_spinner=False, max_entries=64)
 def _load(path: str, stamp: tuple[float, float]) -> Session:
     return load_session(Path(path))
+
+
+def _load_folder(folder: Path) -> Session:
+    return _load(str(folder), file_stamp(folder))
 
 
 CfgKey = tuple[tuple[str, Any], ...]
@@ -164,7 +152,7 @@ def _on_delete(session_id: str, sessions_dir: Path) -> None:
     st.session_state.pop(_confirm_key(session_id), None)
 
 
-def sessions_section(sessions_dir: Path) -> list[Loaded]:
+def sessions_section(sessions_dir: Path) -> list[LoadedSession]:
     """Session table, selection, uploads and deletion; returns the sessions that loaded."""
     st.subheader("Sessions")
     message = st.session_state.pop(MESSAGE_KEY, None)
@@ -211,32 +199,14 @@ def sessions_section(sessions_dir: Path) -> list[Loaded]:
         key="an_uploads",
     )
 
-    loaded: list[Loaded] = []
-    for sid in selected:
-        info = by_id[sid]
-        try:
-            session = _load(str(info.path), _stamp(info.path))
-        except SessionError as exc:
-            st.error(f"Cannot load session {sid}: {exc}")
-            continue
-        if session.frames.empty:
-            st.error(f"{info.path / FRAMES_FILE}: the session has no frames (empty recording).")
-            continue
-        loaded.append(
-            Loaded(f"dir:{info.path}:{_stamp(info.path)}", info.candidate or sid, session)
-        )
-    for up in uploads or []:
-        data = up.getvalue()
-        try:
-            session = ui_common.read_uploaded_session(up.name, data)
-        except SessionError as exc:
-            st.error(f"Upload rejected - {exc}")
-            continue
-        digest = hashlib.sha256(data).hexdigest()[:12]
-        loaded.append(Loaded(f"upload:{up.name}:{digest}", f"{up.name} (upload)", session))
-
-    names = unique_labels([item.name for item in loaded])  # they label charts and sentences
-    unique = [Loaded(item.key, name, item.session) for item, name in zip(loaded, names)]
+    loaded, problems = collect(
+        [by_id[sid] for sid in selected],
+        [(up.name, up.getvalue()) for up in uploads or []],
+        _load_folder,
+        ui_common.MAX_UPLOAD_BYTES,
+    )
+    for problem in problems:
+        st.error(problem)
 
     if infos:
         with st.expander("Delete a session"):
@@ -258,11 +228,11 @@ def sessions_section(sessions_dir: Path) -> list[Loaded]:
                 args=(target, sessions_dir),
                 type="primary",
             )
-    return unique
+    return loaded
 
 
 def detail_section(
-    item: Loaded, rule: NervousnessRule, cfg: BootstrapConfig
+    item: LoadedSession, rule: NervousnessRule, cfg: BootstrapConfig
 ) -> tuple[SessionStats, Any, tuple[float, float] | None, Any, int | None]:
     """One session: time range, timeline, distribution, verdict + model accuracy (and the
     face chosen, if any, for the report)."""
@@ -280,9 +250,9 @@ def detail_section(
         face_id = None if isinstance(choice, str) else int(str(choice))
 
     t0, t1 = float(frames["t_s"].min()), float(frames["t_s"].max())
-    t_range: tuple[float, float] | None = None
+    slider: tuple[float, float] | None = None
     if t1 - t0 >= 1.0:
-        lo, hi = st.slider(
+        slider = st.slider(
             "Time range (s) - or drag on the timeline to select",
             min_value=float(math.floor(t0)),
             max_value=float(math.floor(t1) + 1),
@@ -290,8 +260,6 @@ def detail_section(
             step=1.0,
             key=f"an_range_{item.key}",
         )
-        if lo > t0 or hi < t1:
-            t_range = (float(lo), float(hi))
 
     tl = timeline(frames, step_s=1.0, smooth_s=3.0, face_id=face_id)
     st.markdown(
@@ -305,15 +273,14 @@ def detail_section(
         key=f"an_tl_{item.key}",
         width="stretch",
     )
-    brush = None
     try:
         brush = event.selection.get("brush", {}).get("t_s")  # type: ignore[union-attr]
     except AttributeError:
         brush = None
-    if brush and len(brush) == 2:
-        t_range = (float(min(brush)), float(max(brush)))
+    t_range = resolve_range(t0, t1, slider, brush)
+    if brushed := resolve_range(t0, t1, None, brush):  # the brush, which wins over the slider
         st.caption(
-            f"Brushed range {t_range[0]:.1f}-{t_range[1]:.1f} s (clear the brush to use "
+            f"Brushed range {brushed[0]:.1f}-{brushed[1]:.1f} s (clear the brush to use "
             "the slider)."
         )
 
@@ -411,19 +378,7 @@ def main() -> None:
         entries.append((item, s_full, evaluate_rule(rule, s_full)))
     st.subheader("Verdicts")
     st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "session": item.name,
-                    "duration (s)": round(s_.duration_s, 1),
-                    "verdict": r.verdict,
-                    "why": r.summary,
-                }
-                for item, s_, r in entries
-            ]
-        ),
-        hide_index=True,
-        width="stretch",
+        verdicts_frame([(i.name, s_, r) for i, s_, r in entries]), hide_index=True, width="stretch"
     )
     st.caption(rule.describe())
 
@@ -460,25 +415,7 @@ def main() -> None:
             "(0 = identical, 1 = no overlap)."
         )
         if len(comparison.pairs) > 1:
-            st.dataframe(
-                pd.DataFrame(
-                    [
-                        {
-                            "A": p.a,
-                            "B": p.b,
-                            "JS distance": round(p.js_distance, 3),
-                            "effect": p.effect,
-                            "p (Holm)": round(p.p_adjusted, 4)
-                            if math.isfinite(p.p_adjusted)
-                            else None,
-                            "largest difference": p.top_class,
-                        }
-                        for p in comparison.pairs
-                    ]
-                ),
-                hide_index=True,
-                width="stretch",
-            )
+            st.dataframe(pairs_frame(comparison), hide_index=True, width="stretch")
 
     st.subheader("Export")
     csv_text = summary_csv([(i.session.meta, s_, r) for i, s_, r in entries])

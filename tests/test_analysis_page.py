@@ -435,3 +435,18 @@ def test_two_faces_per_face_view(env: Path) -> None:
     assert ":green[not nervous]" in md
     labels = [str(getattr(b, "label", "")) for b in at.get("download_button")]
     assert any("HTML report (Pair, face 0)" in label for label in labels)
+
+
+def test_three_sessions_get_a_table_of_their_pairs(env: Path) -> None:
+    write_session(env, "a", HAPPY, candidate="Ann", started="2024-01-01T09:00:00+00:00")
+    write_session(env, "b", ["sad"] * 300, candidate="Bob", started="2024-01-02T09:00:00")
+    write_session(env, "c", SADDISH, candidate="Ann", started="2024-01-03T09:00:00")
+    at = app()
+    at.multiselect(key="an_selected").set_value(["a", "b", "c"])
+    run(at)
+    assert list(verdicts(at)) == ["Ann", "Bob", "Ann #2"]  # repeated names made unique
+    pairs = next(d.value for d in at.dataframe if "JS distance" in d.value.columns)
+    assert list(pairs.columns) == ["A", "B", "JS distance", "effect", "p (Holm)",
+                                   "largest difference"]  # fmt: skip
+    assert list(zip(pairs["A"], pairs["B"])) == [("Ann", "Bob"), ("Ann", "Ann #2"),
+                                                 ("Bob", "Ann #2")]  # fmt: skip

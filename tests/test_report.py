@@ -148,3 +148,58 @@ def test_the_models_table_gives_the_speed_of_the_runtime_the_app_runs(
     assert list(frame["runtime"]) == ["keras", "keras"]
     untimed = ModelCard(name="untimed", arch="tiny", runtime="tflite", cpu_ms_per_face=0.5)
     assert ms_per_face_in_use(untimed) == ("keras", None)  # not the TFLite figure instead
+
+
+def test_the_verdicts_table_has_one_row_per_session() -> None:
+    cfg = stats.BootstrapConfig(n_boot=50, seed=0)
+    s = stats.summarize_session(sad_frames(50, fps=3.0), "s", cfg)
+    verdict = nv.evaluate_rule(nv.SEED_RULE, s)
+    frame = report.verdicts_frame([("Sam", s, verdict), ("Sam #2", s, verdict)])
+    assert list(frame.columns) == ["session", "duration (s)", "verdict", "why"]
+    assert list(frame["session"]) == ["Sam", "Sam #2"]
+    assert frame.loc[0, "duration (s)"] == round(s.duration_s, 1) == 16.3
+    assert frame.loc[0, "verdict"] == verdict.verdict and frame.loc[0, "why"] == verdict.summary
+    assert list(report.verdicts_frame([]).columns) == list(frame.columns)
+
+
+def three_way(with_faceless: bool = False) -> stats.Comparison:
+    happy = sad_frames(100).assign(sad=0.0, happy=1.0, label="happy")
+    third = (
+        sad_frames(100).assign(face_id=-1, sad=np.nan, label="")
+        if with_faceless
+        else sad_frames(100).assign(sad=0.0, angry=1.0, label="angry")
+    )
+    return stats.compare_sessions(
+        [sad_frames(100), happy, third], ["<Ann>", "Bob", "Cy"], cfg=stats.BootstrapConfig(50)
+    )
+
+
+def test_the_pairs_table_has_one_row_per_pair() -> None:
+    cmp = three_way(with_faceless=True)
+    frame = report.pairs_frame(cmp)
+    assert list(frame.columns) == [
+        "A", "B", "JS distance", "effect", "p (Holm)", "largest difference"
+    ]  # fmt: skip
+    assert list(zip(frame["A"], frame["B"])) == [(p.a, p.b) for p in cmp.pairs]
+    first = cmp.pairs[0]
+    assert frame.loc[0, "JS distance"] == round(first.js_distance, 3)
+    assert frame.loc[0, "p (Holm)"] == round(first.p_adjusted, 4)
+    assert frame.loc[0, "largest difference"] == first.top_class
+    with_cy = frame[frame["B"] == "Cy"]
+    assert with_cy["p (Holm)"].isna().all() and (with_cy["effect"] == "n/a").all()
+
+
+def test_the_html_report_gives_the_pairs_of_three_sessions_not_of_two() -> None:
+    cmp = three_way()
+    s = stats.summarize_session(sad_frames(100), "<Ann>", stats.BootstrapConfig(50, seed=0))
+    verdict = nv.evaluate_rule(nv.SEED_RULE, s)
+    html = report.build_html_report({"session_id": "a"}, s, verdict, nv.SEED_RULE, comparison=cmp)
+    pairs = html[html.index("<h3>Pairwise comparisons") : html.index("<h2>Model card")]
+    for column in ("A", "B", "JS distance", "effect", "p (Holm)", "largest difference"):
+        assert f"<th>{column}</th>" in pairs
+    assert pairs.count("<td>&lt;Ann&gt;</td>") == 2 and "<Ann>" not in pairs  # escaped
+    assert pairs.count("</tr>") == 4  # header + 3 pairs
+    assert f"<td>{cmp.pairs[0].p_adjusted:.4f}</td>" in pairs  # p to 4 places, not 3
+    two = stats.compare_sessions([sad_frames(100), sad_frames(100)], ["A", "B"])
+    html = report.build_html_report({"session_id": "a"}, s, verdict, nv.SEED_RULE, comparison=two)
+    assert "<h2>Comparison" in html and "Pairwise comparisons" not in html

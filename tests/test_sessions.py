@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import hashlib
 import io
 import json
 import shutil
@@ -191,6 +192,23 @@ def test_partial_meta_and_missing_ended_at_mean_incomplete(tmp_path: Path) -> No
     meta["complete"] = True
     rec.meta_path.write_text(json.dumps(meta))
     assert load_session(rec.path).info.complete is True
+
+
+def test_an_unusable_meta_file_is_named_not_skipped_for_the_partial_one(tmp_path: Path) -> None:
+    """meta.partial.json is read only when there is no meta.json: a meta.json that is a folder,
+    not UTF-8 or unreadable is reported as such (SessionError naming it)."""
+    folder = write_session(tmp_path, "m", HEADER + "\n" + good_row() + "\n")
+    meta = (folder / META_FILE).read_text()
+    (folder / "meta.partial.json").write_text(meta)
+    (folder / META_FILE).unlink()
+    assert load_session(folder).info.complete is False  # the partial one, read instead
+    (folder / META_FILE).mkdir()
+    with pytest.raises(SessionError, match=f"{META_FILE}: unreadable or not valid JSON"):
+        load_session(folder)
+    (folder / META_FILE).rmdir()
+    (folder / META_FILE).write_bytes(b"\xff\xfe" + meta.encode())
+    with pytest.raises(SessionError, match="utf-8"):
+        load_session(folder)
 
 
 @pytest.mark.parametrize(
@@ -565,6 +583,11 @@ def test_upload_from_path(tmp_path: Path) -> None:
         ('{"format_version": 99}', "newer than this app"),
         ('{"format_version": 1e999}', "is not a number"),
         ("[" * 100_000, "not valid JSON"),
+        ('"text"', "JSON object"),
+        ("null", "JSON object"),
+        # json.loads refuses an integer this long with a plain ValueError, which used to leak
+        # out of load_session and list_sessions as a traceback
+        ('{"format_version": 1' + "0" * 5000 + "}", "not valid JSON"),
     ],
 )
 def test_bad_meta(tmp_path: Path, meta_text: str | None, message: str) -> None:
@@ -741,3 +764,70 @@ def test_an_upload_is_checked_against_its_limit_in_one_unit() -> None:
     assert "over the 20.00 MB (20,971,520 bytes) upload limit" in message
     with pytest.raises(SessionError, match="bad.csv: not UTF-8"):  # parse errors still named
         sessions_mod.load_session_upload("bad.csv", b"\xff\xfe\x00bad", 20 * mb)
+
+
+# --- collecting sessions for analysis ------------------------------------------------------------
+
+
+def test_collect_loads_recordings_then_uploads_and_reports_the_rest(tmp_path: Path) -> None:
+    from emotion_core.sessions import LoadedSession, SessionInfo, collect, file_stamp
+
+    rows = "\n".join(good_row(i / 5, i) for i in range(10))
+    ann = write_session(tmp_path, "ann1", HEADER + "\n" + rows + "\n")
+    empty = write_session(tmp_path, "empty1", HEADER + "\n")
+    infos = [
+        SessionInfo("ann1", ann, "Ann"),
+        SessionInfo("gone1", tmp_path / "gone1", "Gone"),  # no folder: load raises
+        SessionInfo("empty1", empty, ""),
+        SessionInfo("ann2", ann, ""),  # no candidate: named by its id
+    ]
+    good = (HEADER + "\n" + rows + "\n").encode()
+    uploads = [("Ann", good), ("bad.csv", b"t_s\n1\n"), ("big.csv", good + b"\n" * 100)]
+    loaded_from: list[Path] = []
+
+    def load(folder: Path) -> sessions_mod.Session:
+        loaded_from.append(folder)
+        return load_session(folder)
+
+    loaded, errors = collect(infos, uploads, load, max_bytes=len(good))
+    assert loaded_from == [ann, tmp_path / "gone1", empty, ann]
+    assert [item.name for item in loaded] == ["Ann", "ann2", "Ann (upload)"]
+    assert all(isinstance(item, LoadedSession) for item in loaded)
+    assert loaded[0].key == f"dir:{ann}:{file_stamp(ann)}" and len(loaded[0].session.frames) == 10
+    digest = hashlib.sha256(good).hexdigest()[:12]
+    assert loaded[2].key == f"upload:Ann:{digest}"
+    assert errors[0].startswith(f"Cannot load session gone1: {tmp_path / 'gone1'}")
+    assert errors[1] == f"{empty / FRAMES_FILE}: the session has no frames (empty recording)."
+    assert errors[2].startswith("Upload rejected - bad.csv: ")
+    assert errors[3].startswith("Upload rejected - big.csv: file is") and len(errors) == 4
+    with pytest.raises(AttributeError):  # frozen
+        loaded[0].name = "x"  # type: ignore[misc]
+
+
+def test_collect_makes_names_unique_and_keys_follow_the_bytes(tmp_path: Path) -> None:
+    from emotion_core.sessions import SessionInfo, collect
+
+    rows = "\n".join(good_row(i / 5, i) for i in range(5))
+    a = write_session(tmp_path, "a", HEADER + "\n" + rows + "\n")
+    one = (HEADER + "\n" + rows + "\n").encode()
+    other = (HEADER + "\n" + rows + "\n" + good_row(1.0, 5) + "\n").encode()
+    loaded, errors = collect(
+        [SessionInfo("a", a, "x.csv (upload)")],
+        [("x.csv", one), ("x.csv", other)],
+        load_session,
+        max_bytes=10**6,
+    )
+    assert errors == []
+    assert [item.name for item in loaded] == [
+        "x.csv (upload)", "x.csv (upload) #2", "x.csv (upload) #3"
+    ]  # fmt: skip
+    assert loaded[1].key != loaded[2].key  # same file name, different contents
+    assert collect([], [], load_session, 1) == ([], [])
+
+
+def test_file_stamp_is_zero_for_a_missing_file(tmp_path: Path) -> None:
+    from emotion_core.sessions import file_stamp
+
+    (tmp_path / FRAMES_FILE).write_text("x")
+    frames_mtime, meta_mtime = file_stamp(tmp_path)
+    assert frames_mtime == (tmp_path / FRAMES_FILE).stat().st_mtime and meta_mtime == 0.0

@@ -609,3 +609,32 @@ def test_holm_floor_by_hand() -> None:
     assert stats.holm_floor(1 / 35, [0.001, 1 / 35]) == pytest.approx(2 / 35)
     assert stats.holm_floor(0.01, []) == 0.01  # a single test: no adjustment
     assert stats.holm_floor(0.02, [0.02, 0.02]) == pytest.approx(0.06)
+
+
+@pytest.mark.parametrize(
+    ("t0", "t1", "slider", "brush", "expected"),
+    [
+        (0.0, 59.8, None, None, None),  # under 1 s of data: no slider, no brush
+        (0.0, 59.8, (0.0, 60.0), None, None),  # the slider's full span: the whole session
+        (-0.5, 9.5, (-1.0, 10.0), None, None),  # a bound rounded outwards cuts nothing off
+        (0.0, 59.8, (40.0, 60.0), None, (40.0, 60.0)),  # only the start moved
+        (0.0, 59.8, (0.0, 30.0), None, (0.0, 30.0)),  # only the end moved
+        (0.2, 59.8, (0.0, 59.8), None, None),  # hi == t1 is not "below" it
+        (0.0, 59.8, (40.0, 60.0), [12.5, 3.25], (3.25, 12.5)),  # the brush wins, sorted
+        (0.0, 59.8, None, (5, 7), (5.0, 7.0)),  # a brush without a slider
+        (0.0, 59.8, (40.0, 60.0), [], (40.0, 60.0)),  # a cleared brush: back to the slider
+        (0.0, 59.8, (0.0, 60.0), [1.0], None),  # not two times: ignored
+        (0.0, 59.8, (0.0, 60.0), [1.0, 2.0, 3.0], None),
+    ],
+)
+def test_resolve_range(
+    t0: float,
+    t1: float,
+    slider: tuple[float, float] | None,
+    brush: list[float] | None,
+    expected: tuple[float, float] | None,
+) -> None:
+    got = stats.resolve_range(t0, t1, slider, brush)
+    assert got == expected
+    if got is not None:
+        assert all(type(v) is float for v in got)
