@@ -174,24 +174,46 @@ def bench_models(
     ]
 
 
+class ModelSpeeds(list[ModelSpeed]):
+    """The timed models (a list of ModelSpeed), and in .skipped each registered model that
+    could not be loaded to be timed: its name -> why (a card it disagrees with, a broken file)."""
+
+    def __init__(self, speeds: Sequence[ModelSpeed] = (), skipped: dict[str, str] | None = None):
+        super().__init__(speeds)
+        self.skipped: dict[str, str] = dict(skipped or {})
+
+
 def retime_registered(
     models_dir: Path,
     rounds: int = 5,
     repeats: int = 200,
     update_cards: bool = False,
     progress: Callable[[str], None] | None = None,
-) -> tuple[list[ModelSpeed], str]:
+) -> tuple[ModelSpeeds, str]:
     """Time every model registered in models_dir together (bench_models, on each card's
-    runtime) -> (results, a note of when, where and how). update_cards writes each median and
-    the note into its card. Raises ModelError when there is no model, or, before timing
-    anything, when update_cards is asked and a model would not run on its card's runtime."""
+    runtime) -> (results, a note of when, where and how). A model that does not load (its
+    network disagrees with its card, a broken file) is skipped: named in results.skipped with
+    the reason, and as "skipped NAME: reason" to progress; the others are timed. update_cards
+    writes each timed median and the note into its card. Raises ModelError when there is no
+    model or none loads, or, before timing anything, when update_cards is asked and a model
+    would not run on its card's runtime."""
     from emotion_core.inference import load_classifier
     from emotion_core.registry import list_models, update_card
 
     cards = list_models(models_dir)
     if not cards:
         raise ModelError(f"{models_dir}: no registered models")
-    classifiers = [load_classifier(card.name, models_dir) for card in cards]
+    classifiers, skipped = [], {}
+    for card in cards:
+        try:
+            classifiers.append(load_classifier(card.name, models_dir))
+        except ModelError as exc:
+            skipped[card.name] = str(exc)
+            if progress is not None:
+                progress(f"skipped {card.name}: {exc}")
+    if not classifiers:
+        why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+        raise ModelError(f"no registered model could be timed ({why})")
     # NOTE: a card's figure is for its own runtime; a Keras fallback (a broken .tflite file, or
     # EMOTION_RUNTIME=keras) is timed and shown, but never written into the card.
     elsewhere = [c for c in classifiers if c.runtime != c.card.runtime]
@@ -203,7 +225,7 @@ def retime_registered(
             f"not writing timings into cards: some models would run on Keras instead of their "
             f"card's runtime ({why})"
         )
-    results = bench_models(classifiers, rounds, repeats, progress)
+    results = ModelSpeeds(bench_models(classifiers, rounds, repeats, progress), skipped)
     note = speed_note(f"`bench models`, {rounds} interleaved rounds of {repeats} single-face calls")
     if update_cards:
         for res in results:
@@ -296,6 +318,8 @@ def _run_models(args: argparse.Namespace) -> int:
     print(f"measured: {note}")
     if args.update_cards:
         print(f"updated {len(results)} card(s) in {MODELS_DIR}")
+    if results.skipped:  # each named on stderr as it was skipped, above
+        print(f"skipped {len(results.skipped)} model(s): {', '.join(results.skipped)}")
     return 0
 
 

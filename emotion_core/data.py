@@ -6,7 +6,10 @@ Parsed CSVs are cached as .npz keyed on the source file's size and mtime (in nan
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
+import itertools
 import logging
 import os
 import zipfile
@@ -111,6 +114,42 @@ def _csv_line(row: int) -> int:
     return row + 2
 
 
+def _raw_row(path: Path, row: int) -> tuple[int, int]:
+    """The line number and the number of fields of data row `row` (0-based; blank lines are
+    skipped, as pandas does) of a CSV file with one header line, read as written."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", newline="", errors="replace") as fh:
+        reader = csv.reader(fh)
+        next(reader, None)  # the header
+        data_rows = (fields for fields in reader if fields)
+        fields = next(itertools.islice(data_rows, row, None), [])
+        return reader.line_num, len(fields)
+
+
+def _check_no_truncated_row(path: Path, frame: pd.DataFrame) -> None:
+    """DataError naming the line of the first row with fewer fields than the header (a file cut
+    off mid-row, say): pandas fills such a row with NaN, which would otherwise be reported as
+    a bad emotion or Usage. A row whose fields are there but empty is left to those checks."""
+    holes = frame[["emotion", "pixels", "Usage"]].isna().any(axis=1).to_numpy()
+    if not holes.any():
+        return
+    row = int(np.flatnonzero(holes)[0])
+    try:
+        line, fields = _raw_row(path, row)
+    except (OSError, EOFError, csv.Error):  # the checks that follow still name the row
+        return
+    expected = len(frame.columns)
+    if fields >= expected:
+        return
+    pixels = frame["pixels"].iloc[row]
+    count = 0 if pd.isna(pixels) else len(str(pixels).split())
+    cut = f"; {count} pixels, expected {PIXELS}" if 0 < count != PIXELS else ""
+    raise DataError(
+        f"{path}: line {line}: truncated row (expected {expected} fields "
+        f"{','.join(map(str, frame.columns))}, found {fields}{cut})"
+    )
+
+
 def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Whole CSV -> images (N,48,48) uint8, labels (N,), usage (N,) str."""
     try:
@@ -130,6 +169,7 @@ def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         )
     if len(frame) == 0:
         raise DataError(f"{path}: no data rows")
+    _check_no_truncated_row(path, frame)
     labels = pd.to_numeric(frame["emotion"], errors="coerce")
     bad = labels.isna() | (labels < 0) | (labels >= len(CLASSES)) | (labels % 1 != 0)
     if bad.any():

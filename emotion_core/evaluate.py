@@ -8,7 +8,7 @@ The last stdout line is exactly `accuracy=0.XXXX macro_f1=0.XXXX n=N`.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +19,9 @@ import numpy as np
 
 from emotion_core.calibration import expected_calibration_error
 from emotion_core.classes import CLASSES
-from emotion_core.cli import command_parser, quiet_native_logs
+from emotion_core.cli import OutputError, command_parser, prepare_output_file, quiet_native_logs
 from emotion_core.data import DataError, load_dataset
+from emotion_core.fileio import atomic_write_json
 from emotion_core.preprocess import INPUT_SIZE, input_size_of, preprocess, preprocess_batch
 from emotion_core.registry import MODELS_DIR, ModelError
 
@@ -122,6 +123,19 @@ def confusion_png_path(report_path: Path) -> Path:
     (never the report itself, whatever its suffix)."""
     report_path = Path(report_path)
     return report_path.with_name(f"{report_path.stem}.confusion.png")
+
+
+def prepare_report_paths(report_path: Path) -> Path | None:
+    """Check before the work that the JSON report and its heat map (confusion_png_path) can be
+    written there; returns their folder when it had to be made (to remove again should the
+    command stop before writing), else None. Raises OutputError saying why not."""
+    report_path = Path(report_path)
+    existed = report_path.parent.is_dir()
+    prepare_output_file(report_path)
+    picture = confusion_png_path(report_path)
+    if picture.is_dir():
+        raise OutputError(f"{picture}: is a folder, not a file name (the report's heat map)")
+    return None if existed else report_path.parent
 
 
 def save_confusion_png(matrix: np.ndarray, path: Path, classes: Sequence[str] = CLASSES) -> None:
@@ -236,10 +250,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="write the report here (and its confusion heat map beside it, <stem>.confusion.png)",
     )
     a = p.parse_args(argv)
+    out = Path(a.json) if a.json else None
+    made: Path | None = None  # the report's folder, when made for it
     try:
+        if out is not None:  # before minutes of work, not after them
+            made = prepare_report_paths(out)
         classifier, model_name = resolve_model(a.model)
         dataset = load_dataset(a.data, a.split)
-    except (DataError, ModelError) as exc:
+    except (DataError, ModelError, OSError) as exc:
+        if made is not None:
+            with contextlib.suppress(OSError):
+                made.rmdir()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(
@@ -274,11 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"f1={row['f1']:.3f} support={row['support']}"
         )
     problem = ""
-    if a.json:
-        out = Path(a.json)
+    if out is not None:
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(report, indent=2))
+            atomic_write_json(out, report)  # never half a report
             save_confusion_png(np.array(report["confusion_matrix"]), confusion_png_path(out))
         except OSError as exc:  # e.g. a full disk: the figures still get printed
             problem = f"error: cannot write the report {out}: {exc}"

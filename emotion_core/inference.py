@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,6 +55,13 @@ def load_keras_model(path: Path) -> Any:
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: model file not found")
+    try:
+        with open(path, "rb") as fh:
+            is_zip = zipfile.is_zipfile(fh)
+    except OSError as exc:  # a folder named x.keras, no permission
+        raise ModelError(f"{path}: cannot read the model file ({exc.strerror or exc})") from exc
+    if not is_zip:  # Keras would say "File not found" about a file that is there
+        raise ModelError(f"{path}: not a .keras model file (not a zip archive)")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # keras raises many types for a bad file
@@ -173,10 +181,33 @@ def load_classifier(
     return EmotionClassifier(model, card, calibrated=calibrated, runtime_problem=problem)
 
 
+RUNTIME_ENV = "EMOTION_RUNTIME"
+_warned_runtime_values: set[str] = set()
+
+
+def forced_runtime() -> str:
+    """The runtime EMOTION_RUNTIME forces: "keras" (any letter case), or "" when it is unset,
+    empty or not understood; an unknown value is logged once, naming the accepted ones."""
+    raw = os.environ.get(RUNTIME_ENV, "")
+    value = raw.strip().lower()
+    if value in ("", "keras"):
+        return value
+    if raw not in _warned_runtime_values:
+        _warned_runtime_values.add(raw)
+        log.warning(
+            "%s=%r is not understood and is ignored: set it to keras (run every model's Keras "
+            "network) or leave it unset (each card's runtime)",
+            RUNTIME_ENV,
+            raw,
+        )
+    return ""
+
+
 def runs_on_keras(card: ModelCard) -> bool:
     """Whether the app runs the card's Keras network: its runtime says so, or
     EMOTION_RUNTIME=keras forces it (a broken .tflite file also falls back, see _load_runtime)."""
-    return not card.runtime.startswith("tflite") or os.environ.get("EMOTION_RUNTIME") == "keras"
+    forced = forced_runtime() == "keras"  # first: an unknown value is reported whatever the card
+    return forced or not card.runtime.startswith("tflite")
 
 
 def ms_per_face_in_use(card: ModelCard) -> tuple[str, float | None]:

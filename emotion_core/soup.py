@@ -38,6 +38,7 @@ import numpy as np
 
 from emotion_core.classes import CLASSES
 from emotion_core.cli import (
+    OutputError,
     command_parser,
     non_negative_int,
     positive_int,
@@ -77,6 +78,40 @@ def average_weights(weight_lists: Sequence[Sequence[np.ndarray]]) -> list[np.nda
         )
         for i in range(len(weight_lists[0]))
     ]
+
+
+def check_ingredients(models: Sequence[Any], paths: Sequence[Path]) -> int:
+    """Raise SoupError naming the checkpoint unless every model maps faces (S, S, 1) to one
+    probability per class (len(CLASSES)) and all share one input shape and one architecture
+    (weight shapes); returns S. Checked right after loading, before any evaluation."""
+    shapes = []
+    for path, model in zip(paths, models, strict=True):
+        in_shape, out_shape = model.input_shape, model.output_shape
+        if not all(isinstance(d, int | None) for d in (*in_shape, *out_shape)):
+            raise SoupError(
+                f"{path}: expected one input and one output, not {in_shape} -> {out_shape}"
+            )
+        if out_shape[-1] != len(CLASSES):
+            raise SoupError(
+                f"{path}: {out_shape[-1]} outputs, but a network here needs one per class "
+                f"({len(CLASSES)}: {', '.join(CLASSES)})"
+            )
+        face = tuple(in_shape[1:])
+        if len(face) != 3 or face[0] != face[1] or face[2] != 1 or not face[0]:
+            raise SoupError(f"{path}: input shape {face}, expected square gray faces (S, S, 1)")
+        shapes.append((face, tuple(tuple(w.shape) for w in model.weights)))
+    for path, shape in zip(paths[1:], shapes[1:]):
+        if shape[0] != shapes[0][0]:
+            raise SoupError(
+                f"{path}: input shape {shape[0]}, but {paths[0]} takes {shapes[0][0]}; "
+                "only runs of one architecture can be averaged"
+            )
+        if shape[1] != shapes[0][1]:
+            raise SoupError(
+                f"{path} and {paths[0]} are different architectures (their weight shapes "
+                "differ); only runs of one architecture can be averaged"
+            )
+    return int(shapes[0][0][0])
 
 
 def batchnorm_layers(model: Any) -> list[Any]:
@@ -231,15 +266,15 @@ def make_soup(
     return soup
 
 
-def sample_faces(images: np.ndarray, max_faces: int, seed: int = 0) -> np.ndarray:
-    """Model-ready faces (n, 48, 48, 1) from images (N, 48, 48): all of them (max_faces 0 or
-    >= N), else a seeded random sample of max_faces, in their original order."""
+def sample_faces(images: np.ndarray, max_faces: int, seed: int = 0, size: int = 48) -> np.ndarray:
+    """Model-ready faces (n, size, size, 1) from images (N, 48, 48): all of them (max_faces 0
+    or >= N), else a seeded random sample of max_faces, in their original order."""
     from emotion_core.preprocess import preprocess_batch
 
     if 0 < max_faces < len(images):
         keep = np.sort(np.random.default_rng(seed).choice(len(images), max_faces, replace=False))
         images = images[keep]
-    return preprocess_batch(images)
+    return preprocess_batch(images, size=size)
 
 
 def validation_report(model: Any, arch: str, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
@@ -292,6 +327,19 @@ def write_soup_run(
     )  # fmt: skip
 
 
+def check_out_folder(out: Path) -> None:
+    """OutputError when the run folder could not be made or written, checked without making
+    it (prepare_output_folder makes it once the checkpoints are known to fit together)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder")
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise OutputError(f"{existing}: exists and is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{existing}: cannot write there (permission denied)")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = command_parser("emotion_core.soup", __doc__)
     p.add_argument("checkpoints", nargs="+", type=Path, help=".keras checkpoints, one architecture")
@@ -331,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     split = a.split or first.get("train_split", "Training")
     val_split = a.val_split or first.get("val_split", "PublicTest")
     say = lambda message: print(message, flush=True)  # noqa: E731
-    created = False
+    created = finished = False
     try:
         if (a.out / "last.keras").exists() or (a.out / "best.keras").exists():
             raise SoupError(f"{a.out} already holds a network; choose a new --out folder")
@@ -340,14 +388,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SoupError(f"{', '.join(missing)}: model file not found")
         if not data:
             raise SoupError("--data is needed: the first checkpoint's run names no data")
-        created = prepare_output_folder(a.out)  # before minutes of work
+        check_out_folder(a.out)  # before the checkpoints load; nothing made yet
         started = time.monotonic()
+        models = [load_keras_model(path) for path in a.checkpoints]
+        size = check_ingredients(models, a.checkpoints)  # before any evaluation
+        created = prepare_output_folder(a.out)  # before minutes of work
         train = load_dataset(data, split)
         val = load_dataset(data, val_split)
-        x_val = preprocess_batch(val.images)
-        x_train = None if a.no_recalibrate else sample_faces(train.images, a.max_faces)
+        x_val = preprocess_batch(val.images, size=size)
+        x_train = None if a.no_recalibrate else sample_faces(train.images, a.max_faces, size=size)
         arch = str(first.get("arch", ""))
-        models = [load_keras_model(path) for path in a.checkpoints]
         ingredients = {}
         for path, model in zip(a.checkpoints, models, strict=True):
             accuracy = validation_report(model, arch, x_val, val.labels)["accuracy"]
@@ -372,12 +422,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             + shlex.join(sys.argv[1:] if argv is None else list(argv)),
         }
         write_soup_run(a.out, soup, a.checkpoints, settings, report)
+        finished = True
     except (SoupError, ModelError, DataError, OSError) as exc:
-        if created:  # the folder made for nothing goes again (when it is still empty)
-            with contextlib.suppress(OSError):
-                a.out.rmdir()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if created and not finished:  # the folder made for nothing goes (when still empty)
+            with contextlib.suppress(OSError):
+                a.out.rmdir()
     what = "soup" if len(a.checkpoints) > 1 else "recalibrated network"
     say(f"{what}: {val.split} accuracy {report['accuracy']:.4f} ({report['seconds']:.0f} s)")
     say(f"wrote {a.out}/last.keras; publish: python -m emotion_core.publish {a.out} --name NAME")

@@ -475,6 +475,87 @@ def test_odd_card_files_are_skipped_with_a_reason_not_a_crash(tmp_path):
         default_model_name(models)
 
 
+HUGE_INT = "1" * 5000  # valid JSON that json.loads refuses with a plain ValueError
+
+
+def test_load_json_object_says_why_a_file_is_unusable(tmp_path):
+    from emotion_core.fileio import JsonFileError, load_json_object, read_json_object
+
+    cases = {
+        "missing": None,
+        "folder": None,
+        "not-utf8": b'\xff\xfe{"a": 1}',
+        "bad-json": b"{oops",
+        "deep": b"[" * 100_000,
+        "huge-int": f'{{"a": {HUGE_INT}}}'.encode(),
+        "list": b"[1]",
+        "text": b'"text"',
+        "null": b"null",
+    }
+    (tmp_path / "folder").mkdir()
+    for name, content in cases.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+    expected = {"missing": "missing", "folder": "unreadable", "list": "not_object"}
+    expected |= {"text": "not_object", "null": "not_object"}
+    for name in cases:
+        with pytest.raises(JsonFileError) as caught:
+            load_json_object(tmp_path / name)
+        assert isinstance(caught.value, ValueError)
+        assert caught.value.reason == expected.get(name, "invalid"), name
+        assert bool(caught.value.detail) == (caught.value.reason != "not_object"), name
+        assert str(tmp_path / name) in str(caught.value)
+        assert read_json_object(tmp_path / name) == {}, name  # the lenient reader: {} for all
+    (tmp_path / "ok.json").write_text('{"a": [1, "é"]}', encoding="utf-8")
+    assert load_json_object(tmp_path / "ok.json") == {"a": [1, "é"]}
+
+
+def test_card_and_registry_files_that_used_to_leak_a_traceback(tmp_path):
+    """A card or registry.json json.loads refuses with a plain ValueError (an integer over
+    Python's digit limit) raised that ValueError through read_card, list_models and
+    default_model_name; a top-level list, string or null registry gets a clear message."""
+    from emotion_core.registry import list_models, read_card
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "big.json").write_text(
+        f'{{"name": "big", "arch": "tiny", "val_accuracy": {HUGE_INT}}}'
+    )
+    (models / "big.keras").write_bytes(b"")
+    with pytest.raises(ModelError, match="big.json: model card is not valid JSON"):
+        read_card("big", models)
+    assert list_models(models) == []  # skipped, not a crash
+    for text, detail in [
+        (f'{{"default": {HUGE_INT}}}', "Exceeds the limit"),
+        ("[1]", "not a JSON object"),
+        ('"m"', "not a JSON object"),
+        ("null", "not a JSON object"),
+        ('{"name": "m"}', "no 'default'"),
+        ('\xff{"default": "m"}', "codec"),
+    ]:
+        (models / "registry.json").write_bytes(text.encode("latin-1"))
+        with pytest.raises(ModelError, match="registry is corrupt") as caught:
+            default_model_name(models)
+        assert detail in str(caught.value), text
+    (models / "registry.json").unlink()
+    with pytest.raises(ModelError, match="no registry"):
+        default_model_name(models)
+    (models / "registry.json").mkdir()
+    with pytest.raises(ModelError, match="registry unreadable"):
+        default_model_name(models)
+
+
+def test_models_dir_reads_the_environment_at_call_time(tmp_path, monkeypatch):
+    from emotion_core import jobs, registry
+
+    monkeypatch.delenv("EMOTION_MODELS_DIR", raising=False)
+    assert registry.models_dir() == registry.MODELS_DIR == jobs.current_models_dir()
+    monkeypatch.setenv("EMOTION_MODELS_DIR", str(tmp_path / "elsewhere"))
+    assert registry.models_dir() == tmp_path / "elsewhere" == jobs.current_models_dir()
+    monkeypatch.setenv("EMOTION_MODELS_DIR", "")  # empty: unset, as before
+    assert registry.models_dir() == registry.MODELS_DIR
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
 def test_registered_copy_is_on_disk_before_the_default_names_it(tmp_path, monkeypatch):
     import os
@@ -519,7 +600,7 @@ def test_corrupt_model_file_is_clear(tmp_path):
     (models / "junk.keras").write_bytes(b"this is not a zip")
     atomic_write_json(models / "junk.json", ModelCard(name="junk", arch="tiny").to_dict())
     atomic_write_json(models / "registry.json", {"default": "junk"})
-    with pytest.raises(ModelError, match="junk.keras: not a loadable Keras model"):
+    with pytest.raises(ModelError, match=r"junk.keras: not a \.keras model file \(not a zip"):
         load_classifier(models_dir=models)
     (models / "registry.json").write_text("{oops")
     with pytest.raises(ModelError, match="registry is corrupt"):
@@ -549,7 +630,7 @@ def test_evaluate_cli_last_line(tmp_path):
     assert np.array(report["confusion_matrix"]).sum() == 14
     assert (tmp_path / "report.confusion.png").exists()  # beside the report, never over it
 
-    (tmp_path / "a-file").write_text("")  # a report that cannot be written: figures, then why
+    (tmp_path / "a-file").write_text("")  # a report that cannot be written: said before the work
     proc = subprocess.run(
         [sys.executable, "-m", "emotion_core.evaluate", "--model", str(tmp_path / "m.keras"),
          "--data", str(csv), "--json", str(tmp_path / "a-file" / "report.json")],
@@ -557,8 +638,8 @@ def test_evaluate_cli_last_line(tmp_path):
         env={"EMOTION_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "cannot write the report" in proc.stderr
-    assert proc.stdout.strip().splitlines()[-1].startswith("accuracy=")
+    assert proc.stderr == f"error: {tmp_path / 'a-file'}: exists and is not a folder\n"
+    assert "accuracy=" not in proc.stdout
 
 
 class FakeTFLiteCall:
