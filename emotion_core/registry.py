@@ -17,9 +17,10 @@ import math
 import os
 import re
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from emotion_core.classes import CLASSES
 from emotion_core.fileio import (
@@ -189,18 +190,44 @@ def _card_from_data(data: dict[str, Any], path: Path, name: str) -> ModelCard:
     return card
 
 
-def list_models(models_dir: Path | None = None) -> list[ModelCard]:
-    """All models that have both a card and a .keras file, sorted by name."""
+class ModelScan(NamedTuple):
+    """What scan_models finds: the usable cards, and a line per card it had to leave out."""
+
+    cards: list[ModelCard]
+    problems: list[str]  # "<card path>: <why>", one per card left out
+
+
+def scan_models(models_dir: Path | None = None) -> ModelScan:
+    """Every card in the models folder: those of models with both a card and a .keras file,
+    sorted by name, and the problems of the cards left out (unreadable, invalid, misnamed, or
+    without their network file), each naming its file."""
     models_dir = models_dir or MODELS_DIR
-    cards = []
+    cards, problems = [], []
     for path in sorted(models_dir.glob("*.json")):
-        if path.name == REGISTRY_FILE or not path.with_suffix(".keras").exists():
+        if path.name == REGISTRY_FILE or path.name.startswith("."):  # e.g. .activation.json
             continue
+        network = path.with_suffix(".keras")
         try:
-            cards.append(read_card(path.stem, models_dir))
-        except ModelError:
+            card = read_card(path.stem, models_dir)
+        except ModelError as exc:
+            problems.append(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
             continue
-    return cards
+        if not network.exists():
+            problems.append(f"{path}: its network file {network.name} is missing")
+            continue
+        cards.append(card)
+    return ModelScan(cards, problems)
+
+
+def list_models(models_dir: Path | None = None) -> list[ModelCard]:
+    """All models that have both a card and a .keras file, sorted by name (a card that cannot
+    be used is left out: see scan_models and card_problems for why)."""
+    return scan_models(models_dir).cards
+
+
+def card_problems(models_dir: Path | None = None) -> list[str]:
+    """Why each card that list_models leaves out is left out ("<card path>: <why>")."""
+    return scan_models(models_dir).problems
 
 
 def default_model_name(models_dir: Path | None = None) -> str:
@@ -253,14 +280,169 @@ def registry_version(models_dir: Path | None = None) -> float:
         return 0.0
 
 
-def set_default(name: str, models_dir: Path | None = None) -> None:
-    """Make an already registered model the default (atomic)."""
+def set_default(name: str, models_dir: Path | None = None, *, verify: bool = False) -> None:
+    """Make an already registered model the default (atomic). verify: first check that its
+    network is a usable .keras file matching its card (check_network), as a choice among the
+    registered models must (register_model's caller has just built and checked the network);
+    ModelError naming the file otherwise, with registry.json unchanged."""
     models_dir = models_dir or MODELS_DIR
     validate_name(name)
     if not (models_dir / f"{name}.keras").exists():
         raise ModelError(f"{models_dir / name}.keras: no such model")
-    read_card(name, models_dir)
+    card = read_card(name, models_dir)
+    if verify:
+        check_network(card, models_dir)
     atomic_write_json(models_dir / REGISTRY_FILE, {"default": name})
+
+
+# ---------------------------------------------------------------- a network's shapes
+
+# Layers whose output has the shape of their input (the last layers of a classifier).
+_SAME_SHAPE_LAYERS = frozenset(
+    {"Activation", "Softmax", "Dropout", "Identity", "ReLU", "LeakyReLU", "ELU", "PReLU",
+     "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization"}
+)  # fmt: skip
+Shape = tuple[int | None, ...]
+
+
+def network_shapes(path: Path | str) -> tuple[Shape, int]:
+    """(the input shape of one face, the number of outputs) of the .keras file at `path`; read
+    from the config.json in its archive (no Keras) when it says plainly, else from the network
+    loaded with Keras. ModelError naming the file when it is missing, not a complete .keras
+    archive (its bytes are checked), or not a network of one input and one output."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            bad = archive.testzip()  # the CRC of every member: a damaged copy fails here
+            config = json.loads(archive.read("config.json")) if "config.json" in names else None
+    except FileNotFoundError as exc:
+        raise ModelError(f"{path}: model file not found") from exc
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise ModelError(f"{path}: not a .keras model file (not a zip archive)") from exc
+    except OSError as exc:  # a folder named x.keras, no permission
+        raise ModelError(f"{path}: cannot read the model file ({exc.strerror or exc})") from exc
+    except (ValueError, RecursionError) as exc:  # config.json is not JSON
+        raise ModelError(f"{path}: not a .keras model file (bad config.json: {exc})") from exc
+    if bad is not None:
+        raise ModelError(f"{path}: damaged .keras file ({bad} fails its checksum)")
+    if not isinstance(config, dict) or not any(n.startswith("model.weights") for n in names):
+        raise ModelError(f"{path}: not a .keras model file (no network configuration or weights)")
+    shapes = _config_shapes(config)
+    if shapes is not None:
+        return shapes
+    from emotion_core.inference import load_keras_model  # an unusual graph: ask Keras
+
+    model = load_keras_model(path)
+    in_shape, out_shape = model.input_shape, model.output_shape
+    if not all(isinstance(d, int | None) for d in (*in_shape, *out_shape)):
+        raise ModelError(
+            f"{path}: expected one input and one output, not {in_shape} -> {out_shape}"
+        )
+    return tuple(in_shape[1:]), int(out_shape[-1])
+
+
+def _config_shapes(config: dict[str, Any]) -> tuple[Shape, int] | None:
+    """(input shape, outputs) of a Functional or Sequential network's config.json, or None
+    when it does not say them plainly (several inputs or outputs, an unknown last layer)."""
+    inner = config.get("config")
+    layers = inner.get("layers") if isinstance(inner, dict) else None
+    if not isinstance(inner, dict) or not isinstance(layers, list):
+        return None
+    if not all(isinstance(layer, dict) for layer in layers) or not layers:
+        return None
+    if config.get("class_name") == "Sequential":
+        first = layers[0]
+        if first.get("class_name") == "InputLayer":
+            in_shape = _batch_shape(first.get("config"))
+        else:
+            build = config.get("build_config")
+            in_shape = _shape(build.get("input_shape")) if isinstance(build, dict) else None
+        outputs = _sequential_units(layers)
+    elif config.get("class_name") == "Functional":
+        by_name = {layer.get("name"): layer for layer in layers}
+        inputs, outs = (
+            _single_node(inner.get("input_layers")),
+            _single_node(inner.get("output_layers")),
+        )
+        if inputs is None or outs is None or inputs not in by_name:
+            return None
+        in_shape = _batch_shape(by_name[inputs].get("config"))
+        outputs = _functional_units(by_name, outs)
+    else:
+        return None
+    if in_shape is None or len(in_shape) < 2 or outputs is None:
+        return None
+    return in_shape[1:], outputs
+
+
+def _single_node(nodes: Any) -> str | None:
+    """The layer name of a single input or output ["name", 0, 0] (or [["name", 0, 0]])."""
+    if isinstance(nodes, list) and len(nodes) == 1 and isinstance(nodes[0], list):
+        nodes = nodes[0]
+    if isinstance(nodes, list) and nodes and isinstance(nodes[0], str):
+        return nodes[0]
+    return None
+
+
+def _shape(value: Any) -> Shape | None:
+    ok = isinstance(value, list) and all(
+        d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in value
+    )
+    return tuple(value) if ok else None
+
+
+def _batch_shape(layer_config: Any) -> Shape | None:
+    if not isinstance(layer_config, dict):
+        return None
+    return _shape(layer_config.get("batch_shape", layer_config.get("batch_input_shape")))
+
+
+def _units(layer: dict[str, Any]) -> int | None:
+    units = layer.get("config", {}).get("units") if layer.get("class_name") == "Dense" else None
+    return units if isinstance(units, int) and not isinstance(units, bool) else None
+
+
+def _sequential_units(layers: list[dict[str, Any]]) -> int | None:
+    for layer in reversed(layers):
+        if layer.get("class_name") == "Dense":
+            return _units(layer)
+        if layer.get("class_name") not in _SAME_SHAPE_LAYERS:
+            return None
+    return None
+
+
+def _functional_units(by_name: dict[Any, dict[str, Any]], name: str) -> int | None:
+    for _ in range(len(by_name)):  # follows the same-shape layers back to a Dense one
+        layer = by_name.get(name)
+        if layer is None:
+            return None
+        if layer.get("class_name") == "Dense":
+            return _units(layer)
+        if layer.get("class_name") not in _SAME_SHAPE_LAYERS:
+            return None
+        try:
+            (node,) = layer["inbound_nodes"]
+            (tensor,) = node["args"]
+            name = tensor["config"]["keras_history"][0]
+        except (KeyError, TypeError, ValueError, IndexError):
+            return None
+    return None
+
+
+def check_network(card: ModelCard, models_dir: Path | None = None) -> None:
+    """ModelError naming the file when the network of a registered model (its .keras file) is
+    not a usable .keras file or does not match its card: one face of the card's input size in,
+    one output per class out."""
+    path = model_path(card.name, models_dir)
+    in_shape, outputs = network_shapes(path)
+    want = (card.input_size, card.input_size, 1)
+    if in_shape != want:
+        raise ModelError(f"{path}: input shape {in_shape} but the card says {want}")
+    if outputs != len(card.classes):
+        raise ModelError(
+            f"{path}: {outputs} outputs but the card lists {len(card.classes)} classes"
+        )
 
 
 def deflated_copy(source: Path, target: Path) -> None:

@@ -20,7 +20,6 @@ import shlex
 import signal
 import sys
 import time
-import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -444,21 +443,50 @@ def checked_start(
 
 def check_inputs(config: TrainConfig, resuming: bool) -> None:
     """ValueError (distill.TeacherError for a teacher) when a file the run starts from is not
-    there: the teacher(s), and for a new run the model to fine-tune. (The data is checked as
-    it loads.)"""
+    there or cannot serve it: the teacher(s), and for a new run the model to fine-tune; a
+    network (the model to fine-tune, a .keras teacher) must take one (48, 48, 1) face and give
+    one output per class (read from its archive: see check_network_fits). (The data is checked
+    as it loads.)"""
     from emotion_core.distill import TeacherError, teacher_paths
 
     if config.live_teacher:
-        teacher_paths(config.teacher)
+        for path in teacher_paths(config.teacher):
+            check_network_fits(path, "a live teacher (--teacher)", TeacherError)
     elif config.teacher and not Path(config.teacher).is_file():
         raise TeacherError(f"{config.teacher}: teacher file not found")
+    elif config.teacher.endswith(".keras"):
+        check_network_fits(Path(config.teacher), "the teacher (--teacher)", TeacherError)
     if config.init_model and not resuming:
         if not Path(config.init_model).is_file():
             raise ValueError(
                 f"{config.init_model}: the model to fine-tune (--init-model) not found"
             )
-        if not zipfile.is_zipfile(config.init_model):
-            raise ValueError(f"{config.init_model}: not a .keras model file (--init-model)")
+        check_network_fits(Path(config.init_model), "the model to fine-tune (--init-model)")
+
+
+def check_network_fits(path: Path, role: str, error: type[ValueError] = ValueError) -> None:
+    """`error` naming the file and its role in the run (e.g. "the model to fine-tune
+    (--init-model)") when it is not a usable .keras file, or not a network from one face of
+    the size training feeds (INPUT_SIZE) to one output per class (CLASSES): training would
+    otherwise fail only after the data loaded, on a shape error."""
+    from emotion_core.preprocess import INPUT_SIZE
+    from emotion_core.registry import network_shapes
+
+    try:
+        in_shape, outputs = network_shapes(path)
+    except ModelError as exc:
+        raise error(f"{exc}; it is {role}") from exc
+    faces = (INPUT_SIZE, INPUT_SIZE, 1)
+    if outputs != len(CLASSES):
+        raise error(
+            f"{path}: {outputs} outputs, but training needs {len(CLASSES)} classes "
+            f"({', '.join(CLASSES)}); {role} must have one output per class"
+        )
+    if in_shape != faces:
+        raise error(
+            f"{path}: input shape {in_shape}, but training feeds faces of shape {faces}; "
+            f"{role} must take them"
+        )
 
 
 # ---------------------------------------------------------------- training loop

@@ -413,18 +413,37 @@ def retime_button(models: Path, cpu_busy: bool) -> None:
     st.rerun()
 
 
+def show_card_problems(problems: list[str], default: str, models: Path) -> None:
+    """A warning naming each model card the table leaves out, and why (the default's first)."""
+    if not problems:
+        return
+    mark = f"{models / default}.json:" if default else None
+
+    def line(problem: str) -> str:
+        is_default = mark is not None and problem.startswith(mark)
+        return f"- {problem}" + (" **(the default model's card)**" if is_default else "")
+
+    ordered = sorted(problems, key=lambda p: not (mark and p.startswith(mark)))
+    st.warning(
+        f"{len(problems)} model card(s) in {models} cannot be used, so the table below leaves "
+        "them out; fix or remove each file named here:\n\n" + "\n".join(map(line, ordered))
+    )
+
+
 def models_section(activating: bool, training: bool = False) -> None:
     """Every registered model side by side, and a way to make another one the default."""
     models = ui_common.models_dir()
-    cards = registry.list_models(models)
-    if not cards:
-        st.info(f"No registered models in {models}. Train a run and activate it.")
-        return
+    cards, problems = registry.scan_models(models)
     try:
         default = registry.default_model_name(models)
     except ModelError as exc:
         default = ""
-        st.warning(f"No default model: {exc}")
+        if cards:
+            st.warning(f"No default model: {exc}")
+    show_card_problems(problems, default, models)
+    if not cards:
+        st.info(f"No registered models in {models}. Train a run and activate it.")
+        return
     frame = models_frame(cards, default)
     # NOTE: "percent" would drop trailing zeros (71.3% beside 71.55%): shown as percents, 2 places
     in_percent = {col: frame[col] * 100 for col in ("val_accuracy", "val_accuracy_tta")}
@@ -458,8 +477,8 @@ def models_section(activating: bool, training: bool = False) -> None:
                           key="train_default_choice")  # fmt: skip
     if c2.button("Make default", key="train_make_default", disabled=activating):
         try:
-            registry.set_default(choice, models)
-        except (ModelError, OSError) as exc:  # e.g. the model just removed, a full disk
+            registry.set_default(choice, models, verify=True)  # its network loads, fits its card
+        except (ModelError, OSError) as exc:  # e.g. a broken network file, a full disk
             st.error(f"The default model is unchanged: {exc}")
         else:
             flash("success", f"Model **{choice}** is now the default; the Live page uses it "

@@ -82,6 +82,29 @@ def test_train_checks_its_input_files_before_making_the_run_folder(tmp_path, cap
         assert not out.exists(), flags
 
 
+def test_train_refuses_a_network_of_the_wrong_shape_before_the_run_folder(tmp_path, capsys):
+    """A model to fine-tune or a live teacher with 5 outputs (or 64x64 inputs) failed only after
+    the data loaded, on a TensorFlow shape error; now the start is refused, naming the file."""
+    from emotion_core.zoo import make_tiny_model
+
+    five, wide = tmp_path / "five.keras", tmp_path / "wide.keras"
+    make_tiny_model(num_classes=5).save(five)
+    make_tiny_model((64, 64, 1)).save(wide)
+    csv = synthetic_csv(tmp_path / "fer.csv")
+    cases = [
+        (["--init-model", str(five)], f"{five}: 5 outputs, but training needs 7 classes"),
+        (["--init-model", str(wide)], f"{wide}: input shape (64, 64, 1), but training feeds"),
+        (["--live-teacher", "--teacher", str(five)], f"{five}: 5 outputs, but training needs 7"),
+    ]
+    for flags, message in cases:
+        out = tmp_path / "run"
+        assert train_module.main(["--data", str(csv), "--out", str(out), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err, (flags, err)
+        assert "Traceback" not in err and "must have the same shape" not in err
+        assert not out.exists(), flags
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

@@ -287,7 +287,7 @@ def test_registered_models_are_compared_and_the_default_can_change(
     assert len(charts(at)) >= 1 and "5 ms budget" in texts(at, "caption")
     assert "not strictly comparable" in texts(at, "caption")  # timed apart, and it says so
 
-    def disk_full(*args: Any) -> None:
+    def disk_full(*args: Any, **kwargs: Any) -> None:
         raise OSError(28, "No space left on device")
 
     set_default = registry.set_default
@@ -306,6 +306,88 @@ def test_registered_models_are_compared_and_the_default_can_change(
     assert "fast-one" in texts(at, "success") and not at.error
     assert registry.default_model_name(env["models"]) == "fast-one"
     assert list(table_with(at, "model")["default"]) == [True, False]
+
+
+def save_five_class_model(path: Path) -> Path:
+    """A network of 5 outputs (the cards here list 7 classes)."""
+    from emotion_core.zoo import make_tiny_model
+
+    make_tiny_model(num_classes=5).save(path)
+    return path
+
+
+def test_a_model_that_would_not_load_is_not_made_the_default(env: dict[str, Any]) -> None:
+    five = save_five_class_model(env["tmp"] / "five.keras")
+    registry.register_model(five, ModelCard(name="five-out", arch="tiny", val_accuracy=0.9),
+                            env["models"])  # fmt: skip
+    registry.register_model(env["model"], ModelCard(name="text-copy", arch="tiny",
+                            val_accuracy=0.8), env["models"])  # fmt: skip
+    (env["models"] / "text-copy.keras").write_text("not a model")  # e.g. a broken copy
+    before = (env["models"] / registry.REGISTRY_FILE).read_bytes()
+    at = run_page()
+    cases = {
+        "five-out": "five-out.keras: 5 outputs but the card lists 7 classes",
+        "text-copy": "text-copy.keras: not a .keras model file",
+    }
+    for name, message in cases.items():
+        at.selectbox(key="train_default_choice").set_value(name)
+        at.button(key="train_make_default").click()
+        run_page(at)
+        error = texts(at, "error")
+        assert "The default model is unchanged" in error and message in error, name
+        assert "now the default" not in texts(at, "success")
+        assert (env["models"] / registry.REGISTRY_FILE).read_bytes() == before
+    assert list(table_with(at, "model")["default"]) == [False, False, True]
+
+
+def test_fine_tuning_or_distilling_from_a_model_of_other_classes_is_refused(
+    env: dict[str, Any],
+) -> None:
+    registry.register_model(save_five_class_model(env["tmp"] / "five.keras"),
+                            ModelCard(name="five-out", arch="tiny"), env["models"])  # fmt: skip
+    at = run_page()
+    check(at, env["data"])
+    at.radio(key="train_init").set_value("a registered model (fine-tune)")
+    run_page(at)
+    at.selectbox(key="train_init_model").set_value("five-out")
+    at.button(key="train_start").click()
+    run_page(at)
+    error = texts(at, "error")
+    assert "Training not started" in error and "5 outputs, but training needs 7 classes" in error
+    assert "five-out.keras" in error and "Traceback" not in error
+
+    at.radio(key="train_init").set_value("scratch")
+    at.selectbox(key="train_teacher").set_value("five-out (registered, tiny)")
+    at.checkbox(key="train_live").check()
+    at.button(key="train_start").click()
+    run_page(at)
+    error = texts(at, "error")
+    assert "Training not started" in error and "5 outputs, but training needs 7 classes" in error
+    assert "live teacher" in error
+    assert not jobs.launched_processes()
+    assert not [p for p in env["runs"].glob("*") if not p.name.startswith(".")]  # no run folder
+
+
+def test_cards_that_cannot_be_read_are_named_on_the_page(env: dict[str, Any]) -> None:
+    registry.register_model(env["model"], ModelCard(name="kept", arch="tiny"), env["models"])
+    registry.register_model(env["model"], ModelCard(name="broken", arch="tiny"), env["models"])
+    (env["models"] / "broken.json").write_text("{oops")
+    bad_field = {"name": "old-default", "arch": "tiny", "epochs": "x"}
+    (env["models"] / "old-default.json").write_text(json.dumps(bad_field))
+    at = run_page()
+    warning = texts(at, "warning")
+    assert "2 model card(s)" in warning and "leaves them out" in warning
+    default_line = f"{env['models'] / 'old-default.json'}: model card field 'epochs'"
+    assert default_line in warning and "(the default model's card)" in warning
+    assert f"{env['models'] / 'broken.json'}: model card is not valid JSON" in warning
+    assert warning.index("old-default.json") < warning.index("broken.json")  # the default first
+    assert list(table_with(at, "model")["model"]) == ["kept"]
+
+    for card in ("kept", "broken", "old-default"):  # no usable card at all: still said why
+        (env["models"] / f"{card}.json").write_text("[]")
+    run_page(at)
+    assert "3 model card(s)" in texts(at, "warning")
+    assert "No registered models" in texts(at, "info")
 
 
 def test_the_default_model_panel_needs_its_network_and_gives_the_speed_in_use(
