@@ -250,8 +250,11 @@ def rule_sidebar(show_save: bool = True) -> NervousnessRule:
     sb = st.sidebar
     sb.header("Nervousness rule")
     sb.caption(f"⚠️ {DISCLAIMER}")
+    # NOTE: in a placeholder, so that a successful "Save as default" below (which replaces the
+    # file the warning is about) can take it back in the same render.
+    settings_warning = sb.empty()
     if SETTINGS_ERROR_KEY in st.session_state:
-        sb.warning(st.session_state[SETTINGS_ERROR_KEY])
+        settings_warning.warning(st.session_state[SETTINGS_ERROR_KEY])
     options = [*PRESETS, CUSTOM]
     _seed_widget(W_PRESET, _preset_of(current))
     choice = sb.selectbox(
@@ -284,6 +287,7 @@ def rule_sidebar(show_save: bool = True) -> NervousnessRule:
             sb.error(f"Not saved as default: {exc}")
         else:
             st.session_state.pop(SETTINGS_ERROR_KEY, None)
+            settings_warning.empty()
             sb.success(f"Saved as default in {path}")
     return rule
 

@@ -46,6 +46,9 @@ INT_COLUMNS: tuple[str, ...] = ("frame", "face_id", "x", "y", "w", "h")
 # Columns an older/hand-made file may lack; they are filled with defaults on load.
 OPTIONAL_COLUMNS: tuple[str, ...] = ("frame", "face_id", "x", "y", "w", "h", "label")
 PROB_SUM_TOLERANCE = 0.02
+# A few invalid rows (a corrupted line, a NaN) are left out with a note, as long as they are at
+# most this share of a file's rows (at least one); more and the file is refused.
+MAX_SKIPPED_PERCENT = 1
 # Times must span less than this (a week): t_s are seconds from the session's start, and a
 # stray value (a Unix time, a typo) would otherwise make a timeline of millions of steps.
 MAX_SPAN_S = 7 * 24 * 3600.0
@@ -55,7 +58,6 @@ MAX_CANDIDATE_LEN = 200
 BYTES_PER_MB = 1024 * 1024  # an "MB" as Streamlit's upload limits count it (maxUploadSize)
 MAX_NOTES_LEN = 10_000
 _SLUG_MAX = 40
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 
 
 class SessionError(Exception):
@@ -515,11 +517,14 @@ def unique_labels(labels: Sequence[str]) -> list[str]:
 
 @dataclass(frozen=True, eq=False)
 class Session:
-    """A loaded session: its summary, its full meta dict and its frames DataFrame."""
+    """A loaded session: its summary, its full meta dict, its frames DataFrame and notes on
+    what was left out while loading it (a cut-off last line, a few invalid rows), each naming
+    the file, for the reader to see; the files themselves are never changed."""
 
     info: SessionInfo
     meta: dict[str, Any] = field(default_factory=dict)
     frames: pd.DataFrame = field(default_factory=pd.DataFrame)
+    warnings: tuple[str, ...] = ()
 
 
 def _meta_defaults(session_id: str) -> dict[str, Any]:
@@ -608,13 +613,20 @@ def _check_frames_are_unique(
         )
 
 
-def _parse_frames(text: str, name: str, drop_partial_last_line: bool) -> pd.DataFrame:
-    """Validate and type frames.csv text; returns the DataFrame in COLUMNS order."""
-    if drop_partial_last_line and text and not text.endswith("\n"):
-        # A crash mid-append can leave half a row: keep the complete rows before it.
-        text = text[: text.rfind("\n") + 1]
-    if not text.strip():
-        raise _bad(name, "the file is empty (no header, no rows)")
+def _line_list(lines: Sequence[int], limit: int = 5) -> str:
+    """'line 6', 'lines 6, 9 and 40' or 'lines 6, 9, 40, 41, 42 and 7 more'."""
+    if len(lines) == 1:
+        return f"line {lines[0]}"
+    shown = ", ".join(str(n) for n in lines[:limit])
+    rest = len(lines) - limit
+    if rest > 0:
+        return f"lines {shown} and {rest} more"
+    head, _, last = shown.rpartition(", ")
+    return f"lines {head} and {last}"
+
+
+def _read_records(text: str, name: str) -> tuple[list[list[str]], list[int]]:
+    """The CSV's records (blank lines left out) and the line number each one ends on."""
     records: list[list[str]] = []
     line_numbers: list[int] = []
     reader = csv.reader(io.StringIO(text))
@@ -622,21 +634,38 @@ def _parse_frames(text: str, name: str, drop_partial_last_line: bool) -> pd.Data
         for record in reader:
             if not record or (len(record) == 1 and not record[0].strip()):
                 continue  # blank line
-            if records and len(record) != len(records[0]):
-                raise _bad(
-                    name,
-                    f"not a valid CSV: line {reader.line_num} has {len(record)} fields, "
-                    f"the header has {len(records[0])}",
-                )
             records.append(record)
             line_numbers.append(reader.line_num)
     except csv.Error as exc:
         raise _bad(name, f"not a valid CSV (line {reader.line_num}: {exc})") from exc
+    return records, line_numbers
+
+
+def _parse_frames(
+    text: str, name: str, drop_partial_last_line: bool
+) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Validate and type frames.csv text: (the DataFrame in COLUMNS order, notes on rows
+    skipped). Never changes the file.
+
+    A last line cut off mid-write (no line end) is skipped with a note when it is not a valid
+    row, or always when drop_partial_last_line (an incomplete session). Other invalid rows
+    (wrong number of fields, a value that is not a finite number, probabilities out of range
+    or not summing to 1, ...) are skipped with a note while they are at most
+    MAX_SKIPPED_PERCENT % of the rows (at least one); more, or every row, raise SessionError with
+    the first problem. A bad header, a repeated face or a frame number with two times always
+    raise.
+    """
+    notes: list[str] = []
+    tail = text[max(text.rfind("\n"), text.rfind("\r")) + 1 :]
+    cut_off = bool(tail.strip())  # the file ends mid-line
+    if drop_partial_last_line and cut_off and len(tail) == len(text):
+        text = ""  # only part of the header was written
+    if not text.strip():
+        raise _bad(name, "the file is empty (no header, no rows)")
+    records, line_numbers = _read_records(text, name)
     if not records:
         raise _bad(name, "the file is empty (no header, no rows)")
     cols = [c.strip() for c in records[0]]
-    raw = pd.DataFrame(records[1:], columns=cols, dtype=object)
-    lines = line_numbers[1:]
     if len(set(cols)) != len(cols):
         dupes = sorted({c for c in cols if cols.count(c) > 1})
         raise _bad(name, f"duplicate columns: {', '.join(dupes)}")
@@ -649,107 +678,165 @@ def _parse_frames(text: str, name: str, drop_partial_last_line: bool) -> pd.Data
     extra = [c for c in cols if c not in COLUMNS]
     if extra:
         raise _bad(name, f"unexpected columns: {', '.join(extra)} (expected {','.join(COLUMNS)})")
-    n = len(raw)
+    width = len(cols)
+    data = records[1:]
+    lines = np.asarray(line_numbers[1:], dtype=np.int64)
+    n = len(data)
 
-    def numeric(col: str, allow_empty: bool) -> pd.Series:
-        s = raw[col].str.strip()
-        values = pd.to_numeric(s.where(s != "", None), errors="coerce")
-        bad = values.isna() & (s != "")
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise _bad(name, f"line {lines[i]}, column {col!r}: {s.iloc[i]!r} is not a number")
-        inf = ~np.isfinite(values.to_numpy(dtype=np.float64, na_value=0.0))
-        if inf.any():
-            i = int(np.flatnonzero(inf)[0])
-            raise _bad(name, f"line {lines[i]}, column {col!r}: {s.iloc[i]!r} is not finite")
-        if not allow_empty and (s == "").any():
-            i = int(np.flatnonzero((s == "").to_numpy())[0])
-            raise _bad(name, f"line {lines[i]}, column {col!r}: empty value")
-        return values.astype(np.float64)
+    # Each invalid row is flagged once, with its first problem (kept for the first few of each
+    # check: the earliest invalid row's is always among them).
+    bad = np.zeros(n, dtype=bool)
+    problems: dict[int, str] = {}
 
-    out = pd.DataFrame(index=range(n))
-    out["t_s"] = numeric("t_s", allow_empty=False)
-    times = out["t_s"].to_numpy()
-    i, j = (int(times.argmin()), int(times.argmax())) if n else (0, 0)
-    if n and times[j] - times[i] >= MAX_SPAN_S:
-        raise _bad(
-            name,
-            f"column 't_s' spans {times[j] - times[i]:g} s (line {lines[i]} to line {lines[j]}),"
-            " more than a week: times must be seconds from the session's start",
+    def flag(mask: np.ndarray, describe: Callable[[int], str]) -> None:
+        new = np.flatnonzero(mask & ~bad)
+        for i in new[:5]:
+            problems[int(i)] = describe(int(i))
+        bad[new] = True
+
+    sizes = np.array([len(r) for r in data], dtype=np.int64)
+    flag(
+        sizes != width,
+        lambda i: f"not a valid CSV: line {lines[i]} has {sizes[i]} fields, the header has {width}",
+    )
+    raw = pd.DataFrame(
+        [r if len(r) == width else (r + [""] * width)[:width] for r in data],
+        columns=cols,
+        dtype=object,
+    )
+
+    def numeric(col: str, allow_empty: bool) -> np.ndarray:
+        """The column as floats, NaN where empty or invalid (those rows flagged)."""
+        s = raw[col].astype(str).str.strip()
+        empty = (s == "").to_numpy(dtype=bool)
+        parsed = pd.to_numeric(s.where(~empty, None), errors="coerce")
+        values = np.array(parsed.to_numpy(dtype=np.float64, na_value=np.nan), np.float64)
+        flag(
+            np.isnan(values) & ~empty,
+            lambda i: f"line {lines[i]}, column {col!r}: {s.iloc[i]!r} is not a number",
         )
-    probs = np.column_stack([numeric(c, allow_empty=True).to_numpy() for c in CLASSES])
-    probs = probs.reshape(n, len(CLASSES))
+        flag(
+            np.isinf(values),
+            lambda i: f"line {lines[i]}, column {col!r}: {s.iloc[i]!r} is not finite",
+        )
+        if not allow_empty:
+            flag(empty, lambda i: f"line {lines[i]}, column {col!r}: empty value")
+        values[np.isinf(values)] = np.nan
+        return values
+
+    t_s = numeric("t_s", allow_empty=False)
+    probs = np.column_stack([numeric(c, allow_empty=True) for c in CLASSES]).reshape(
+        n, len(CLASSES)
+    )
     has_probs = ~np.isnan(probs).any(axis=1)
     partial = ~has_probs & ~np.isnan(probs).all(axis=1)
     if "face_id" in cols:
-        face_id = numeric("face_id", allow_empty=False).to_numpy()
+        face_id = numeric("face_id", allow_empty=False)
     else:  # older single-face format: a row with probabilities is face 0
         face_id = np.where(has_probs, 0.0, -1.0)
+    whole: dict[str, np.ndarray] = {}
     for col in INT_COLUMNS:
         if col == "face_id":
             values = face_id
         elif col in cols:
-            values = numeric(col, allow_empty=False).to_numpy()
+            values = numeric(col, allow_empty=False)
         elif col == "frame":
-            values = pd.factorize(out["t_s"])[0].astype(np.float64)
+            values = pd.factorize(t_s)[0].astype(np.float64)
         else:
             values = np.zeros(n)
-        huge = np.abs(values) > MAX_WHOLE
-        if huge.any():
-            i = int(np.flatnonzero(huge)[0])
-            raise _bad(name, f"line {lines[i]}, column {col!r}: {values[i]:g} is too large")
-        frac = values != np.round(values)
-        if frac.any():
-            i = int(np.flatnonzero(frac)[0])
-            raise _bad(
-                name, f"line {lines[i]}, column {col!r}: {values[i]!r} is not a whole number"
+        known = ~np.isnan(values)
+        huge = known & (np.abs(np.where(known, values, 0.0)) > MAX_WHOLE)
+
+        def too_large(i: int, c: str = col, v: np.ndarray = values) -> str:
+            return f"line {lines[i]}, column {c!r}: {v[i]:g} is too large"
+
+        def not_whole(i: int, c: str = col, v: np.ndarray = values) -> str:
+            return f"line {lines[i]}, column {c!r}: {float(v[i])!r} is not a whole number"
+
+        flag(huge, too_large)
+        flag(known & ~huge & (values != np.round(values)), not_whole)
+        whole[col] = values
+    flag(face_id < -1, lambda i: f"line {lines[i]}: face_id must be -1 (no face) or >= 0")
+    is_face = face_id >= 0
+    flag(
+        is_face & (~has_probs | partial),
+        lambda i: f"line {lines[i]}: a face row (face_id >= 0) needs all 7 probabilities",
+    )
+    out_of_range = is_face & ((probs < -1e-6) | (probs > 1 + 1e-6)).any(axis=1)
+    flag(out_of_range, lambda i: f"line {lines[i]}: probabilities must lie in [0, 1]")
+    sums = probs.sum(axis=1)
+    flag(
+        is_face & has_probs & (np.abs(sums - 1.0) > PROB_SUM_TOLERANCE),
+        lambda i: (
+            f"line {lines[i]}: probabilities sum to {sums[i]:.4f}, not 1 "
+            f"(tolerance {PROB_SUM_TOLERANCE})"
+        ),
+    )
+    labels = (
+        raw["label"].astype(str).str.strip().to_numpy(dtype=object)
+        if "label" in cols
+        else np.full(n, "", dtype=object)
+    )
+    flag(
+        is_face & (labels != "") & ~np.isin(labels, CLASSES),
+        lambda i: (
+            f"line {lines[i]}, column 'label': {labels[i]!r} is not one of {', '.join(CLASSES)}"
+        ),
+    )
+
+    keep = np.ones(n, dtype=bool)
+    if cut_off and n and (drop_partial_last_line or bad[-1]):
+        keep[-1] = False
+        bad[-1] = False
+        notes.append(
+            f"line {lines[-1]} is cut off (the file ends in the middle of it, as when a "
+            "recording is interrupted); that row is skipped"
+        )
+    rows = int(keep.sum())
+    invalid = np.flatnonzero(bad)
+    if len(invalid):
+        allowed = max(1, rows * MAX_SKIPPED_PERCENT // 100)
+        first = problems[int(invalid[0])]
+        if len(invalid) > allowed or len(invalid) == rows:
+            more = (
+                f" ({len(invalid)} of the {rows} rows are invalid; at most {allowed} may be "
+                "skipped)"
+                if len(invalid) > 1
+                else ""
             )
-        out[col] = values.astype(np.int64)
-    is_face = out["face_id"].to_numpy() >= 0
-    _check_frames_are_unique(name, lines, out, is_face)
-    bad_rows = is_face & (~has_probs | partial)
-    if bad_rows.any():
-        i = int(np.flatnonzero(bad_rows)[0])
-        raise _bad(name, f"line {lines[i]}: a face row (face_id >= 0) needs all 7 probabilities")
-    if (out["face_id"].to_numpy() < -1).any():
-        i = int(np.flatnonzero(out["face_id"].to_numpy() < -1)[0])
-        raise _bad(name, f"line {lines[i]}: face_id must be -1 (no face) or >= 0")
-    face_probs = probs[is_face]
-    if face_probs.size:
-        out_of_range = (face_probs < -1e-6) | (face_probs > 1 + 1e-6)
-        if out_of_range.any():
-            i = int(np.flatnonzero(is_face)[np.flatnonzero(out_of_range.any(axis=1))[0]])
-            raise _bad(name, f"line {lines[i]}: probabilities must lie in [0, 1]")
-        sums = face_probs.sum(axis=1)
-        off = np.abs(sums - 1.0) > PROB_SUM_TOLERANCE
-        if off.any():
-            j = int(np.flatnonzero(off)[0])
-            i = int(np.flatnonzero(is_face)[j])
+            raise _bad(name, first + more)
+        notes.append(
+            f"1 invalid row of {rows} skipped ({first})"
+            if len(invalid) == 1
+            else f"{len(invalid)} invalid rows of {rows} skipped "
+            f"({_line_list(lines[invalid].tolist())}; the first: {first})"
+        )
+        keep &= ~bad
+
+    lines = lines[keep]
+    t_s, probs, is_face, labels = t_s[keep], probs[keep], is_face[keep], labels[keep]
+    n = len(lines)
+    out = pd.DataFrame(index=range(n))
+    out["t_s"] = t_s
+    if n:
+        i, j = int(t_s.argmin()), int(t_s.argmax())
+        if t_s[j] - t_s[i] >= MAX_SPAN_S:
             raise _bad(
                 name,
-                f"line {lines[i]}: probabilities sum to {sums[j]:.4f}, not 1 "
-                f"(tolerance {PROB_SUM_TOLERANCE})",
+                f"column 't_s' spans {t_s[j] - t_s[i]:g} s (line {lines[i]} to line "
+                f"{lines[j]}), more than a week: times must be seconds from the session's start",
             )
+    for col in INT_COLUMNS:
+        out[col] = whole[col][keep].astype(np.int64)
+    _check_frames_are_unique(name, lines.tolist(), out, is_face)
     probs[~is_face] = np.nan
     for k, cls in enumerate(CLASSES):
         out[cls] = probs[:, k]
     top = np.argmax(np.where(is_face[:, None], probs, 0.0), axis=1) if n else np.zeros(0, int)
     argmax = np.array([CLASSES[int(k)] for k in top], dtype=object)
-    if "label" in cols:
-        labels = raw["label"].str.strip().to_numpy(dtype=object)
-        unknown = is_face & (labels != "") & ~np.isin(labels, CLASSES)
-        if unknown.any():
-            i = int(np.flatnonzero(unknown)[0])
-            raise _bad(
-                name,
-                f"line {lines[i]}, column 'label': {labels[i]!r} is not one of "
-                f"{', '.join(CLASSES)}",
-            )
-        labels = np.where(is_face & (labels == ""), argmax, labels)
-    else:
-        labels = argmax
+    labels = np.where(is_face & (labels == ""), argmax, labels)
     out["label"] = np.where(is_face, labels, "").astype(object)
-    return out[list(COLUMNS)]
+    return out[list(COLUMNS)], tuple(f"{name}: {note}" for note in notes)
 
 
 def _summarise(frames: pd.DataFrame) -> tuple[float, int, int]:
@@ -803,8 +890,14 @@ def _resolve_session(path_or_id: str | Path, sessions_dir: Path | None) -> Path:
 
 
 def _safe_child(sessions_dir: Path, session_id: str) -> Path:
-    """sessions_dir/session_id, refusing anything that could leave sessions_dir."""
-    if not _ID_RE.match(session_id) or ".." in session_id:
+    """sessions_dir/session_id resolved, refusing anything that could leave sessions_dir.
+
+    Any folder name list_sessions lists is accepted (spaces, accents, dots included: the name
+    of a direct child cannot climb out); '', '.', '..' and names with a path separator or a NUL
+    are refused, and so is a name whose resolved path is not a direct child of sessions_dir.
+    """
+    separators = {"/", "\0", os.sep, os.altsep or "/"}
+    if session_id in ("", ".", "..") or any(c in separators for c in session_id):
         raise SessionError(f"{session_id!r}: not a valid session id")
     root = Path(sessions_dir).resolve()
     target = (root / session_id).resolve()
@@ -829,10 +922,10 @@ def load_session(path_or_id: str | Path, sessions_dir: Path | None = None) -> Se
     folder = _resolve_session(path_or_id, sessions_dir)
     meta = _read_meta(folder)
     frames_path = folder / FRAMES_FILE
-    frames = _parse_frames(
+    frames, notes = _parse_frames(
         _read_text(frames_path), str(frames_path), drop_partial_last_line=not meta["complete"]
     )
-    return Session(info=_info_from(meta, folder, frames), meta=meta, frames=frames)
+    return Session(info=_info_from(meta, folder, frames), meta=meta, frames=frames, warnings=notes)
 
 
 def load_session_csv(file_like_or_path: str | Path | IO[bytes] | IO[str], name: str) -> Session:
@@ -850,13 +943,13 @@ def load_session_csv(file_like_or_path: str | Path | IO[bytes] | IO[str], name: 
         raise SessionError(f"{name}: not UTF-8 text ({exc})") from exc
     except OSError as exc:
         raise SessionError(f"{name}: unreadable ({exc})") from exc
-    frames = _parse_frames(text, name, drop_partial_last_line=False)
+    frames, notes = _parse_frames(text, name, drop_partial_last_line=False)
     if frames.empty:
         raise SessionError(f"{name}: the file has a header but no rows")
     meta = _meta_defaults(name)
     meta.update({"source": name, "candidate": Path(name).stem, "complete": True})
     folder = Path(name)
-    return Session(info=_info_from(meta, folder, frames), meta=meta, frames=frames)
+    return Session(info=_info_from(meta, folder, frames), meta=meta, frames=frames, warnings=notes)
 
 
 def load_session_upload(name: str, data: bytes, max_bytes: int) -> Session:
@@ -876,19 +969,31 @@ def _summary_cached(
 ) -> tuple[float, int, int]:
     """Validate frames.csv and summarise it; cached on (path, mtime, size) for fast listing."""
     text = _read_text(frames_path)
-    return _summarise(_parse_frames(text, str(frames_path), drop_partial_last_line=drop_partial))
+    frames, _notes = _parse_frames(text, str(frames_path), drop_partial_last_line=drop_partial)
+    return _summarise(frames)
 
 
 def list_sessions(sessions_dir: Path | None = None) -> list[SessionInfo]:
     """Every session folder, newest first; a broken one is listed with its error.
 
-    Each frames.csv is fully validated (results cached on path, mtime and size).
+    Each frames.csv is fully validated (results cached on path, mtime and size). A sessions
+    folder that does not exist yet has no sessions; one that is not a folder (a file) or
+    cannot be read raises SessionError naming it.
     """
     root = Path(sessions_dir or sessions_dir_default())
+    if not root.exists() and not root.is_symlink():
+        return []  # nothing recorded yet: the first recording creates it
     if not root.is_dir():
-        return []
+        raise SessionError(
+            f"{root}: the sessions folder is not a folder (it is a file or a broken link); "
+            "point EMOTION_SESSIONS_DIR at a folder"
+        )
+    try:
+        folders = sorted(root.iterdir())
+    except OSError as exc:
+        raise SessionError(f"{root}: cannot read the sessions folder ({exc})") from exc
     infos: list[SessionInfo] = []
-    for folder in root.iterdir():
+    for folder in folders:
         if not folder.is_dir() or folder.name.startswith("."):
             continue
         try:

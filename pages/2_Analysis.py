@@ -158,13 +158,18 @@ def sessions_section(sessions_dir: Path) -> list[LoadedSession]:
     message = st.session_state.pop(MESSAGE_KEY, None)
     if message:
         (st.error if message[0] == "error" else st.success)(message[1])
-    infos = list_sessions(sessions_dir)
+    listed = True
+    try:
+        infos = list_sessions(sessions_dir)
+    except SessionError as exc:  # e.g. EMOTION_SESSIONS_DIR names a file, not a folder
+        st.error(f"Cannot list recorded sessions - {exc}. Uploads below still work.")
+        infos, listed = [], False
     ok = [i for i in infos if i.error is None]
     broken = [i for i in infos if i.error is not None]
     if infos:
         table = session_table(infos)
         st.dataframe(table, hide_index=True, width="stretch")
-    else:
+    elif listed:
         st.info(
             f"No recorded sessions in {sessions_dir}. Record one on the Live page or upload "
             "a session CSV below."
@@ -207,6 +212,9 @@ def sessions_section(sessions_dir: Path) -> list[LoadedSession]:
     )
     for problem in problems:
         st.error(problem)
+    for item in loaded:  # rows left out while loading (a cut-off last line, a few bad rows)
+        for note in item.session.warnings:
+            st.warning(f"{ui_common.plain(item.name)}: {note}")
 
     if infos:
         with st.expander("Delete a session"):

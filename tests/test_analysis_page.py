@@ -450,3 +450,82 @@ def test_three_sessions_get_a_table_of_their_pairs(env: Path) -> None:
                                    "largest difference"]  # fmt: skip
     assert list(zip(pairs["A"], pairs["B"])) == [("Ann", "Bob"), ("Ann", "Ann #2"),
                                                  ("Bob", "Ann #2")]  # fmt: skip
+
+
+def test_a_save_as_default_over_a_broken_settings_file_clears_its_warning(
+    env: Path, tmp_path: Path
+) -> None:
+    """The warning about the unreadable file is stale once the save has replaced the file: it
+    is not shown beside "Saved as default" in the same render."""
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text("this is not JSON")
+    write_session(env, "s1", SADDISH)
+    at = app()
+    warning = "\n".join(w.value for w in at.sidebar.warning)
+    assert "Saved settings ignored" in warning and "not valid JSON" in warning
+    at.button(key="rule_save_default").click()
+    run(at)
+    assert any("Saved as default in" in s.value for s in at.sidebar.success)
+    assert not [w.value for w in at.sidebar.warning if "Saved settings" in w.value]
+    assert json.loads(settings_file.read_text())["rule"]["name"] == "seed"
+    run(at)  # and not on the next render either
+    assert not [w.value for w in at.sidebar.warning if "Saved settings" in w.value]
+
+
+def test_a_session_folder_with_an_odd_name_is_analysed_and_deleted(env: Path) -> None:
+    """A folder renamed by hand is listed and analysed; Delete accepts it too."""
+    odd = "odd name é .."
+    write_session(env, odd, HAPPY, candidate="Odd", started="2024-03-01T09:00:00+00:00")
+    write_session(env, "keep", HAPPY, candidate="Keep", started="2024-01-01T09:00:00+00:00")
+    at = app()
+    assert at.multiselect(key="an_selected").value == [odd]
+    assert verdicts(at) == {"Odd": "not nervous"}
+    at.selectbox(key="an_delete_target").set_value(odd)
+    run(at)
+    at.checkbox(key=f"an_delete_confirm:{odd}").check()
+    run(at)
+    at.button(key="an_delete").click()
+    run(at)
+    assert not errors(at), errors(at)
+    assert any(f"Deleted session {odd}" in s.value for s in at.success)
+    assert not (env / odd).exists() and (env / "keep").exists()
+
+
+def test_a_sessions_folder_that_is_a_file_is_an_error_and_uploads_still_work(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_file = tmp_path / "sessions.csv"
+    a_file.write_text("not a folder")
+    monkeypatch.setenv("EMOTION_SESSIONS_DIR", str(a_file))
+    at = app()
+    assert "sessions.csv: the sessions folder is not a folder" in errors(at)
+    assert not [i.value for i in at.info if "No recorded sessions" in i.value]
+    at.file_uploader(key="an_uploads").set_value(
+        [("up.csv", frames_csv(SADDISH).encode(), "text/csv")]
+    )
+    run(at)
+    assert verdicts(at) == {"up.csv (upload)": "nervous"}
+    assert a_file.read_text() == "not a folder"
+
+
+def test_a_few_bad_rows_or_a_cut_off_last_line_are_skipped_with_a_warning(env: Path) -> None:
+    """A complete session whose last line was cut off, and one with a 'nan' in one row of 300:
+    both are analysed from their valid rows, with a warning saying what was skipped; the files
+    stay as they were."""
+    cut_text = frames_csv(HAPPY) + "60.000,300,0,1,2,30,30,0.02"
+    write_session(env, "cut", candidate="Cut", started="2024-03-01T09:00:00", frames_text=cut_text)
+    nan_lines = frames_csv(SADDISH).splitlines()
+    nan_lines[6] = nan_lines[6].replace("0.020000", "nan", 1)
+    nan_text = "\n".join(nan_lines) + "\n"
+    write_session(env, "nan", candidate="Nan", started="2024-02-01T09:00:00", frames_text=nan_text)
+    at = app()
+    at.multiselect(key="an_selected").set_value(["cut", "nan"])
+    run(at)
+    assert not errors(at), errors(at)
+    assert verdicts(at) == {"Cut": "not nervous", "Nan": "nervous"}
+    warnings = "\n".join(w.value for w in at.warning)
+    assert "Cut: " in warnings and "line 302 is cut off" in warnings
+    assert "Nan: " in warnings and "1 invalid row of 300 skipped" in warnings
+    assert "line 7, column 'angry': 'nan' is not a number" in warnings
+    assert (env / "cut" / "frames.csv").read_text() == cut_text
+    assert (env / "nan" / "frames.csv").read_text() == nan_text

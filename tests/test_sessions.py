@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -476,14 +477,16 @@ def write_session(root: Path, sid: str, csv_text: str, meta: dict | None = None)
             HEADER + "\n" + good_row().replace("0.0,0,0", "abc,0,0", 1) + "\n",
             "line 2, column 't_s': 'abc' is not a number",
         ),
-        (
+        (  # one invalid row in two could be skipped (at least one may), but not two in three
             HEADER
             + "\n"
             + good_row()
             + "\n"
             + good_row(0.1, 1).replace(",1,2,", ",x,2,", 1)
+            + "\n"
+            + good_row(0.2, 2).replace(",1,2,", ",x,2,", 1)
             + "\n",
-            "line 3, column 'x'",
+            "line 3, column 'x': 'x' is not a number (2 of the 3 rows are invalid; at most 1",
         ),
         (
             HEADER + "\n" + good_row().replace("0.700000", "0.900000") + "\n",
@@ -538,6 +541,100 @@ def test_sum_tolerance_is_002(tmp_path: Path) -> None:
     assert len(load_session_csv(_bytes(HEADER + "\n" + ok + "\n"), "ok.csv").frames) == 1
     with pytest.raises(SessionError, match="sum to"):
         load_session_csv(_bytes(HEADER + "\n" + bad + "\n"), "bad.csv")
+
+
+def many_rows(n: int) -> list[str]:
+    """n valid face rows, one per frame, 0.2 s apart."""
+    return [good_row(round(i * 0.2, 3), i) for i in range(n)]
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_a_cut_off_last_line_is_skipped_with_a_note(tmp_path: Path, complete: bool) -> None:
+    rows = many_rows(150)
+    text = HEADER + "\n" + "\n".join(rows) + "\n" + good_row(30.0, 150)[:25]  # cut mid-write
+    folder = write_session(tmp_path, "cut", text, {"complete": complete})
+    session = load_session(folder)
+    assert len(session.frames) == 150
+    (note,) = session.warnings
+    assert str(folder / FRAMES_FILE) in note and "line 152 is cut off" in note
+    assert (folder / FRAMES_FILE).read_text() == text  # the file is never rewritten
+    (info,) = list_sessions(tmp_path)
+    assert info.error is None and info.frames == 150
+    # Upload of the same text: the same.
+    upload = load_session_csv(_bytes(text), "cut.csv")
+    assert len(upload.frames) == 150 and "line 152 is cut off" in upload.warnings[0]
+
+
+def test_a_complete_last_line_without_a_line_end_is_kept(tmp_path: Path) -> None:
+    text = HEADER + "\n" + "\n".join(many_rows(5))  # a hand-made file: no final newline
+    folder = write_session(tmp_path, "whole", text)
+    session = load_session(folder)
+    assert len(session.frames) == 5 and session.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        (lambda r: r.replace("0.050000", "nan", 1), "'nan' is not a number"),
+        (lambda r: r.replace("0.050000", "inf", 1), "'inf' is not finite"),
+        (lambda r: r + ",1,2", "has 17 fields, the header has 15"),
+        (lambda r: r[:30], "fields, the header has 15"),
+        (lambda r: r.replace("0.700000", "1.700000"), "must lie in [0, 1]"),
+        (lambda r: r.replace(",1,2,3,4,", ",,2,3,4,", 1), "column 'x': empty value"),
+    ],
+)
+def test_a_few_invalid_rows_are_skipped_with_a_note(
+    tmp_path: Path, bad: Callable[[str], str], problem: str
+) -> None:
+    """Up to 1% of the rows (at least one) may be invalid: they are skipped, with a note giving
+    how many and their lines; one more and the session is refused, naming the first."""
+    rows = many_rows(200)
+    for k in (4, 120):
+        rows[k] = bad(rows[k])
+    text = HEADER + "\n" + "\n".join(rows) + "\n"
+    folder = write_session(tmp_path, "two_bad", text)
+    session = load_session(folder)
+    assert len(session.frames) == 198 and 4 not in session.frames["frame"].tolist()
+    (note,) = session.warnings
+    assert "2 invalid rows of 200 skipped (lines 6 and 122" in note and problem in note
+    assert (folder / FRAMES_FILE).read_text() == text
+    rows[7] = bad(rows[7])  # 3 of 200: more than 1%
+    folder = write_session(tmp_path, "three_bad", HEADER + "\n" + "\n".join(rows) + "\n")
+    with pytest.raises(SessionError) as err:
+        load_session(folder)
+    assert "line 6" in str(err.value) and problem in str(err.value)
+    assert "3 of the 200 rows are invalid; at most 2 may be skipped" in str(err.value)
+    infos = {i.session_id: i for i in list_sessions(tmp_path)}
+    assert infos["two_bad"].error is None and infos["two_bad"].frames == 198
+    assert infos["three_bad"].error is not None and "3 of the 200" in infos["three_bad"].error
+
+
+def test_one_invalid_row_in_a_short_session_is_skipped_but_not_the_only_row(
+    tmp_path: Path,
+) -> None:
+    rows = many_rows(20)
+    rows[3] = rows[3].replace("0.050000", "nan", 1)
+    session = load_session_csv(_bytes(HEADER + "\n" + "\n".join(rows) + "\n"), "short.csv")
+    assert len(session.frames) == 19
+    assert session.warnings == (
+        "short.csv: 1 invalid row of 20 skipped (line 5, column 'angry': 'nan' is not a number)",
+    )
+    lonely = HEADER + "\n" + rows[3] + "\n"
+    with pytest.raises(SessionError, match=r"line 2, column 'angry': 'nan' is not a number$"):
+        load_session_csv(_bytes(lonely), "lonely.csv")
+
+
+def test_structural_problems_are_still_refused_among_many_rows(tmp_path: Path) -> None:
+    rows = many_rows(300)
+    twice = rows[:10] + [rows[9]] + rows[10:]  # a face repeated
+    with pytest.raises(SessionError, match="line 12: face 0 of frame 9 appears twice"):
+        load_session_csv(_bytes(HEADER + "\n" + "\n".join(twice) + "\n"), "twice.csv")
+    restart = rows + [good_row(100.0, 0)]  # a frame counter that restarts
+    with pytest.raises(SessionError, match="frame 0 appears again at another time"):
+        load_session_csv(_bytes(HEADER + "\n" + "\n".join(restart) + "\n"), "restart.csv")
+    header = HEADER.replace(",angry", ",angri")
+    with pytest.raises(SessionError, match="missing required columns: angry"):
+        load_session_csv(_bytes(header + "\n" + "\n".join(rows) + "\n"), "header.csv")
 
 
 def _bytes(text: str) -> io.BytesIO:
@@ -704,7 +801,9 @@ def test_closing_a_recording_removed_from_outside_says_so(tmp_path: Path) -> Non
     assert not rec.path.exists()  # no folder with only a meta.json brought back
 
 
-@pytest.mark.parametrize("bad_id", ["..", "../victim", "/etc", "a/../../victim", "", ".", "~"])
+@pytest.mark.parametrize(
+    "bad_id", ["..", "../victim", "/etc", "a/../../victim", "", ".", "~", "a\x00b", "x/.."]
+)
 def test_delete_refuses_traversal(tmp_path: Path, bad_id: str) -> None:
     root = tmp_path / "sessions"
     root.mkdir()
@@ -714,6 +813,28 @@ def test_delete_refuses_traversal(tmp_path: Path, bad_id: str) -> None:
     with pytest.raises(SessionError):
         delete_session(bad_id, root)
     assert victim.exists() and root.exists()
+
+
+@pytest.mark.parametrize("name", ["odd name é ..", "x..y", "a b", "~", "ünïcode", "-dash"])
+def test_any_listed_session_folder_can_be_deleted(tmp_path: Path, name: str) -> None:
+    """What the list shows, Delete accepts: a folder made by hand (copied, renamed) may have
+    spaces, accents or dots in its name; only names that could leave the folder are refused."""
+    folder = write_session(tmp_path, name, HEADER + "\n" + good_row() + "\n")
+    keep = write_session(tmp_path, "keep", HEADER + "\n" + good_row() + "\n")
+    (info,) = [i for i in list_sessions(tmp_path) if i.session_id == name]
+    assert info.error is None
+    assert len(load_session(name, tmp_path).frames) == 1
+    delete_session(info.session_id, tmp_path)
+    assert not folder.exists() and keep.exists()
+
+
+def test_a_sessions_folder_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "sessions.txt"
+    not_a_folder.write_text("x")
+    with pytest.raises(SessionError, match=r"sessions\.txt: the sessions folder is not a folder"):
+        list_sessions(not_a_folder)
+    assert not_a_folder.read_text() == "x"
+    assert list_sessions(tmp_path / "not-yet") == []  # not created yet: simply no sessions
 
 
 def test_delete_refuses_symlink_and_non_session_folder(tmp_path: Path) -> None:
