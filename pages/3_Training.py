@@ -409,7 +409,11 @@ def retime_button(models: Path, cpu_busy: bool) -> None:
             st.error(f"Could not time the models: {exc}")
             return
     timings = ", ".join(f"{r.name} {r.p50_ms:.2f}" for r in sorted(results, key=lambda r: r.p50_ms))
-    flash("success", f"Timed here (median ms per face): {timings}.", where="retime")
+    text = f"Timed here (median ms per face): {timings}."
+    if results.skipped:  # a model that does not load is left out; the others are still timed
+        why = "; ".join(f"**{name}**: {reason}" for name, reason in results.skipped.items())
+        text += f"\n\nNot timed (their cards keep their old figure): {why}"
+    flash("warning" if results.skipped else "success", text, where="retime")
     st.rerun()
 
 

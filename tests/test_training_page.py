@@ -589,6 +589,18 @@ def test_models_are_timed_together_from_the_page(
     assert "not strictly comparable" not in texts(at, "caption")  # now one measurement
     assert "interleaved rounds" in texts(at, "caption")
 
+    # a model whose network is no longer a .keras file is named and left out; the rest timed
+    (env["models"] / "second.keras").write_text("not a model")
+    at.button(key="train_retime").click()
+    run_page(at)
+    warning = texts(at, "warning")
+    assert "Not timed" in warning and "second" in warning and "not a zip archive" in warning
+    assert "old-default" in warning  # still timed
+    assert (
+        registry.read_card("second", env["models"]).cpu_ms_per_face
+        == cards["second"].cpu_ms_per_face
+    )
+
     def disk_full(*args: Any, **kwargs: Any) -> None:
         raise OSError(28, "No space left on device")
 
