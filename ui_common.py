@@ -31,7 +31,7 @@ from emotion_core.nervousness import (
     NervousnessRule,
     RuleError,
 )
-from emotion_core.sessions import BYTES_PER_MB, Session, load_session_upload
+from emotion_core.sessions import BYTES_PER_MB
 from emotion_core.settings import (
     AUTO_BLOCK_RANGE,
     BLOCK_S_RANGE,
@@ -338,14 +338,6 @@ def stats_sidebar() -> BootstrapConfig:
     return BootstrapConfig(**values)  # type: ignore[arg-type]
 
 
-def read_uploaded_session(name: str, data: bytes, max_bytes: int | None = None) -> Session:
-    """Parse an uploaded frames CSV; SessionError naming the file for any problem (incl. size).
-
-    max_bytes defaults to MAX_UPLOAD_BYTES (read at call time).
-    """
-    return load_session_upload(name, data, MAX_UPLOAD_BYTES if max_bytes is None else max_bytes)
-
-
 def stored_statement(sessions_dir: Path, video: bool = False) -> str:
     """What a recorded session keeps, shown under the consent checkbox: the Live page's, or with
     `video` the Video page's (the file name too; the uploaded file is deleted)."""
@@ -371,11 +363,6 @@ def render_verdict(result: NervousnessResult, container: Any = None) -> None:
     if result.reasons:
         c.markdown("\n".join(f"- {r.text}" for r in result.reasons))
     c.caption(f"⚠️ {result.disclaimer} See README.md, section 'Responsible use'.")
-
-
-def settings_file_hint() -> str:
-    """Where "Save as default" writes (for captions)."""
-    return str(settings_path())
 
 
 def models_dir() -> Path:

@@ -34,7 +34,8 @@ def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature in [0.05, 20] minimising NLL (golden-section search on log T)."""
+    """The temperature in [0.05, 20] minimising NLL (golden-section search on log T).
+    probs (N, C), labels (N,) int."""
     lo, hi = np.log(0.05), np.log(20.0)
     ratio = (np.sqrt(5) - 1) / 2
 

@@ -26,7 +26,9 @@ class DetectorError(Exception):
 class FaceDetector(Protocol):
     """Anything that finds faces: frame (H, W, 3) uint8 BGR -> list of (x, y, w, h) boxes."""
 
-    def __call__(self, frame_bgr: np.ndarray) -> list[Box]: ...
+    def __call__(self, frame_bgr: np.ndarray) -> list[Box]:
+        """frame (H, W, 3) uint8 BGR -> boxes (x, y, w, h) in frame pixels, in any order."""
+        ...
 
 
 def haar_cascade_path(name: str = HAAR_FRONTALFACE) -> Path:

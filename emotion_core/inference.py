@@ -32,11 +32,14 @@ log = logging.getLogger(__name__)
 
 
 class Classifier(Protocol):
-    """Anything that turns (N, 48, 48, 1) float32 faces into (N, C) probabilities."""
+    """Anything that turns (N, S, S, 1) float32 faces into (N, C) probabilities (S: the input
+    size, 48 unless the classifier's card says otherwise; C = len(classes))."""
 
     classes: tuple[str, ...]
 
-    def predict(self, faces: np.ndarray) -> np.ndarray: ...
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        """faces (N, S, S, 1) float32 in [0, 1] -> probabilities (N, C), one row per face."""
+        ...
 
 
 def softmax_with_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:

@@ -116,9 +116,10 @@ class EmotionPipeline:
         self._track_size = None
 
     def detect(self, frame_bgr: np.ndarray) -> list[Box]:
-        """Raw detector boxes for a frame: near the previous frame's faces when possible (see
-        PipelineConfig.redetect_every), else a full-frame scan (always after the frames changed
-        size: the old boxes may lie outside the new frame). Call in frame order."""
+        """Raw detector boxes (x, y, w, h) for a frame (H, W, 3) uint8 BGR: near the previous
+        frame's faces when possible (see PipelineConfig.redetect_every), else a full-frame scan
+        (always after the frames changed size: the old boxes may lie outside the new frame).
+        Call in frame order."""
         size = frame_size(frame_bgr)
         if size != self._detect_size:
             self._detect_size, self._hints = size, []
@@ -134,9 +135,10 @@ class EmotionPipeline:
         return self._hints
 
     def find_faces(self, frame_bgr: np.ndarray) -> tuple[list[Box], list[np.ndarray]]:
-        """Detect, keep the largest max_faces, square and clip: the clipped boxes (to show and
-        track) and their square crops (s, s, 3), padded where the square leaves the frame (see
-        crop_square), so preprocessing never stretches a face cut by the frame edge."""
+        """Detect in a frame (H, W, 3) uint8 BGR, keep the largest max_faces, square and clip:
+        the clipped boxes (to show and track) and their square crops (s, s, 3), padded where
+        the square leaves the frame (see crop_square), so preprocessing never stretches a face
+        cut by the frame edge."""
         boxes = largest(self.detect(frame_bgr), self.config.max_faces)
         kept: list[Box] = []
         crops: list[np.ndarray] = []
@@ -202,8 +204,9 @@ class EmotionPipeline:
         t_s: Sequence[float],
         frame_indices: Sequence[int],
     ) -> list[FrameResult]:
-        """Several consecutive frames with all their faces classified in ONE call (faster
-        offline). Returns one FrameResult per frame, in order.
+        """Several consecutive frames, each (H, W, 3) uint8 BGR, with all their faces
+        classified in ONE call (faster offline); t_s and frame_indices have one entry per frame.
+        Returns one FrameResult per frame, in order.
         """
         found = [self.find_faces(frame) for frame in frames_bgr]
         return self.finish_batch(found, t_s, frame_indices, [frame_size(f) for f in frames_bgr])

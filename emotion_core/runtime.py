@@ -94,7 +94,11 @@ class TFLiteCall:
     lock, as EmotionClassifier does).
     """
 
-    def __init__(self, content: bytes, source: str = "<memory>", threads: int | None = None):
+    def __init__(
+        self, content: bytes, source: str = "<memory>", threads: int | None = None
+    ) -> None:
+        """Load a .tflite model's bytes (source names it in errors; threads defaults to
+        min(CPU count, 4)); raise ModelError when the interpreter rejects them."""
         self.source = source
         try:
             with warnings.catch_warnings():
@@ -123,6 +127,8 @@ class TFLiteCall:
         return cls(content, str(path), threads)
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
+        """faces (N, S, S, 1) float32 -> the model's outputs (N, C) float32, one face per
+        interpreter call."""
         out = np.empty((len(faces), self.num_outputs), np.float32)
         index, result = self._input["index"], self._output["index"]
         for i in range(len(faces)):
@@ -240,6 +246,8 @@ def _probe_faces(data: str | None, size: int) -> tuple[np.ndarray | None, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m emotion_core.runtime export NAME [--data D]`: add_runtime, then print the
+    card's speeds and the largest output difference. Returns 0, or 2 after printing an error."""
     quiet_native_logs()
     p = argparse.ArgumentParser(
         prog="python -m emotion_core.runtime",
