@@ -31,7 +31,7 @@ from emotion_core.cli import quiet_native_logs
 from emotion_core.detect import DetectorError
 from emotion_core.inference import Classifier
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig, frame_size
-from emotion_core.registry import ModelError, card_hash
+from emotion_core.registry import ModelCard, ModelError
 from emotion_core.results import Box
 from emotion_core.video import VideoError, VideoInfo, iter_frames, probe_video
 
@@ -160,11 +160,12 @@ class _Decoder:
         self._thread.join(timeout=5.0)
 
 
-def _model_identity(classifier: Classifier) -> tuple[str, str]:
-    card = getattr(classifier, "card", None)
+def _model_identity(classifier: Classifier) -> ModelCard | str:
+    """The classifier's card (recorded with its hash), or its name when it has none."""
+    card: ModelCard | None = getattr(classifier, "card", None)
     if card is not None:
-        return str(card.name), card_hash(card)
-    return str(getattr(classifier, "name", type(classifier).__name__)), ""
+        return card
+    return str(getattr(classifier, "name", type(classifier).__name__))
 
 
 def analyze_video(
@@ -201,7 +202,7 @@ def analyze_video(
         from emotion_core.inference import load_classifier
 
         classifier = load_classifier(model_name)
-    name, model_hash = _model_identity(classifier)
+    model = _model_identity(classifier)
     config = config or PipelineConfig()
     config = replace(config, tta=tta or config.tta)
     pipeline = EmotionPipeline.from_config(classifier, config)
@@ -215,13 +216,12 @@ def analyze_video(
     complete, message = True, ""
     try:
         chunk = next(chunks, None)  # raises VideoError when not a single frame decodes
-        recorder = SessionRecorder(
-            Path(sessions_dir),
-            candidate,
+        recorder = SessionRecorder.for_model(
+            sessions_dir,
+            model=model,
+            candidate=candidate,
             notes=notes,
             source=path.name,
-            model_name=name,
-            model_hash=model_hash,
             thresholds=thresholds,
             pipeline={**asdict(config), "every": every},
         )

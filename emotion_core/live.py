@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,67 @@ class RecordingStatus:
         return cls(
             recorder.session_id, recorder.path, recorder.frames, recorder.faces, active, error
         )
+
+
+OutcomeKind = Literal[
+    "started", "busy", "not_started", "saved", "discarded", "kept", "failed", "none"
+]
+
+
+@dataclass(frozen=True)
+class RecordingOutcome:
+    """What a Record or Stop click did (or a write failure on the video thread), for the page.
+
+    kind: "started"; "busy" (a recording is already on: nothing was done); "not_started" (the
+    recorder could not be created or attached; no session is left behind); "saved";
+    "discarded" (stopped before any frame arrived: nothing kept); "kept" (a write failure had
+    stopped it: the frames written before it are kept, listed as incomplete); "failed"
+    (closing it failed); "none" (there was nothing to stop).
+    text: the sentence to show ("" for busy, saved and none). status: the recording it is
+    about (None for busy, not_started and none; for failed, None when it is unknown).
+    """
+
+    kind: OutcomeKind
+    text: str = ""
+    status: RecordingStatus | None = None
+
+    @property
+    def is_error(self) -> bool:
+        """Show the text as an error (else as information)."""
+        return self.kind in ("not_started", "failed")
+
+    @property
+    def saved(self) -> RecordingStatus | None:
+        """The saved recording's final status (path and counts), when it was saved."""
+        return self.status if self.kind == "saved" else None
+
+    @property
+    def failure_id(self) -> str | None:
+        """The session whose failure this outcome reports (so that it is reported once)."""
+        if self.kind in ("kept", "failed") and self.status is not None:
+            return self.status.session_id
+        return None
+
+
+def stop_outcome(status: RecordingStatus | None) -> RecordingOutcome:
+    """What became of a recording, from its final status (stop_recording's)."""
+    if status is None:
+        return RecordingOutcome("none")
+    if status.error:  # a write failed earlier and stopped it
+        return RecordingOutcome(
+            "kept",
+            f"The recording had stopped early; the {status.frames} frames written before "
+            f"the failure are kept in `{status.path}` (listed as incomplete).",
+            status,
+        )
+    if status.discarded:
+        return RecordingOutcome(
+            "discarded",
+            "No frame arrived while recording (press START on the video first), so no "
+            "session was saved.",
+            status,
+        )
+    return RecordingOutcome("saved", "", status)
 
 
 @dataclass(frozen=True)
@@ -315,6 +376,53 @@ class LiveAggregator:
             if reset_stats:
                 self._reset_locked()
 
+    def begin_session(self, make_recorder: Callable[[], SessionRecorder]) -> RecordingOutcome:
+        """Start recording into make_recorder()'s recorder, the statistics reset at the same
+        moment (they then describe exactly the frames recorded).
+
+        "busy", creating no recorder, while a recording is on. "not_started" when the recorder
+        cannot be created or attached (SessionError); one that was created is discarded (no
+        frame reached it), so no empty session is left behind.
+        """
+        # NOTE: called on the script thread (a Record on_click); a double click queues a second
+        # on_click, which finds the first recording on and must not start another.
+        if self.recording:
+            return RecordingOutcome("busy")
+        recorder = None
+        try:
+            recorder = make_recorder()
+            self.start_recording(recorder, reset_stats=True)
+        except SessionError as exc:
+            if recorder is not None:
+                recorder.discard()
+            return RecordingOutcome("not_started", f"Could not start recording: {exc}")
+        return RecordingOutcome(
+            "started",
+            f"Recording session {recorder.session_id}.",
+            RecordingStatus.of(recorder, active=True),
+        )
+
+    def end_session(self) -> RecordingOutcome:
+        """Stop the recording (stop_recording) and say what became of it (stop_outcome);
+        "failed" when closing it failed, with the failed recording's status."""
+        try:
+            status = self.stop_recording()
+        except SessionError as exc:
+            return RecordingOutcome(
+                "failed",
+                f"The session was not saved cleanly: {exc}",
+                self.snapshot().recording,
+            )
+        return stop_outcome(status)
+
+    def failed_recording(self) -> RecordingStatus | None:
+        """The last recording when a write failure stopped it (on the video thread, or before
+        a Stop closed it) and none is on now; else None."""
+        if self.recording:
+            return None
+        status = self.snapshot().recording
+        return status if status is not None and status.error else None
+
     def stop_recording(self, complete: bool = True) -> RecordingStatus | None:
         """Detach and close the active recorder; returns its final status (None if none).
         A recorder that got no frame is deleted instead (status.discarded).
@@ -423,6 +531,29 @@ class LiveProcessor:
         with self._lock:
             self._pipeline = pipeline
             self._pipeline_key = key
+
+    def keeps_pipeline(self, recording: bool) -> bool:
+        """True when the current pipeline must stay: a recording is on and a pipeline is set."""
+        # NOTE: a recording keeps the pipeline it started with: the model named in its
+        # meta.json, and the tracker's face ids (a new pipeline would number faces from 0).
+        return recording and self.has_pipeline
+
+    def ensure_pipeline(self, key: object, build: Callable[[], FramePipeline]) -> bool:
+        """Use the pipeline for key: build() one and swap it in when the current one was set
+        for another key (or none is set); True when it did. When build() raises, frames pass
+        through unprocessed (no pipeline for another key goes on) and the error propagates.
+        """
+        if self.pipeline_key == key:
+            return False
+        # NOTE: build() (loading the face detector) runs outside the lock on the script thread;
+        # the video thread goes on with the old pipeline meanwhile, and only the swap locks.
+        try:
+            pipeline = build()
+        except Exception:
+            self.set_pipeline(None)
+            raise
+        self.set_pipeline(pipeline, key)
+        return True
 
     def process(self, frame_bgr: np.ndarray, t_s: float | None) -> np.ndarray:
         """One BGR frame (and its stream time in s, or None) -> the annotated frame."""

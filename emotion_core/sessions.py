@@ -21,11 +21,11 @@ import threading
 import time
 import unicodedata
 import weakref
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import IO, TYPE_CHECKING, Any, Self
 
 import numpy as np
 import pandas as pd
@@ -33,8 +33,11 @@ import pandas as pd
 from emotion_core import __version__
 from emotion_core.classes import CLASSES
 from emotion_core.fileio import JsonFileError, atomic_write_json, load_json_object
-from emotion_core.registry import PROJECT_ROOT
+from emotion_core.registry import PROJECT_ROOT, ModelCard, card_hash
 from emotion_core.results import FrameResult
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 SESSIONS_DIR: Path = Path(os.environ.get("EMOTION_SESSIONS_DIR", PROJECT_ROOT / "sessions"))
 FORMAT_VERSION = 1
@@ -354,6 +357,47 @@ class SessionRecorder:
         # NOTE: runs at garbage collection or interpreter exit, whichever comes first; close()
         # detaches it.
         self._finalizer = weakref.finalize(self, self._file.close_abandoned)
+
+    @classmethod
+    def for_model(
+        cls,
+        sessions_dir: Path | str,
+        *,
+        model: ModelCard | str,
+        candidate: str,
+        source: str,
+        pipeline: DataclassInstance | Mapping[str, Any],
+        thresholds: Mapping[str, Any] | None = None,
+        notes: str = "",
+    ) -> Self:
+        """A recorder whose meta.json says what produced the session (the Live page and
+        analyze_video set theirs up alike).
+
+        model: the classifier's card (its name and card_hash are recorded) or, for a classifier
+        without one, just its name (no hash). pipeline: the settings in force, a dataclass such
+        as PipelineConfig or a dict. thresholds: the nervousness rule's to_dict(). Raises
+        SessionError when the session folder cannot be created.
+        """
+        if isinstance(model, str):
+            model_name, model_hash = model, ""
+        else:
+            model_name, model_hash = str(model.name), card_hash(model)
+        if isinstance(pipeline, Mapping):
+            settings = dict(pipeline)
+        elif is_dataclass(pipeline) and not isinstance(pipeline, type):
+            settings = asdict(pipeline)
+        else:
+            raise TypeError(f"pipeline must be a dataclass or a mapping, not {pipeline!r}")
+        return cls(
+            Path(sessions_dir),
+            candidate,
+            notes=notes,
+            source=source,
+            model_name=model_name,
+            model_hash=model_hash,
+            thresholds=None if thresholds is None else dict(thresholds),
+            pipeline=settings,
+        )
 
     @property
     def frames_path(self) -> Path:

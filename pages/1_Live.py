@@ -31,26 +31,25 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer  # isort: skip
 
 import os
 import time
-from dataclasses import asdict
 from typing import Any
 
 import av
 
 import ui_common
-from emotion_core import registry
 from emotion_core.charts import live_distribution_chart
 from emotion_core.detect import DetectorError
 from emotion_core.live import (
     LiveAggregator,
     LiveProcessor,
     LiveSnapshot,
-    RecordingStatus,
+    RecordingOutcome,
     parse_ice_servers,
+    stop_outcome,
 )
 from emotion_core.nervousness import NervousnessRule, evaluate_rule_on_counts
 from emotion_core.pipeline import EmotionPipeline, PipelineConfig
 from emotion_core.registry import ModelCard
-from emotion_core.sessions import SessionError, SessionRecorder, sessions_dir_default
+from emotion_core.sessions import SessionRecorder, sessions_dir_default
 
 AGGREGATOR_KEY = "live_aggregator"
 PROCESSOR_KEY = "live_processor"
@@ -175,82 +174,50 @@ def start_recording(card: ModelCard, rule: NervousnessRule, config: PipelineConf
     if not st.session_state.get(CONSENT_KEY):
         st.session_state[MESSAGE_KEY] = ("error", "Recording needs the candidate's consent.")
         return
-    if aggregator.recording:  # NOTE: a double click queues a second on_click
-        return
-    recorder = None
-    try:
-        recorder = SessionRecorder(
+    candidate = st.session_state.get(CANDIDATE_KEY, "")
+    notes = st.session_state.get(NOTES_KEY, "")
+    # NOTE: a double click queues a second on_click; begin_session then does nothing ("busy").
+    outcome = aggregator.begin_session(
+        lambda: SessionRecorder.for_model(
             sessions_dir_default(),
-            candidate=st.session_state.get(CANDIDATE_KEY, ""),
-            notes=st.session_state.get(NOTES_KEY, ""),
+            model=card,
+            candidate=candidate,
+            notes=notes,
             source="webcam",
-            model_name=card.name,
-            model_hash=registry.card_hash(card),
             thresholds=rule.to_dict(),
-            pipeline=asdict(config),  # the settings this recording keeps to its end
+            pipeline=config,  # the settings this recording keeps to its end
         )
-        # the on-screen statistics now describe this session
-        aggregator.start_recording(recorder, reset_stats=True)
-    except SessionError as exc:
-        if recorder is not None:
-            recorder.discard()  # no frame reached it: leave no empty session behind
-        st.session_state[MESSAGE_KEY] = ("error", f"Could not start recording: {exc}")
-        return
-    st.session_state[MESSAGE_KEY] = ("info", f"Recording session {recorder.session_id}.")
+    )
+    tell(outcome)
 
 
 def stop_recording() -> None:
     """on_click of Stop."""
     aggregator, _ = live_objects()
     st.session_state[CONSENT_KEY] = False  # consent covers one recording: the next asks again
-    try:
-        status = aggregator.stop_recording()
-    except SessionError as exc:
-        st.session_state[MESSAGE_KEY] = ("error", f"The session was not saved cleanly: {exc}")
-        failed = aggregator.snapshot().recording
-        if failed is not None:  # this message says it; note_failed_recording need not
-            st.session_state[FAILURE_SHOWN_KEY] = failed.session_id
-        return
     st.session_state.pop(MESSAGE_KEY, None)
-    if status is not None and status.error:  # a write failed earlier and stopped it
-        _say_what_was_kept(status)
-    elif status is not None and status.discarded:
-        st.session_state[MESSAGE_KEY] = (
-            "info",
-            "No frame arrived while recording (press START on the video first), so no "
-            "session was saved.",
-        )
-    elif status is not None:
-        st.session_state[SAVED_KEY] = {
-            "path": str(status.path),
-            "frames": status.frames,
-            "faces": status.faces,
-        }
+    tell(aggregator.end_session())
 
 
-def _say_what_was_kept(status: RecordingStatus) -> None:
-    """The message after a recording that a write failure stopped (shown once)."""
-    st.session_state[FAILURE_SHOWN_KEY] = status.session_id
-    # NOTE: the statistics column already shows the error; this says what was kept.
-    st.session_state[MESSAGE_KEY] = (
-        "info",
-        f"The recording had stopped early; the {status.frames} frames written before "
-        f"the failure are kept in `{status.path}` (listed as incomplete).",
-    )
+def tell(outcome: RecordingOutcome) -> None:
+    """Keep what a Record or Stop click (or a failed write) did for recording_controls."""
+    if outcome.failure_id is not None:  # said once: note_failed_recording need not say it
+        st.session_state[FAILURE_SHOWN_KEY] = outcome.failure_id
+    if outcome.text:
+        st.session_state[MESSAGE_KEY] = ("error" if outcome.is_error else "info", outcome.text)
+    if outcome.saved is not None:
+        st.session_state[SAVED_KEY] = outcome.saved
 
 
 def note_failed_recording(aggregator: LiveAggregator) -> None:
     """A write failure stopped the recording on the video thread (no Stop click): consent
     covered that recording only, and the page says what was kept. Runs before the widgets."""
-    if aggregator.recording:
-        return
-    status = aggregator.snapshot().recording
-    if status is None or not status.error:
-        return
-    if st.session_state.get(FAILURE_SHOWN_KEY) == status.session_id:
+    status = aggregator.failed_recording()
+    if status is None or st.session_state.get(FAILURE_SHOWN_KEY) == status.session_id:
         return
     st.session_state[CONSENT_KEY] = False
-    _say_what_was_kept(status)
+    # NOTE: the statistics column already shows the error; this says what was kept.
+    tell(stop_outcome(status))
 
 
 def recording_controls(
@@ -293,8 +260,7 @@ def recording_controls(
     saved = st.session_state.get(SAVED_KEY)
     if saved and not recording:
         st.success(
-            f"Session saved ({saved['frames']} frames, {saved['faces']} face rows): "
-            f"`{saved['path']}`"
+            f"Session saved ({saved.frames} frames, {saved.faces} face rows): `{saved.path}`"
         )
         try:
             st.page_link(
@@ -423,9 +389,7 @@ def main() -> None:
         recording_controls(card, rule, config, recording)
 
     key = (str(mdir), card.name, version, config)
-    if recording and processor.has_pipeline:
-        # NOTE: a recording keeps the pipeline it started with: the model named in its
-        # meta.json, and the tracker's face ids (a new pipeline would number faces from 0).
+    if processor.keeps_pipeline(recording):
         if processor.pipeline_key != key:
             st.sidebar.info(
                 "The default model changed; this recording goes on with the model it started "
@@ -436,14 +400,11 @@ def main() -> None:
         if classifier is None:
             processor.set_pipeline(None)
             st.stop()
-        if processor.pipeline_key != key:
-            try:
-                pipeline = EmotionPipeline.from_config(classifier, config)
-            except DetectorError as exc:
-                processor.set_pipeline(None)
-                st.error(f"The face detector cannot start: {exc}")
-                st.stop()
-            processor.set_pipeline(pipeline, key)
+        try:
+            processor.ensure_pipeline(key, lambda: EmotionPipeline.from_config(classifier, config))
+        except DetectorError as exc:
+            st.error(f"The face detector cannot start: {exc}")
+            st.stop()
 
     with col_stats:
         st.subheader("Statistics")

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from emotion_core.classes import CLASSES
-from emotion_core.live import LiveAggregator, LiveProcessor, parse_ice_servers
+from emotion_core.live import (
+    LiveAggregator,
+    LiveProcessor,
+    RecordingOutcome,
+    RecordingStatus,
+    parse_ice_servers,
+    stop_outcome,
+)
 from emotion_core.results import FaceResult, FrameResult
 from emotion_core.sessions import COLUMNS, SessionError, SessionRecorder, load_session
 
@@ -314,3 +321,151 @@ def test_stop_between_a_failed_write_and_its_detach_reports_the_failure(tmp_path
     status = agg.snapshot().recording
     assert status is not None and "No space left" in (status.error or "")
     assert not load_session(rec.path).info.complete
+
+
+# --- recording start/stop outcomes (what the Live page says) -----------------------------------
+
+
+def test_stop_outcome_says_what_became_of_a_recording(tmp_path: Path) -> None:
+    assert stop_outcome(None) == RecordingOutcome("none")
+    saved = RecordingStatus("s1", tmp_path / "s1", 5, 4, active=False)
+    outcome = stop_outcome(saved)
+    assert (outcome.kind, outcome.text, outcome.saved) == ("saved", "", saved)
+    assert not outcome.is_error and outcome.failure_id is None
+    empty = RecordingStatus("s2", tmp_path / "s2", 0, 0, active=False, discarded=True)
+    outcome = stop_outcome(empty)
+    assert outcome.kind == "discarded" and "No frame arrived" in outcome.text
+    assert outcome.saved is None and outcome.failure_id is None and not outcome.is_error
+    failed = RecordingStatus("s3", tmp_path / "s3", 7, 7, active=False, error="disk full")
+    outcome = stop_outcome(failed)
+    assert outcome.kind == "kept" and outcome.failure_id == "s3" and not outcome.is_error
+    assert "the 7 frames written before the failure are kept in" in outcome.text
+    assert str(tmp_path / "s3") in outcome.text and outcome.saved is None
+
+
+def test_begin_session_starts_a_recording_with_fresh_statistics(tmp_path: Path) -> None:
+    agg = LiveAggregator()
+    agg.update(result(0, 0.0))
+    outcome = agg.begin_session(lambda: SessionRecorder(tmp_path, "Ana", flush_interval_s=0.0))
+    assert outcome.kind == "started" and not outcome.is_error and outcome.status is not None
+    assert outcome.text == f"Recording session {outcome.status.session_id}."
+    assert agg.recording and agg.snapshot().frames == 0  # reset at the same moment
+    made: list[SessionRecorder] = []
+
+    def another() -> SessionRecorder:
+        made.append(SessionRecorder(tmp_path, "Second"))
+        return made[-1]
+
+    assert agg.begin_session(another) == RecordingOutcome("busy")  # a double click
+    assert not made and len(list(tmp_path.iterdir())) == 1
+    agg.update(result(1, 0.1))
+    outcome = agg.end_session()
+    assert outcome.kind == "saved" and outcome.saved is not None
+    assert outcome.saved.frames == 1 and load_session(outcome.saved.path).info.complete
+
+
+def test_begin_session_that_fails_leaves_no_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agg = LiveAggregator()
+
+    def cannot_create() -> SessionRecorder:
+        raise SessionError("sessions: cannot create the sessions folder")
+
+    outcome = agg.begin_session(cannot_create)
+    assert outcome.kind == "not_started" and outcome.is_error and outcome.status is None
+    assert outcome.text == "Could not start recording: sessions: cannot create the sessions folder"
+    assert not agg.recording
+
+    def refuse(recorder: SessionRecorder, reset_stats: bool = False) -> None:
+        raise SessionError("cannot attach")
+
+    monkeypatch.setattr(agg, "start_recording", refuse)
+    outcome = agg.begin_session(lambda: SessionRecorder(tmp_path, "Unattached"))
+    assert outcome.kind == "not_started" and "cannot attach" in outcome.text
+    assert not list(tmp_path.iterdir())  # the created recorder was discarded
+
+
+def test_end_session_without_frames_or_recording(tmp_path: Path) -> None:
+    agg = LiveAggregator()
+    assert agg.end_session() == RecordingOutcome("none")
+    agg.begin_session(lambda: SessionRecorder(tmp_path, "Nobody"))
+    outcome = agg.end_session()
+    assert outcome.kind == "discarded" and not list(tmp_path.iterdir())
+
+
+def test_a_write_failure_is_reported_once_by_failed_recording_or_end_session(
+    tmp_path: Path,
+) -> None:
+    agg, rec = recording_on_a_full_disk(tmp_path)
+    assert agg.failed_recording() is None  # recording, nothing failed
+    agg.update(result(1, 0.1))  # fails on the video thread
+    failed = agg.failed_recording()
+    assert failed is not None and failed.session_id == rec.session_id
+    assert "No space left" in (failed.error or "")
+    outcome = agg.end_session()  # a Stop that was already under way
+    assert outcome.kind == "kept" and outcome.failure_id == rec.session_id
+    assert "1 frames written before the failure" in outcome.text
+
+
+def test_end_session_when_closing_fails(tmp_path: Path) -> None:
+    agg, rec = recording_on_a_full_disk(tmp_path)
+    with pytest.raises(SessionError):
+        rec.add_frame(result(1, 0.1))
+    with pytest.raises(SessionError):
+        rec.close(complete=False)  # closed on the video thread, not yet detached
+    outcome = agg.end_session()
+    assert outcome.kind == "failed" and outcome.is_error and outcome.saved is None
+    assert outcome.text.startswith("The session was not saved cleanly: ")
+    assert "No space left" in outcome.text and outcome.failure_id == rec.session_id
+    failed = agg.failed_recording()
+    assert failed is not None and failed.session_id == rec.session_id
+
+
+def test_a_clean_stop_is_no_failed_recording(tmp_path: Path) -> None:
+    agg = LiveAggregator()
+    agg.begin_session(lambda: SessionRecorder(tmp_path, "Fine"))
+    agg.update(result(0, 0.0))
+    assert agg.end_session().kind == "saved" and agg.failed_recording() is None
+
+
+# --- pipeline swaps ----------------------------------------------------------------------------
+
+
+def test_ensure_pipeline_builds_only_when_the_key_changes() -> None:
+    proc = LiveProcessor(LiveAggregator())
+    built: list[FakePipeline] = []
+
+    def build() -> FakePipeline:
+        # NOTE: the swap lock is free while building: the video thread is never held up
+        assert proc._lock.acquire(blocking=False)
+        proc._lock.release()
+        built.append(FakePipeline())
+        return built[-1]
+
+    assert proc.ensure_pipeline("k1", build) and proc._pipeline is built[0]
+    assert not proc.ensure_pipeline("k1", build) and len(built) == 1
+    assert proc.ensure_pipeline("k2", build) and proc._pipeline is built[1]
+    assert proc.pipeline_key == "k2"
+
+
+def test_a_failed_build_leaves_frames_unprocessed() -> None:
+    proc = LiveProcessor(LiveAggregator())
+    proc.set_pipeline(FakePipeline(), "k1")
+
+    def broken() -> FakePipeline:
+        raise RuntimeError("no cascade")
+
+    with pytest.raises(RuntimeError, match="no cascade"):
+        proc.ensure_pipeline("k2", broken)
+    assert not proc.has_pipeline and proc.pipeline_key is None
+    img = np.zeros((4, 4, 3), np.uint8)
+    assert proc.process(img, 0.0) is img
+    assert proc.ensure_pipeline("k2", FakePipeline)  # the next run tries again
+
+
+def test_a_recording_keeps_a_set_pipeline() -> None:
+    proc = LiveProcessor(LiveAggregator())
+    assert not proc.keeps_pipeline(recording=True)  # nothing to keep yet
+    proc.set_pipeline(FakePipeline(), "k1")
+    assert proc.keeps_pipeline(recording=True) and not proc.keeps_pipeline(recording=False)

@@ -264,6 +264,44 @@ def test_a_second_record_click_starts_no_second_session(env: dict[str, Any]) -> 
     assert not at.error
 
 
+def test_record_says_which_session_is_recording(env: dict[str, Any]) -> None:
+    at, aggregator = start_a_recording(env)
+    status = aggregator.snapshot().recording
+    assert status is not None
+    assert any(f"Recording session {status.session_id}." in i.value for i in at.info)
+    assert not at.error
+
+
+def test_a_recording_that_cannot_start_says_why_and_leaves_nothing(
+    env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the sessions folder should be")
+    monkeypatch.setenv("EMOTION_SESSIONS_DIR", str(blocked))
+    at = run_page()
+    at.checkbox(key="live_consent").check()
+    run_page(at)
+    button(at, "Record").click()
+    run_page(at)
+    aggregator: LiveAggregator = at.session_state["live_aggregator"]
+    assert not aggregator.recording and button(at, "Stop").disabled
+    assert any("Could not start recording" in e.value for e in at.error)
+    assert blocked.is_file()
+
+
+def test_the_pipeline_is_built_once_per_setting(env: dict[str, Any]) -> None:
+    at = run_page()
+    processor: LiveProcessor = at.session_state["live_processor"]
+    pipeline = processor._pipeline
+    assert pipeline is not None
+    run_page(at)
+    assert processor._pipeline is pipeline  # a rerun reuses it (and the tracker's face ids)
+    at.sidebar.slider(key="live_min_neighbors").set_value(7)
+    run_page(at)
+    assert processor._pipeline is not pipeline and processor._pipeline is not None
+    assert processor.pipeline_key[-1].min_neighbors == 7  # type: ignore[index]
+
+
 def test_a_recording_keeps_its_pipeline_and_settings(
     env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -113,6 +113,55 @@ def test_rows_format_and_meta(tmp_path: Path) -> None:
     )
 
 
+def test_for_model_records_the_card_rule_and_settings(tmp_path: Path) -> None:
+    from emotion_core.pipeline import PipelineConfig
+    from emotion_core.registry import ModelCard, card_hash
+
+    card = ModelCard(name="tiny", arch="cnn-test")
+    config = PipelineConfig(min_neighbors=7)
+    rec = SessionRecorder.for_model(
+        str(tmp_path),  # a str folder is fine
+        model=card,
+        candidate="Zoë",
+        notes="round 2",
+        source="webcam",
+        thresholds={"name": "seed"},
+        pipeline=config,
+    )
+    rec.add_frame(frame(0, 0.0))
+    meta = json.loads((rec.close() / META_FILE).read_text())
+    assert (meta["model_name"], meta["model_hash"]) == ("tiny", card_hash(card))
+    assert meta["candidate"] == "Zoë" and meta["notes"] == "round 2"
+    assert meta["source"] == "webcam" and meta["thresholds"] == {"name": "seed"}
+    assert meta["pipeline"]["min_neighbors"] == 7 and meta["pipeline"]["tta"] is False
+    assert rec.path.parent == tmp_path
+
+
+def test_for_model_takes_a_bare_model_name_and_a_settings_dict(tmp_path: Path) -> None:
+    settings = {"min_neighbors": 5, "every": 3}
+    rec = SessionRecorder.for_model(
+        tmp_path, model="FakeClassifier", candidate="x", source="clip.mp4", pipeline=settings
+    )
+    settings["every"] = 9  # the recorder keeps its own copy
+    rec.add_frame(frame(0, 0.0))
+    meta = json.loads((rec.close() / META_FILE).read_text())
+    assert (meta["model_name"], meta["model_hash"]) == ("FakeClassifier", "")
+    assert meta["pipeline"] == {"min_neighbors": 5, "every": 3}
+    assert meta["thresholds"] == {} and meta["notes"] == ""
+
+
+def test_for_model_refuses_unknown_settings_before_creating_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="dataclass or a mapping"):
+        SessionRecorder.for_model(
+            tmp_path / "s",
+            model="m",
+            candidate="x",
+            source="webcam",
+            pipeline=[1, 2],  # type: ignore[arg-type]
+        )
+    assert not (tmp_path / "s").exists()
+
+
 def test_discard_if_empty_deletes_only_a_recording_without_frames(tmp_path: Path) -> None:
     empty = SessionRecorder(tmp_path, "Empty")
     assert empty.discard_if_empty() and not empty.path.exists()
