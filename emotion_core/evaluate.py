@@ -9,8 +9,10 @@ The last stdout line is exactly `accuracy=0.XXXX macro_f1=0.XXXX n=N`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,124 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     return matrix
 
 
+def _number(value: Any, kind: type[float] | type[int], default: Any) -> Any:
+    """kind(value), or default when value is missing or not a number (partial/old files)."""
+    try:
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    """One class's precision, recall and F1, and its support (faces of that class)."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The per_class entry of eval.json (and of a model card)."""
+        return {
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "support": self.support,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClassMetrics:
+        """From a per_class entry; missing or malformed figures read as 0."""
+        return cls(
+            precision=_number(data.get("precision"), float, 0.0),
+            recall=_number(data.get("recall"), float, 0.0),
+            f1=_number(data.get("f1"), float, 0.0),
+            support=_number(data.get("support"), int, 0),
+        )
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """An evaluation on a labelled split, as eval.json and `--json` reports hold it.
+
+    per_class: class name -> ClassMetrics, in the order of classes. confusion_matrix: (C, C)
+    counts as a tuple of rows (rows: true classes, columns: predictions; C = len(classes), 7
+    for the app's classes); the array form is `matrix`. no_face: faces never classified (no
+    face detected), counted as wrong; None when faces were not detected. ece: expected
+    calibration error of the classified faces; None when not measured. to_dict/from_dict
+    keep the file format; keys a writer adds beside the report (split, seconds, ...) are not
+    part of it.
+    """
+
+    accuracy: float
+    macro_f1: float
+    n: int
+    per_class: Mapping[str, ClassMetrics]
+    confusion_matrix: tuple[tuple[int, ...], ...]
+    classes: tuple[str, ...]
+    no_face: int | None = None
+    ece: float | None = None
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The confusion matrix as a (C, C) int64 array."""
+        return np.array(self.confusion_matrix, dtype=np.int64)
+
+    def per_class_dict(self) -> dict[str, dict[str, Any]]:
+        """per_class as plain dicts (eval.json's and a model card's per_class)."""
+        return {name: metrics.to_dict() for name, metrics in self.per_class.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of eval.json, keys in the file's order."""
+        data: dict[str, Any] = {
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "n": self.n,
+            "per_class": self.per_class_dict(),
+            "confusion_matrix": [list(row) for row in self.confusion_matrix],
+            "classes": list(self.classes),
+        }
+        if self.no_face is not None:
+            data["no_face"] = self.no_face
+        if self.ece is not None:
+            data["ece"] = self.ece
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalReport:
+        """From an eval.json object, old or partial ones too: missing or malformed fields read
+        as 0 / empty (None for no_face and ece); other keys are ignored."""
+        per_class = data.get("per_class")
+        rows = data.get("confusion_matrix")
+        try:
+            matrix = tuple(tuple(int(v) for v in row) for row in rows) if rows else ()
+        except (TypeError, ValueError, OverflowError):
+            matrix = ()
+        classes = data.get("classes")
+        no_face, ece = data.get("no_face"), data.get("ece")
+        return cls(
+            accuracy=_number(data.get("accuracy"), float, 0.0),
+            macro_f1=_number(data.get("macro_f1"), float, 0.0),
+            n=_number(data.get("n"), int, 0),
+            per_class={
+                str(name): ClassMetrics.from_dict(row)
+                for name, row in (per_class.items() if isinstance(per_class, Mapping) else ())
+                if isinstance(row, Mapping)
+            },
+            confusion_matrix=matrix,
+            classes=tuple(str(c) for c in classes) if isinstance(classes, list | tuple) else (),
+            no_face=None if no_face is None else _number(no_face, int, None),
+            ece=None if ece is None else _number(ece, float, None),
+        )
+
+
 def metrics_from_confusion(
     matrix: np.ndarray, classes: Sequence[str] = CLASSES, missed: np.ndarray | None = None
-) -> dict[str, Any]:
+) -> EvalReport:
     """Accuracy, macro-F1 and per-class precision/recall/F1/support from a confusion matrix
     (C, C); missed (C,): faces of each true class never classified (no face detected), which
-    count as wrong in accuracy, recall, F1 and support alike."""
+    count as wrong in accuracy, recall, F1 and support alike. No ece, no no_face."""
     missed = np.zeros(len(matrix), np.int64) if missed is None else np.asarray(missed, np.int64)
     tp = np.diag(matrix).astype(float)
     predicted = matrix.sum(axis=0).astype(float)
@@ -49,22 +163,22 @@ def metrics_from_confusion(
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
     present = actual > 0
     total = matrix.sum() + missed.sum()
-    return {
-        "accuracy": float(tp.sum() / total) if total else 0.0,
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "n": int(total),
-        "per_class": {
-            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+    return EvalReport(
+        accuracy=float(tp.sum() / total) if total else 0.0,
+        macro_f1=float(f1[present].mean()) if present.any() else 0.0,
+        n=int(total),
+        per_class={
+            name: ClassMetrics(precision=float(p), recall=float(r), f1=float(f), support=int(s))
             for name, p, r, f, s in zip(classes, precision, recall, f1, actual, strict=True)
         },
-        "confusion_matrix": matrix.tolist(),
-        "classes": list(classes),
-    }
+        confusion_matrix=tuple(tuple(row) for row in matrix.tolist()),
+        classes=tuple(classes),
+    )
 
 
 def report_from_probs(
     probs: np.ndarray, labels: np.ndarray, missed_labels: np.ndarray | None = None
-) -> dict[str, Any]:
+) -> EvalReport:
     """Full report from probabilities (N, C) and labels (N,); missed_labels (M,): the labels of
     faces with no prediction (not detected), which count as wrong (ECE: of the N predicted)."""
     num_classes = probs.shape[1]
@@ -74,15 +188,14 @@ def report_from_probs(
     if missed_labels is not None and len(missed_labels):
         missed = np.bincount(np.asarray(missed_labels, np.int64), minlength=num_classes)
     report = metrics_from_confusion(matrix, missed=missed)
-    if missed is not None:
-        report["no_face"] = int(missed.sum())
-    report["ece"] = expected_calibration_error(probs, labels)
-    return report
+    return dataclasses.replace(
+        report,
+        no_face=None if missed is None else int(missed.sum()),
+        ece=expected_calibration_error(probs, labels),
+    )
 
 
-def evaluate_model_file(
-    path: Path, x: np.ndarray, y: np.ndarray, tta: bool = False
-) -> dict[str, Any]:
+def evaluate_model_file(path: Path, x: np.ndarray, y: np.ndarray, tta: bool = False) -> EvalReport:
     """Evaluate a .keras file on preprocessed faces x (N,48,48,1) and labels y (N,)."""
     from emotion_core.inference import load_classifier_from_file
 
@@ -282,26 +395,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         x = preprocess_batch(dataset.images, size=size)
     report = report_from_probs(predict_all(classifier, x, a.tta), labels, missed_labels)
-    report |= {
-        "model": model_name,
-        "data": str(a.data),
-        "split": dataset.split,
-        "tta": a.tta,
-        "detect_faces": a.detect_faces,
-    }
-    for name, row in report["per_class"].items():
+    for name, row in report.per_class.items():
         print(
-            f"{name:>9}  precision={row['precision']:.3f} recall={row['recall']:.3f} "
-            f"f1={row['f1']:.3f} support={row['support']}"
+            f"{name:>9}  precision={row.precision:.3f} recall={row.recall:.3f} "
+            f"f1={row.f1:.3f} support={row.support}"
         )
     problem = ""
     if out is not None:
+        context = {
+            "model": model_name,
+            "data": str(a.data),
+            "split": dataset.split,
+            "tta": a.tta,
+            "detect_faces": a.detect_faces,
+        }
         try:
-            atomic_write_json(out, report)  # never half a report
-            save_confusion_png(np.array(report["confusion_matrix"]), confusion_png_path(out))
+            atomic_write_json(out, report.to_dict() | context)  # never half a report
+            save_confusion_png(report.matrix, confusion_png_path(out))
         except OSError as exc:  # e.g. a full disk: the figures still get printed
             problem = f"error: cannot write the report {out}: {exc}"
-    print(f"accuracy={report['accuracy']:.4f} macro_f1={report['macro_f1']:.4f} n={report['n']}")
+    print(f"accuracy={report.accuracy:.4f} macro_f1={report.macro_f1:.4f} n={report.n}")
     if problem:
         print(problem, file=sys.stderr)
         return 2

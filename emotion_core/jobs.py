@@ -32,6 +32,7 @@ import pandas as pd
 from emotion_core import registry
 from emotion_core.classes import CLASSES
 from emotion_core.data import DataError, load_dataset
+from emotion_core.evaluate import EvalReport
 from emotion_core.fileio import (
     FileId,
     atomic_write_json,
@@ -300,7 +301,7 @@ class RunProgress:
     status: dict[str, Any]
     metrics: pd.DataFrame  # one row per epoch (METRIC_COLUMNS, elapsed_s)
     log_tail: str
-    evaluation: dict[str, Any] | None  # eval.json
+    evaluation: EvalReport | None  # eval.json (old or partial files too; None: none yet)
     hparams: dict[str, Any] | None
 
 
@@ -806,7 +807,8 @@ class TrainingJobRunner:
     def read_progress(self, run_id: str) -> RunProgress:
         """Status, per-epoch metrics, log tail, evaluation and hyperparameters of a run."""
         info = self.info(run_id)
-        evaluation = read_json_object(info.path / "eval.json") or None
+        evaluation_data = read_json_object(info.path / "eval.json")
+        evaluation = EvalReport.from_dict(evaluation_data) if evaluation_data else None
         return RunProgress(
             info=info,
             status=read_json_object(info.path / "status.json"),
@@ -1145,6 +1147,8 @@ class ActivationJob(WorkerJob[ActivationView]):
     """
 
     def __init__(self, run_id: str, name: str) -> None:
+        """A not yet started activation of run run_id as model `name` (start_activation
+        starts it); its stages are publish's PUBLISH_STEPS."""
         from emotion_core.publish import PUBLISH_STEPS
 
         super().__init__()

@@ -108,10 +108,13 @@ def _accuracy(model: Any, faces: np.ndarray, labels: np.ndarray) -> float:
     from emotion_core.registry import ModelCard
 
     classifier = EmotionClassifier(model, ModelCard(name=model.name, arch="?"), calibrated=False)
-    return float(report_from_probs(predict_all(classifier, faces), labels)["accuracy"])
+    return float(report_from_probs(predict_all(classifier, faces), labels).accuracy)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m emotion_core.prune` (see the module docstring): prune, recalibrate batch norm,
+    save to --out and print the PublicTest accuracy before and after. Returns 0, or 2 after
+    printing an error."""
     quiet_native_logs()
     p = command_parser("emotion_core.prune", __doc__)
     p.add_argument("source", type=Path, help="a trained zoo VGG-BN .keras file")

@@ -30,9 +30,9 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,6 +48,9 @@ from emotion_core.cli import (
 from emotion_core.data import DataError
 from emotion_core.fileio import save_keras_atomically
 from emotion_core.registry import ModelError
+
+if TYPE_CHECKING:
+    from emotion_core.evaluate import EvalReport
 
 Progress = Callable[[str], None]
 # NOTE: statistics of 8,192 faces (each 2,304 positions at the first layer) are as good for the
@@ -277,7 +280,7 @@ def sample_faces(images: np.ndarray, max_faces: int, seed: int = 0, size: int = 
     return preprocess_batch(images, size=size)
 
 
-def validation_report(model: Any, arch: str, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+def validation_report(model: Any, arch: str, x: np.ndarray, y: np.ndarray) -> EvalReport:
     """The report training writes to eval.json (accuracy, macro-F1, per class, confusion
     matrix, n) for a Keras model on faces x (N, 48, 48, 1) with labels y (N,)."""
     from emotion_core.evaluate import predict_all, report_from_probs
@@ -293,10 +296,16 @@ def write_soup_run(
     soup: Any,
     checkpoints: Sequence[Path],
     settings: dict[str, Any],
-    evaluation: dict[str, Any],
+    evaluation: EvalReport,
+    *,
+    split: str,
+    ingredients: Mapping[str, float],
+    seconds: float,
 ) -> None:
     """Write the run folder: last.keras and best.keras (the one network), hparams.json (settings
-    + ingredients), eval.json, and a finished status.json for the Training page."""
+    + ingredients), eval.json (evaluation on split, plus each ingredient's accuracy and the
+    seconds the soup took), and a finished status.json (elapsed: seconds) for the Training
+    page."""
     from emotion_core.fileio import atomic_write_json
     from emotion_core.jobs import describe_hardware
     from emotion_core.train import ProgressEvent, StatusFileWriter
@@ -314,16 +323,16 @@ def write_soup_run(
         "hardware": describe_hardware(),
     }
     atomic_write_json(out / "hparams.json", hparams)
-    atomic_write_json(out / "eval.json", evaluation)
+    extra = {"split": split, "ingredients": dict(ingredients), "seconds": seconds}
+    atomic_write_json(out / "eval.json", evaluation.to_dict() | extra)
     names = ", ".join(Path(path).parent.name for path in checkpoints)
     message = f"averaged {names}" if len(checkpoints) > 1 else f"from {names}"
     if settings.get("recalibrated_on"):
         message += f"; batch norm recalibrated on {settings['recalibrated_on']}"
-    metrics = {"val_accuracy": float(evaluation.get("accuracy", 0.0))}
-    elapsed = float(evaluation.get("seconds", 0.0))
+    metrics = {"val_accuracy": evaluation.accuracy}
     StatusFileWriter(out)(
         ProgressEvent(kind="end", epoch=0, epochs=0, batch=0, steps=0, metrics=metrics,
-                      elapsed_s=elapsed, eta_s=None, state="finished", message=message)
+                      elapsed_s=float(seconds), eta_s=None, state="finished", message=message)
     )  # fmt: skip
 
 
@@ -400,15 +409,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         arch = str(first.get("arch", ""))
         ingredients = {}
         for path, model in zip(a.checkpoints, models, strict=True):
-            accuracy = validation_report(model, arch, x_val, val.labels)["accuracy"]
+            accuracy = validation_report(model, arch, x_val, val.labels).accuracy
             ingredients[str(path)] = round(accuracy, 4)
             say(f"{path}: {val.split} accuracy {accuracy:.4f}")
         soup = make_soup(models, x_train, a.batch_size, say)
-        report = validation_report(soup, arch, x_val, val.labels) | {
-            "split": val.split,
-            "ingredients": ingredients,
-            "seconds": round(time.monotonic() - started, 1),
-        }
+        report = validation_report(soup, arch, x_val, val.labels)
+        seconds = round(time.monotonic() - started, 1)
         settings = {
             "data": str(data),
             "arch": arch or soup.name,
@@ -421,7 +427,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "command": "python -m emotion_core.soup "
             + shlex.join(sys.argv[1:] if argv is None else list(argv)),
         }
-        write_soup_run(a.out, soup, a.checkpoints, settings, report)
+        write_soup_run(
+            a.out,
+            soup,
+            a.checkpoints,
+            settings,
+            report,
+            split=val.split,
+            ingredients=ingredients,
+            seconds=seconds,
+        )
         finished = True
     except (SoupError, ModelError, DataError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -431,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(OSError):
                 a.out.rmdir()
     what = "soup" if len(a.checkpoints) > 1 else "recalibrated network"
-    say(f"{what}: {val.split} accuracy {report['accuracy']:.4f} ({report['seconds']:.0f} s)")
+    say(f"{what}: {val.split} accuracy {report.accuracy:.4f} ({seconds:.0f} s)")
     say(f"wrote {a.out}/last.keras; publish: python -m emotion_core.publish {a.out} --name NAME")
     return 0
 

@@ -789,11 +789,11 @@ def train_plan(plan: StartPlan, listeners: Sequence[ProgressListener] = ()) -> d
         "state": "cancelled" if cancelled else "finished",
         "epochs_done": _epochs_done(run_dir),
         "train_time_s": prior_elapsed + time.time() - started,
-        "best_val_accuracy": report["accuracy"] if report else None,
-        "best_val_macro_f1": report["macro_f1"] if report else None,
+        "best_val_accuracy": report.accuracy if report is not None else None,
+        "best_val_macro_f1": report.macro_f1 if report is not None else None,
     }
-    if report:
-        atomic_write_json(run_dir / "eval.json", report)
+    if report is not None:
+        atomic_write_json(run_dir / "eval.json", report.to_dict())
     _emit_simple(
         listeners,
         "end",

@@ -26,6 +26,7 @@ from emotion_core import registry
 from emotion_core.bench import retime_registered
 from emotion_core.charts import confusion_chart, curves_chart, speed_accuracy_chart
 from emotion_core.classes import CLASSES
+from emotion_core.evaluate import EvalReport
 from emotion_core.inference import ms_per_face_in_use
 from emotion_core.jobs import (
     DatasetSummary,
@@ -215,19 +216,19 @@ def show_card(card: ModelCard) -> None:
         st.dataframe(table, width="stretch")
 
 
-def show_evaluation(evaluation: dict[str, Any], recalibrated: bool = False) -> None:
+def show_evaluation(evaluation: EvalReport, recalibrated: bool = False) -> None:
     c1, c2 = st.columns(2)
-    c1.metric("Accuracy", ui_common.accuracy_text(evaluation.get("accuracy", 0.0)))
-    c2.metric("Macro-F1", f"{evaluation.get('macro_f1', 0.0):.3f}")
+    c1.metric("Accuracy", ui_common.accuracy_text(evaluation.accuracy))
+    c2.metric("Macro-F1", f"{evaluation.macro_f1:.3f}")
     when = "batch norm recalibrated" if recalibrated else "before Activate recalibrates batch norm"
-    st.caption(f"best.keras on {evaluation.get('n', 0):,} validation images ({when})")
-    per_class = evaluation.get("per_class") or {}
+    st.caption(f"best.keras on {evaluation.n:,} validation images ({when})")
+    per_class = evaluation.per_class_dict()
     if per_class:
         table = pd.DataFrame(per_class).T
         st.dataframe(table.reindex([c for c in CLASSES if c in table.index]), width="stretch")
-    matrix = evaluation.get("confusion_matrix")
-    if matrix:
-        classes = list(evaluation.get("classes") or CLASSES)
+    if evaluation.confusion_matrix:
+        classes = list(evaluation.classes or CLASSES)
+        matrix = [list(row) for row in evaluation.confusion_matrix]
         st.altair_chart(confusion_chart(matrix, classes), width="stretch")
 
 

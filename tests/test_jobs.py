@@ -195,7 +195,7 @@ def test_start_progress_finished_with_evaluation(finished: tuple[Path, str, list
     progress = runner.read_progress(run_id)
     assert list(progress.metrics["epoch"]) == [1, 2]
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(progress.metrics.columns)
-    assert progress.evaluation is not None and progress.evaluation["n"] == 70
+    assert progress.evaluation is not None and progress.evaluation.n == 70
     assert "[epoch] epoch 2/2" in progress.log_tail
     assert progress.hparams is not None and progress.hparams["arch"] == "tiny"
     assert [r.run_id for r in runner.list_runs()] == [run_id]

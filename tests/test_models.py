@@ -18,7 +18,12 @@ from emotion_core.calibration import (
     fit_temperature,
 )
 from emotion_core.classes import CLASSES
-from emotion_core.evaluate import confusion_matrix, metrics_from_confusion, report_from_probs
+from emotion_core.evaluate import (
+    EvalReport,
+    confusion_matrix,
+    metrics_from_confusion,
+    report_from_probs,
+)
 from emotion_core.registry import ModelCard, ModelError, card_hash, default_model_name
 from emotion_core.train import ProgressEvent, train
 
@@ -373,22 +378,51 @@ def test_confusion_and_metrics_by_hand():
     matrix = confusion_matrix(y_true, y_pred, 3)
     np.testing.assert_array_equal(matrix, [[1, 1, 0], [0, 2, 1], [0, 0, 1]])
     m = metrics_from_confusion(matrix, ("a", "b", "c"))
-    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m.accuracy == pytest.approx(4 / 6)
     # a: P=1, R=.5, F1=2/3; b: P=2/3, R=2/3, F1=2/3; c: P=.5, R=1, F1=2/3
-    assert m["per_class"]["a"]["f1"] == pytest.approx(2 / 3)
-    assert m["per_class"]["c"]["precision"] == pytest.approx(0.5)
-    assert m["macro_f1"] == pytest.approx(2 / 3)
+    assert m.per_class["a"].f1 == pytest.approx(2 / 3)
+    assert m.per_class["c"].precision == pytest.approx(0.5)
+    assert m.macro_f1 == pytest.approx(2 / 3)
+    assert m.classes == ("a", "b", "c") and m.ece is None and m.no_face is None
+    np.testing.assert_array_equal(m.matrix, matrix)
 
 
 def test_report_counts_missed_faces_as_wrong():
     probs = np.eye(7)[[0, 1, 2]]
     report = report_from_probs(probs, np.array([0, 1, 2]), missed_labels=np.array([0]))
-    assert report["accuracy"] == pytest.approx(0.75) and report["n"] == 4
-    assert report["no_face"] == 1
-    angry = report["per_class"]["angry"]  # one found and right, one not found
-    assert angry["recall"] == pytest.approx(0.5) and angry["support"] == 2
-    assert angry["precision"] == pytest.approx(1.0)
-    assert report["macro_f1"] == pytest.approx((2 / 3 + 1 + 1) / 3)  # same basis as accuracy
+    assert report.accuracy == pytest.approx(0.75) and report.n == 4
+    assert report.no_face == 1
+    angry = report.per_class["angry"]  # one found and right, one not found
+    assert angry.recall == pytest.approx(0.5) and angry.support == 2
+    assert angry.precision == pytest.approx(1.0)
+    assert report.macro_f1 == pytest.approx((2 / 3 + 1 + 1) / 3)  # same basis as accuracy
+
+
+def test_eval_report_keeps_the_eval_json_format():
+    probs = np.random.default_rng(0).dirichlet(np.ones(7), 30)
+    labels = np.arange(30) % 7
+    report = report_from_probs(probs, labels, missed_labels=np.array([3]))
+    data = json.loads(json.dumps(report.to_dict()))
+    assert list(data) == ["accuracy", "macro_f1", "n", "per_class", "confusion_matrix",
+                          "classes", "no_face", "ece"]  # fmt: skip
+    assert list(data["per_class"]["angry"]) == ["precision", "recall", "f1", "support"]
+    assert data["confusion_matrix"] == report.matrix.tolist() and data["classes"] == list(CLASSES)
+    assert EvalReport.from_dict(data) == report and EvalReport.from_dict(data).to_dict() == data
+    assert "no_face" not in report_from_probs(probs, labels).to_dict()  # only when detecting
+    # what writers put beside the report (split, seconds, ...) is not part of it
+    assert EvalReport.from_dict(data | {"split": "PublicTest", "seconds": 1.5}) == report
+
+
+def test_eval_report_reads_old_and_partial_files():
+    partial = EvalReport.from_dict({"accuracy": 0.5})
+    assert partial.accuracy == 0.5 and partial.n == 0 and partial.macro_f1 == 0.0
+    assert not partial.per_class and not partial.confusion_matrix and not partial.classes
+    assert partial.ece is None and partial.no_face is None
+    assert EvalReport.from_dict({"n": "x", "per_class": [], "confusion_matrix": 3}).n == 0
+    old = {"accuracy": 0.7, "macro_f1": 0.6, "n": 2,
+           "per_class": {"sad": {"precision": 0.5, "recall": 1.0, "f1": 0.6, "support": 2}},
+           "confusion_matrix": [[2]], "classes": ["sad"]}  # fmt: skip
+    assert EvalReport.from_dict(old).to_dict() == old  # an eval.json from before ece
 
 
 def test_temperature_scaling_improves_overconfident_model():
@@ -628,6 +662,8 @@ def test_evaluate_cli_last_line(tmp_path):
     assert "14 faces, with flip TTA" in proc.stdout.splitlines()[0]
     report = json.loads(out.read_text())
     assert np.array(report["confusion_matrix"]).sum() == 14
+    assert list(report)[-5:] == ["model", "data", "split", "tta", "detect_faces"]
+    assert EvalReport.from_dict(report).n == 14
     assert (tmp_path / "report.confusion.png").exists()  # beside the report, never over it
 
     (tmp_path / "a-file").write_text("")  # a report that cannot be written: said before the work

@@ -55,10 +55,10 @@ def test_card_matches_registry_and_file():
 
 def test_shipped_default_accuracy_on_full_public_test(public_test, uncalibrated_probs):
     report = report_from_probs(uncalibrated_probs, public_test[1])
-    assert report["n"] == 3589
-    assert report["accuracy"] >= GUARD, report["accuracy"]
+    assert report.n == 3589
+    assert report.accuracy >= GUARD, report.accuracy
     card = read_card(default_model_name())
-    assert report["accuracy"] == pytest.approx(card.val_accuracy, abs=0.002)
+    assert report.accuracy == pytest.approx(card.val_accuracy, abs=0.002)
 
 
 def test_temperature_makes_calibration_no_worse(public_test, uncalibrated_probs):
@@ -94,7 +94,7 @@ def test_every_registered_model_scores_what_its_card_says(card, public_test):
     classifier = load_classifier(card.name, calibrated=False)
     assert classifier.runtime == card.runtime and not classifier.runtime_problem
     report = report_from_probs(predict_all(classifier, public_test[0]), public_test[1])
-    assert report["accuracy"] == pytest.approx(card.val_accuracy, abs=0.002)
+    assert report.accuracy == pytest.approx(card.val_accuracy, abs=0.002)
 
 
 def test_the_official_test_split_command_measures_the_shipped_default(tmp_path, public_test):

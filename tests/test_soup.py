@@ -119,6 +119,11 @@ def test_a_soup_of_a_fine_tuned_trajectory_publishes_with_every_stage_counted(tm
     report = json.loads((soup / "eval.json").read_text())
     assert set(report["ingredients"]) == set(ingredients) and 0 <= report["accuracy"] <= 1
     assert report["n"] == 21 and "macro_f1" in report and report["confusion_matrix"]  # as train's
+    assert list(report)[-3:] == ["split", "ingredients", "seconds"]
+    assert report["split"] == "PublicTest"
+    status = json.loads((soup / "status.json").read_text())  # the timing, beside the report
+    assert status["elapsed_s"] == report["seconds"] > 0
+    assert status["metrics"] == {"val_accuracy": report["accuracy"]}
 
     # the Training page lists it as a finished run with a network
     from emotion_core.jobs import TrainingJobRunner

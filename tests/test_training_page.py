@@ -53,7 +53,7 @@ def write_run(runs: Path, run_id: str, status: dict[str, Any], data: Path,
         (run / "best.keras").write_bytes(model.read_bytes())
         labels = np.arange(70) % 7
         probs = np.random.default_rng(1).dirichlet(np.ones(7), 70)
-        (run / "eval.json").write_text(json.dumps(report_from_probs(probs, labels)))
+        (run / "eval.json").write_text(json.dumps(report_from_probs(probs, labels).to_dict()))
     return run
 
 
