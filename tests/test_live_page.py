@@ -169,13 +169,18 @@ def test_record_requires_consent_and_writes_a_session(env: dict[str, Any]) -> No
     assert len(session.frames) == 5 and (session.frames["face_id"] == 0).all()
 
 
-def start_a_recording(env: dict[str, Any]) -> tuple[AppTest, LiveAggregator]:
+def click_record() -> tuple[AppTest, LiveAggregator]:
+    """Open the page, give consent and click Record: the page and its aggregator."""
     at = run_page()
     at.checkbox(key="live_consent").check()
     run_page(at)
     button(at, "Record").click()
     run_page(at)
-    aggregator: LiveAggregator = at.session_state["live_aggregator"]
+    return at, at.session_state["live_aggregator"]
+
+
+def start_a_recording(env: dict[str, Any]) -> tuple[AppTest, LiveAggregator]:
+    at, aggregator = click_record()
     assert aggregator.recording
     return at, aggregator
 
@@ -278,12 +283,7 @@ def test_a_recording_that_cannot_start_says_why_and_leaves_nothing(
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the sessions folder should be")
     monkeypatch.setenv("EMOTION_SESSIONS_DIR", str(blocked))
-    at = run_page()
-    at.checkbox(key="live_consent").check()
-    run_page(at)
-    button(at, "Record").click()
-    run_page(at)
-    aggregator: LiveAggregator = at.session_state["live_aggregator"]
+    at, aggregator = click_record()
     assert not aggregator.recording and button(at, "Stop").disabled
     assert any("Could not start recording" in e.value for e in at.error)
     assert blocked.is_file()
