@@ -396,9 +396,13 @@ def fer_csv_in_folder(folder: Path) -> Path | None:
         return None
     if len(csvs) == 1:
         return csvs[0]
+    for wanted in PREFERRED_CSV_NAMES:  # fer2013.csv before its .gz archive when both lie there
+        hits = [p for p in csvs if p.name.lower() == wanted]
+        if len(hits) == 1:
+            return hits[0]
+        if hits:  # copies whose names differ in letter case only: which one is meant?
+            break
     preferred = [p for p in csvs if p.name.lower() in PREFERRED_CSV_NAMES]
-    if len(preferred) == 1:
-        return preferred[0]
     names = ", ".join(p.name for p in (preferred or csvs))
     raise DataError(f"{folder}: several CSV files ({names}); pass the one to use as the data path")
 

@@ -406,6 +406,22 @@ def _check_start(config: TrainConfig, resuming: bool) -> None:
         raise JobError(str(exc)) from exc
 
 
+def _anchored_at_project_root(config: TrainConfig) -> TrainConfig:
+    """config with its relative data, init-model and teacher paths taken from the project
+    root, where the trainer runs (absolute ones kept)."""
+
+    def anchored(path: str) -> str:
+        return str(resolve_data_path(path)) if path.strip() else path
+
+    teacher = ",".join(anchored(p.strip()) for p in config.teacher.split(",") if p.strip())
+    return replace(
+        config,
+        data=anchored(config.data),
+        init_model=anchored(config.init_model),
+        teacher=teacher,
+    )
+
+
 def _stop_child(proc: subprocess.Popen[bytes]) -> None:
     """Kill a just-launched training process group (it has nothing to save yet) and reap it
     here, so that _reap records no exit code for it (its run did not start)."""
@@ -648,7 +664,9 @@ class TrainingJobRunner:
                     "once the activation has ended (training would change its checkpoint)"
                 )
             config = self._saved_config(info, epochs)
-            _check_start(config, resuming=True)
+            # NOTE: the trainer resumes from the project root, where relative saved paths (a run
+            # started from the command line keeps them as typed) are read: check them there.
+            _check_start(_anchored_at_project_root(config), resuming=True)
             self._refuse_if_busy(force)
             return self._launch(info.path, config, resume=True)
 

@@ -691,12 +691,13 @@ def _parse_frames(
     """Validate and type frames.csv text: (the DataFrame in COLUMNS order, notes on rows
     skipped). Never changes the file.
 
-    A last line cut off mid-write (no line end) is skipped with a note when it is not a valid
-    row, or always when drop_partial_last_line (an incomplete session). Other invalid rows
-    (wrong number of fields, a value that is not a finite number, probabilities out of range
-    or not summing to 1, ...) are skipped with a note while they are at most
-    MAX_SKIPPED_PERCENT % of the rows (at least one); more, or every row, raise SessionError with
-    the first problem. A bad header, a repeated face or a frame number with two times always
+    A last line cut off mid-write (no line end) is skipped with a note when it has fewer fields
+    than the header, or always when drop_partial_last_line (an incomplete session); a last line
+    without a line end that has all its fields is an ordinary row. Invalid rows (wrong number of
+    fields, a value that is not a finite number, probabilities out of range or not summing to 1,
+    ...) are skipped with a note while they are at most MAX_SKIPPED_PERCENT % of the rows (so
+    none under 100 rows); more, or every row, raise SessionError with the first problem. A bad
+    header, a repeated face or a frame number with two times always
     raise.
     """
     notes: list[str] = []
@@ -829,7 +830,7 @@ def _parse_frames(
     )
 
     keep = np.ones(n, dtype=bool)
-    if cut_off and n and (drop_partial_last_line or bad[-1]):
+    if cut_off and n and (drop_partial_last_line or (bad[-1] and sizes[-1] < width)):
         keep[-1] = False
         bad[-1] = False
         notes.append(
@@ -839,13 +840,13 @@ def _parse_frames(
     rows = int(keep.sum())
     invalid = np.flatnonzero(bad)
     if len(invalid):
-        allowed = max(1, rows * MAX_SKIPPED_PERCENT // 100)
+        allowed = rows * MAX_SKIPPED_PERCENT // 100
         first = problems[int(invalid[0])]
         if len(invalid) > allowed or len(invalid) == rows:
             more = (
                 f" ({len(invalid)} of the {rows} rows are invalid; at most {allowed} may be "
-                "skipped)"
-                if len(invalid) > 1
+                f"skipped, {MAX_SKIPPED_PERCENT}%)"
+                if rows > 1
                 else ""
             )
             raise _bad(name, first + more)
@@ -989,7 +990,8 @@ def load_session_csv(file_like_or_path: str | Path | IO[bytes] | IO[str], name: 
         raise SessionError(f"{name}: unreadable ({exc})") from exc
     frames, notes = _parse_frames(text, name, drop_partial_last_line=False)
     if frames.empty:
-        raise SessionError(f"{name}: the file has a header but no rows")
+        why = f" ({'; '.join(notes)})" if notes else ""
+        raise SessionError(f"{name}: the file has a header but no rows{why}")
     meta = _meta_defaults(name)
     meta.update({"source": name, "candidate": Path(name).stem, "complete": True})
     folder = Path(name)

@@ -258,10 +258,13 @@ def test_a_folder_of_several_csvs_takes_fer2013_or_names_the_candidates(tmp_path
     with pytest.raises(DataError, match=r"several CSV files \(a_notes.csv, b_other.csv\)"):
         load_dataset(folder, "Training")
     gz = synthetic_csv(folder / "fer2013.csv.gz", n_train=7, n_val=7)
-    _one_row_csv(folder / "FER2013.csv")
-    with pytest.raises(DataError, match=r"\(FER2013.csv, fer2013.csv.gz\)"):
+    _one_row_csv(folder / "FER2013.csv")  # an unpacked copy beside its archive: the copy
+    assert data_module.fer_csv_in_folder(folder) == folder / "FER2013.csv"
+    _one_row_csv(folder / "fer2013.CSV")  # two copies differing in case only: ambiguous
+    with pytest.raises(DataError, match=r"several CSV files \(.*FER2013.csv.*fer2013.CSV"):
         load_dataset(folder, "Training")
     (folder / "FER2013.csv").unlink()
+    (folder / "fer2013.CSV").unlink()
     assert data_module.fer_csv_in_folder(folder) == gz
 
 

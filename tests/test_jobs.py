@@ -809,6 +809,27 @@ def test_start_and_resume_run_the_trainers_checks_before_any_folder_or_process(
     assert len(popen_spy) == launched and [p.name for p in cut.iterdir()] == ["launch.json"]
 
 
+def test_a_run_saved_with_relative_paths_resumes_whatever_the_servers_folder(
+    tmp_path: Path,
+    fake_python: str,
+    popen_spy: list[subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run started from the command line keeps its paths as typed, relative to the project
+    root where the trainer runs: Resume checks them there, not in the server's folder."""
+    runner = TrainingJobRunner(tmp_path / "runs", python=fake_python)
+    run = runner.runs_dir / "cli"
+    run.mkdir(parents=True)
+    teacher = "models/" + registry.default_model_name(registry.MODELS_DIR) + ".keras"
+    assert (registry.PROJECT_ROOT / teacher).is_file()
+    config = {"data": str(tmp_path), "teacher": teacher, "live_teacher": True}
+    (run / "launch.json").write_text(json.dumps({"pid": _dead_pid(), "config": config}))
+    monkeypatch.chdir(tmp_path)  # the server started elsewhere
+    launched = len(popen_spy)
+    runner.resume("cli")
+    assert len(popen_spy) == launched + 1
+
+
 def test_the_suggested_model_name_is_free_and_never_reserved(tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()

@@ -526,7 +526,7 @@ def write_session(root: Path, sid: str, csv_text: str, meta: dict | None = None)
             HEADER + "\n" + good_row().replace("0.0,0,0", "abc,0,0", 1) + "\n",
             "line 2, column 't_s': 'abc' is not a number",
         ),
-        (  # one invalid row in two could be skipped (at least one may), but not two in three
+        (  # at most 1% of the rows may be skipped: none of three
             HEADER
             + "\n"
             + good_row()
@@ -535,7 +535,7 @@ def write_session(root: Path, sid: str, csv_text: str, meta: dict | None = None)
             + "\n"
             + good_row(0.2, 2).replace(",1,2,", ",x,2,", 1)
             + "\n",
-            "line 3, column 'x': 'x' is not a number (2 of the 3 rows are invalid; at most 1",
+            "line 3, column 'x': 'x' is not a number (2 of the 3 rows are invalid; at most 0",
         ),
         (
             HEADER + "\n" + good_row().replace("0.700000", "0.900000") + "\n",
@@ -658,19 +658,40 @@ def test_a_few_invalid_rows_are_skipped_with_a_note(
     assert infos["three_bad"].error is not None and "3 of the 200" in infos["three_bad"].error
 
 
-def test_one_invalid_row_in_a_short_session_is_skipped_but_not_the_only_row(
-    tmp_path: Path,
-) -> None:
+def test_an_invalid_row_in_a_session_under_100_rows_is_refused(tmp_path: Path) -> None:
+    """At most 1% of the rows may be skipped: none of 20 (one would be 5%)."""
     rows = many_rows(20)
     rows[3] = rows[3].replace("0.050000", "nan", 1)
-    session = load_session_csv(_bytes(HEADER + "\n" + "\n".join(rows) + "\n"), "short.csv")
-    assert len(session.frames) == 19
-    assert session.warnings == (
-        "short.csv: 1 invalid row of 20 skipped (line 5, column 'angry': 'nan' is not a number)",
-    )
+    with pytest.raises(SessionError) as err:
+        load_session_csv(_bytes(HEADER + "\n" + "\n".join(rows) + "\n"), "short.csv")
+    assert "line 5, column 'angry': 'nan' is not a number" in str(err.value)
+    assert "1 of the 20 rows are invalid; at most 0 may be skipped, 1%" in str(err.value)
     lonely = HEADER + "\n" + rows[3] + "\n"
     with pytest.raises(SessionError, match=r"line 2, column 'angry': 'nan' is not a number$"):
         load_session_csv(_bytes(lonely), "lonely.csv")
+
+
+def test_a_bad_last_row_without_a_line_end_is_not_excused_as_cut_off() -> None:
+    """A hand-made file often lacks the final line end: a last row with all its fields that is
+    invalid counts as an invalid row (towards the 1%), not as a recording cut off."""
+    rows = many_rows(150)
+    rows[-1] = rows[-1].replace("0.700000", "0.200000")  # probabilities no longer sum to 1
+    rows[10] = rows[10].replace("0.050000", "nan", 1)
+    text = HEADER + "\n" + "\n".join(rows)  # no final newline
+    with pytest.raises(
+        SessionError, match="2 of the 150 rows are invalid; at most 1 may be skipped"
+    ):
+        load_session_csv(_bytes(text), "hand.csv")
+    rows[10] = many_rows(150)[10]
+    session = load_session_csv(_bytes(HEADER + "\n" + "\n".join(rows)), "hand.csv")
+    (note,) = session.warnings
+    assert "1 invalid row of 150 skipped (line 151" in note and "cut off" not in note
+
+
+def test_a_file_whose_only_row_is_cut_off_says_so() -> None:
+    text = HEADER + "\n" + good_row(0.0, 0)[:25]
+    with pytest.raises(SessionError, match="header but no rows .*line 2 is cut off"):
+        load_session_csv(_bytes(text), "one.csv")
 
 
 def test_structural_problems_are_still_refused_among_many_rows(tmp_path: Path) -> None:
