@@ -26,6 +26,7 @@ from emotion_core.nervousness import (
     per_face_table,
 )
 from emotion_core.registry import ModelCard
+from emotion_core.sessions import Session
 from emotion_core.stats import BASIS_LABELS, Comparison, SessionStats, Timeline
 
 CLASS_COLORS: dict[str, str] = {
@@ -116,8 +117,9 @@ def summary_frame(
     """One row per session for CSV export.
 
     entries: (session meta, its statistics, its verdict). Columns: session_id, candidate,
-    started_at, source, model_name, model_hash, complete, verdict, rule, then
-    SessionStats.summary_row() (duration, frames, shares and mean probabilities with CIs).
+    started_at, source, model_name, model_hash, complete, verdict, rule, data_notes (the rows
+    left out of the recording when it was read, from meta's DATA_NOTES_KEY; empty when none),
+    then SessionStats.summary_row() (duration, frames, shares and mean probabilities with CIs).
     """
     rows = []
     for meta, stats, result in entries:
@@ -132,10 +134,26 @@ def summary_frame(
             "verdict": result.verdict,
             "verdict_note": "heuristic indicator, not a measurement of anxiety",
             "rule": json.dumps(result.rule, sort_keys=True),
+            "data_notes": " | ".join(data_notes(meta)),
         }
         row.update(stats.summary_row())
         rows.append({key: spreadsheet_safe(value) for key, value in row.items()})
     return pd.DataFrame(rows)
+
+
+DATA_NOTES_KEY = "data_notes"  # in a meta mapping handed to the exports: Session.warnings
+
+
+def data_notes(meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """The notes on rows left out when the recording was read (sessions.Session.warnings), as
+    the caller put them into the meta it exports under DATA_NOTES_KEY."""
+    notes = meta.get(DATA_NOTES_KEY) or ()
+    return (notes,) if isinstance(notes, str) else tuple(str(n) for n in notes)
+
+
+def export_meta(session: Session) -> dict[str, Any]:
+    """A session's meta for the exports, with its notes on rows left out (DATA_NOTES_KEY)."""
+    return {**session.meta, DATA_NOTES_KEY: list(session.warnings)}
 
 
 def summary_csv(
@@ -426,6 +444,8 @@ def build_html_report(
         ("Faces seen", stats.faces_seen),
         ("Notes", meta.get("notes", "")),
     ]
+    if data_notes(meta):  # rows of the recording that could not be read are left out
+        info_rows.append(("Rows left out", " | ".join(data_notes(meta))))
     info = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in info_rows)
     level = f"{d.confidence * 100:.0f}%"
     widening = math.isfinite(d.widen) and d.widen > 1.005

@@ -34,6 +34,7 @@ from emotion_core.report import (
     RESPONSIBLE_USE,
     analysis_settings_text,
     build_html_report,
+    export_meta,
     pairs_frame,
     per_class_frame,
     summary_csv,
@@ -426,10 +427,10 @@ def main() -> None:
             st.dataframe(pairs_frame(comparison), hide_index=True, width="stretch")
 
     st.subheader("Export")
-    csv_text = summary_csv([(i.session.meta, s_, r) for i, s_, r in entries])
+    csv_text = summary_csv([(export_meta(i.session), s_, r) for i, s_, r in entries])
     card_obj: ModelCard | dict[str, Any] | None = card
     html_text = build_html_report(
-        item.session.meta, s, result, rule, card_obj, tl, comparison, t_range, face_id
+        export_meta(item.session), s, result, rule, card_obj, tl, comparison, t_range, face_id
     )
     e1, e2 = st.columns(2)
     e1.download_button(

@@ -203,3 +203,24 @@ def test_the_html_report_gives_the_pairs_of_three_sessions_not_of_two() -> None:
     two = stats.compare_sessions([sad_frames(100), sad_frames(100)], ["A", "B"])
     html = report.build_html_report({"session_id": "a"}, s, verdict, nv.SEED_RULE, comparison=two)
     assert "<h2>Comparison" in html and "Pairwise comparisons" not in html
+
+
+def test_rows_left_out_of_a_recording_are_named_in_both_exports() -> None:
+    """A recording read with rows left out (a cut-off last line) says so in its CSV row and its
+    HTML report, not only on the page: the shares were computed without them."""
+    from emotion_core.sessions import load_session_csv
+
+    text = sad_frames().to_csv(index=False)
+    session = load_session_csv(io.BytesIO((text + text.splitlines()[1][:12]).encode()), "cut.csv")
+    assert session.warnings and "cut off" in session.warnings[0]
+    s = stats.summarize_session(session.frames, "s", stats.BootstrapConfig(n_boot=50, seed=0))
+    verdict = nv.evaluate_rule(nv.SEED_RULE, s)
+    meta = report.export_meta(session)
+    (row,) = csv.DictReader(io.StringIO(report.summary_csv([(meta, s, verdict)]), newline=""))
+    assert "cut off" in row["data_notes"]
+    page = report.build_html_report(meta, s, verdict, nv.SEED_RULE)
+    assert "Rows left out" in page and "cut off" in page
+    clean = report.export_meta(load_session_csv(io.BytesIO(text.encode()), "whole.csv"))
+    (row,) = csv.DictReader(io.StringIO(report.summary_csv([(clean, s, verdict)]), newline=""))
+    assert row["data_notes"] == ""
+    assert "Rows left out" not in report.build_html_report(clean, s, verdict, nv.SEED_RULE)
