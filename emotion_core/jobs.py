@@ -406,20 +406,32 @@ def _check_start(config: TrainConfig, resuming: bool) -> None:
         raise JobError(str(exc)) from exc
 
 
+def _with_paths(
+    config: TrainConfig, data: Callable[[str], str], model: Callable[[str], str]
+) -> TrainConfig:
+    """config with its dataset path mapped by `data` and its model files (the init model and
+    each comma-separated teacher) by `model`; blank paths stay as they are."""
+
+    def mapped(fn: Callable[[str], str], path: str) -> str:
+        return fn(path) if path.strip() else path
+
+    teacher = ",".join(mapped(model, p.strip()) for p in config.teacher.split(",") if p.strip())
+    return replace(
+        config,
+        data=mapped(data, config.data),
+        init_model=mapped(model, config.init_model),
+        teacher=teacher,
+    )
+
+
 def _anchored_at_project_root(config: TrainConfig) -> TrainConfig:
     """config with its relative data, init-model and teacher paths taken from the project
     root, where the trainer runs (absolute ones kept)."""
 
     def anchored(path: str) -> str:
-        return str(resolve_data_path(path)) if path.strip() else path
+        return str(resolve_data_path(path))
 
-    teacher = ",".join(anchored(p.strip()) for p in config.teacher.split(",") if p.strip())
-    return replace(
-        config,
-        data=anchored(config.data),
-        init_model=anchored(config.init_model),
-        teacher=teacher,
-    )
+    return _with_paths(config, anchored, anchored)
 
 
 def _stop_child(proc: subprocess.Popen[bytes]) -> None:
@@ -688,14 +700,13 @@ class TrainingJobRunner:
         (from the models folder, which a relative $EMOTION_MODELS_DIR puts in the working
         folder, as the registry reads it) from the working folder."""
 
-        def absolute(path: str) -> str:
-            return str(Path(path).expanduser().resolve()) if path else path
+        def data(path: str) -> str:
+            return str(resolve_data_path(path).resolve())
 
-        data = str(resolve_data_path(config.data).resolve()) if config.data.strip() else ""
-        # a teacher is one path or several comma-separated .keras files (live distillation)
-        teacher = ",".join(absolute(p.strip()) for p in config.teacher.split(",") if p.strip())
-        changes = {"data": data, "init_model": absolute(config.init_model), "teacher": teacher}
-        return TrainConfig(**(asdict(config) | changes))
+        def model(path: str) -> str:
+            return str(Path(path).expanduser().resolve())
+
+        return _with_paths(config, data, model)
 
     @contextlib.contextmanager
     def _start_lock(self) -> Iterator[None]:
